@@ -1,0 +1,135 @@
+"""Configuration: YAML files, environment variables and flags, in that order of precedence (last wins).
+
+Every entry point builds an ``argparse`` parser whose flag names follow the official scripts, then calls
+:func:`parse_with_config`. Values come from, lowest to highest priority:
+
+1. the parser's built-in defaults;
+2. one or more ``--config FILE.yaml`` (or ``$OMGM_CONFIG``, a ``:``-separated list), flat ``key: value``
+   maps whose keys are the flags' destinations (``sample_file``, ``knowledge_base``...). Keys that a stage does
+   not know are ignored, so one ``paths.yaml`` can serve every stage;
+3. environment variables ``OMGM_<DEST>`` (``OMGM_SAMPLE_FILE=...``);
+4. the flags on the command line.
+
+String values may reference other keys as ``${key}`` and environment variables as ``$VAR``/``${VAR}``;
+``~`` is expanded. Relative paths stay relative to the working directory.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import yaml
+
+ENV_PREFIX = "OMGM_"
+_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class ConfigError(ValueError):
+    """A configuration file or value that cannot be used."""
+
+
+def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a flat YAML mapping, with an error that names the file when it is not one."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: expected a mapping of key: value, got {type(data).__name__}")
+    return data
+
+
+def interpolate(values: dict[str, Any]) -> dict[str, Any]:
+    """Resolve ``${key}`` references between values (up to 10 levels), then env vars and ``~``."""
+    out = dict(values)
+    for _ in range(10):
+        changed = False
+        for key, val in out.items():
+            if isinstance(val, str):
+                new = _REF.sub(lambda m: str(out[m.group(1)]) if m.group(1) in out else m.group(0), val)
+                if new != val:
+                    out[key], changed = new, True
+        if not changed:
+            break
+    for key, val in out.items():
+        if isinstance(val, str) and ("$" in val or val.startswith("~")):
+            out[key] = os.path.expanduser(os.path.expandvars(val))
+    return out
+
+
+def config_values(config_files: Iterable[str], dests: Iterable[str]) -> dict[str, Any]:
+    """Merge YAML files and ``OMGM_*`` environment variables into one dict (not yet interpolated)."""
+    values: dict[str, Any] = {}
+    for cfg in config_files:
+        values.update(load_yaml(cfg))
+    for dest in dests:
+        env = os.environ.get(ENV_PREFIX + dest.upper())
+        if env is not None:
+            values[dest] = env
+    return values
+
+
+def parse_with_config(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse ``argv`` with defaults taken from ``--config`` files and ``OMGM_*`` environment variables."""
+    if not any("--config" in a.option_strings for a in parser._actions):
+        parser.add_argument("--config", action="append", default=None,
+                            help="YAML file(s) of defaults (repeatable; also $OMGM_CONFIG, ':'-separated)")
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config", action="append", default=None)
+    known, _ = pre.parse_known_args(argv)
+    files = known.config or [f for f in os.environ.get("OMGM_CONFIG", "").split(":") if f]
+    dests = {a.dest for a in parser._actions if a.dest not in ("help", "config")}
+    values = interpolate(config_values(files, dests))
+    parser.set_defaults(**{k: _coerce(parser, k, v) for k, v in values.items() if k in dests})
+    args = parser.parse_args(argv)
+    args.config = files
+    return args
+
+
+def _coerce(parser: argparse.ArgumentParser, dest: str, value: Any) -> Any:
+    """Give YAML/env values the flag's type (argparse converts string defaults only for scalar flags)."""
+    action = next(a for a in parser._actions if a.dest == dest)
+    if isinstance(value, list) and action.type is not None:
+        return [action.type(v) if isinstance(v, str) else v for v in value]
+    if isinstance(value, str) and action.nargs in ("+", "*") and action.type is not None:
+        return [action.type(v) for v in value.replace(",", " ").split()]
+    return value
+
+
+def require(args: argparse.Namespace, *names: str) -> None:
+    """Fail with one message listing every required value that no flag, env var or config supplied."""
+    missing = [n for n in names if getattr(args, n, None) in (None, "")]
+    if missing:
+        how = ", ".join(f"--{n} (or {ENV_PREFIX}{n.upper()})" for n in missing)
+        raise SystemExit(f"error: missing required value(s): {how}; set them as flags, environment "
+                         f"variables, or keys in a --config YAML file")
+
+
+def int_list(text: str) -> list[int]:
+    """Parse ``"1,5,10"`` or ``"1 5 10"`` into ``[1, 5, 10]`` (the official ``--top_ks`` form)."""
+    try:
+        return [int(t) for t in str(text).replace(",", " ").split()]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {text!r}") from exc
+
+
+def float_list(text: str) -> list[float]:
+    """Parse ``"0.9"`` or ``"0.5,0.9"`` into a list of floats."""
+    try:
+        return [float(t) for t in str(text).replace(",", " ").split()]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}") from exc
+
+
+def setup_logging(verbose: bool = False) -> None:
+    """omgm's own loggers at INFO (DEBUG when verbose); third-party libraries at WARNING."""
+    import logging
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("omgm").setLevel(logging.DEBUG if verbose else logging.INFO)

@@ -1,0 +1,181 @@
+"""``python -m omgm.data.kb_import``: stream a KB JSON into the SQLite store that :class:`SqliteKnowledgeBase` reads.
+
+- Never holds the whole JSON: members are decoded one at a time (:mod:`omgm.data.jsonstream`).
+- Keeps the original key order as ``row`` (= FAISS row of a summary index).
+- Resumable: the store is written as ``OUT.partial``, committed every ``--commit_every`` entities together with
+  the byte offset reached; a killed import started again continues from there. The finished store is
+  renamed into place, so a file at ``OUT`` is always complete.
+- A duplicated URL is an error naming both rows. Optionally imports the wiki-image CSVs for title lookups.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sqlite3
+import sys
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+from omgm.config import parse_with_config, require
+from omgm.data.jsonstream import iter_object_members
+from omgm.data.kb import STORE_FORMAT, STORE_VERSION, KnowledgeBaseError, UrlOrderHash
+from omgm.data.wiki_images import CsvStats, iter_csv_rows
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS entities(row INTEGER PRIMARY KEY, url TEXT NOT NULL UNIQUE, title TEXT, data TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS wiki_images(title TEXT NOT NULL, ord INTEGER NOT NULL, img_path TEXT NOT NULL,
+                                       PRIMARY KEY(title, ord)) WITHOUT ROWID;
+"""
+
+
+def _source_id(path: Path) -> str:
+    st = path.stat()
+    return json.dumps({"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns})
+
+
+def _set_meta(con: sqlite3.Connection, **kv: object) -> None:
+    con.executemany("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", [(k, str(v)) for k, v in kv.items()])
+
+
+def _open_partial(partial: Path, source: Path) -> tuple[sqlite3.Connection, int, int]:
+    """Open (or create) the partial store; return it with the resume (row, byte offset)."""
+    con = sqlite3.connect(partial)
+    con.executescript(SCHEMA)
+    con.execute("PRAGMA journal_mode=WAL")
+    con.execute("PRAGMA synchronous=NORMAL")
+    meta = dict(con.execute("SELECT key, value FROM meta"))
+    if not meta:
+        _set_meta(con, format=STORE_FORMAT, version=STORE_VERSION, source=_source_id(source),
+                  count=0, offset=0, complete=0)
+        con.commit()
+        return con, 0, 0
+    if meta.get("source") != _source_id(source):
+        con.close()
+        raise KnowledgeBaseError(f"{partial} is an unfinished import of a different file ({meta.get('source')}); "
+                                 f"delete it or pass --overwrite")
+    return con, int(meta["count"]), int(meta["offset"])
+
+
+def _insert_batch(con: sqlite3.Connection, batch: list[tuple], offset: int, source: Path) -> None:
+    try:
+        con.executemany("INSERT INTO entities(row, url, title, data) VALUES (?, ?, ?, ?)", batch)
+    except sqlite3.IntegrityError:
+        con.rollback()
+        for row, url, _, _ in batch:
+            hit = con.execute("SELECT row FROM entities WHERE url = ?", (url,)).fetchone()
+            dup = [r for r, u, _, _ in batch if u == url and r != row]
+            if hit or dup:
+                raise KnowledgeBaseError(f"{source}: duplicate URL {url!r} at rows {hit[0] if hit else dup[0]} "
+                                         f"and {row}; row order would not match a FAISS index") from None
+        raise
+    _set_meta(con, count=batch[-1][0] + 1, offset=offset)
+    con.commit()
+
+
+def import_entities(source: Path, con: sqlite3.Connection, start_row: int, start_byte: int,
+                    commit_every: int = 2000, progress: bool = True) -> int:
+    """Append entities from ``source`` starting at ``start_byte``; returns the entity count."""
+    size = source.stat().st_size
+    bar = tqdm(total=size, initial=start_byte, unit="B", unit_scale=True, desc=f"import {source.name}",
+               disable=not progress)
+    row, last, batch = start_row, start_byte, []
+    for url, value, end in iter_object_members(source, start_byte=start_byte):
+        if not isinstance(value, dict):
+            raise KnowledgeBaseError(f"{source}: entity {url!r} (row {row}) is a {type(value).__name__}, "
+                                     f"expected an object")
+        title = value.get("title") or ((value.get("section_titles") or [""])[0])
+        batch.append((row, url, title, json.dumps(value, ensure_ascii=False, separators=(",", ":"))))
+        row += 1
+        if len(batch) >= commit_every:
+            _insert_batch(con, batch, end, source)
+            bar.update(end - last)
+            last, batch = end, []
+    if batch:
+        _insert_batch(con, batch, end, source)
+        bar.update(end - last)
+    bar.close()
+    return row
+
+
+def import_wiki_images(con: sqlite3.Connection, csv_dir: Path, max_per_title: int = 50) -> CsvStats:
+    """Replace the ``wiki_images`` table with the CSVs' ``(title, img_path)`` rows, de-duplicated per title."""
+    stats = CsvStats()
+    con.execute("DELETE FROM wiki_images")
+    counts: dict[str, int] = {}
+    seen: set[tuple[str, str]] = set()
+    batch = []
+    for title, rel in tqdm(iter_csv_rows(csv_dir, stats), desc="import wiki-image CSVs", unit=" rows"):
+        n = counts.get(title, 0)
+        if (title, rel) in seen or n >= max_per_title:
+            continue
+        seen.add((title, rel))
+        counts[title] = n + 1
+        batch.append((title, n, rel))
+        if len(batch) >= 50000:
+            con.executemany("INSERT INTO wiki_images VALUES (?, ?, ?)", batch)
+            batch = []
+    con.executemany("INSERT INTO wiki_images VALUES (?, ?, ?)", batch)
+    _set_meta(con, wiki_images=1, wiki_image_csv_dir=str(csv_dir), wiki_image_rows=stats.rows,
+              wiki_image_malformed=stats.malformed)
+    con.commit()
+    return stats
+
+
+def run_import(knowledge_base: str | Path, out: str | Path, wiki_img_csv_dir: str | Path | None = None,
+               overwrite: bool = False, commit_every: int = 2000, progress: bool = True) -> Path:
+    source, out = Path(knowledge_base), Path(out)
+    if not source.is_file():
+        raise KnowledgeBaseError(f"knowledge base JSON not found: {source}")
+    if out.exists() and not overwrite:
+        raise KnowledgeBaseError(f"{out} exists; pass --overwrite to replace it")
+    partial = out.with_name(out.name + ".partial")
+    if overwrite:
+        for p in (partial, Path(str(partial) + "-wal"), Path(str(partial) + "-shm")):
+            p.unlink(missing_ok=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    con, row, offset = _open_partial(partial, source)
+    if row:
+        print(f"resuming import of {source} at entity {row} (byte {offset})", file=sys.stderr)
+    count = import_entities(source, con, row, offset, commit_every, progress)
+    if wiki_img_csv_dir:
+        stats = import_wiki_images(con, Path(wiki_img_csv_dir))
+        print(f"wiki-image CSVs: {stats.files} files, {stats.rows} rows, {stats.malformed} malformed rows skipped"
+              + "".join(f"\n  e.g. {e}" for e in stats.examples), file=sys.stderr)
+    url_hash = UrlOrderHash.of(u for (u,) in con.execute("SELECT url FROM entities ORDER BY row"))
+    _set_meta(con, count=count, url_order_hash=url_hash, complete=1, finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
+    con.commit()
+    con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    con.execute("PRAGMA journal_mode=DELETE")
+    con.close()
+    os.replace(partial, out)
+    print(f"imported {count} entities from {source} into {out}", file=sys.stderr)
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m omgm.data.kb_import", description=__doc__.split("\n\n")[0])
+    p.add_argument("--kb_json", help="the KB JSON ({url: {title, section_titles, ...}})")
+    p.add_argument("--out", help="the SQLite store to write (e.g. encyclopedic_kb_wiki.sqlite)")
+    p.add_argument("--wiki_img_csv_dir", default=None, help="also import the wiki_image_url_part_*_processed.csv files")
+    p.add_argument("--commit_every", type=int, default=2000)
+    p.add_argument("--overwrite", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_with_config(build_parser(), argv)
+    require(args, "kb_json", "out")
+    try:
+        run_import(args.kb_json, args.out, args.wiki_img_csv_dir, args.overwrite, args.commit_every)
+    except KnowledgeBaseError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,129 @@
+"""The JSON files the stages exchange: schemas, validation, atomic writes.
+
+Retrieval results (step 1 and step 2) are written as::
+
+    {
+      "format": "omgm.retrieval", "version": 1, "stage": "step1" | "step2",
+      "meta": {...how it was produced...},
+      "results": {
+        "<sample_id>": {
+          "retrieved_entities": [{"url": str, "title": str}, ...],      # best first
+          "retrieval_similarities": [float, ...],                       # same length; step-1 raw inner products
+          "sec_sim": [[float, ...], ...]                                # step 2 only: per-section scores
+        }, ...
+      }
+    }
+
+``results`` is exactly the authors' file format, so :func:`read_retrieval` also accepts their bare files
+(the ``results`` object at top level) and :func:`write_retrieval` can write one with ``bare=True``.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+RETRIEVAL_FORMAT = "omgm.retrieval"
+RETRIEVAL_VERSION = 1
+
+
+class ResultFileError(ValueError):
+    """A result file that does not follow its schema; the message names the file and the sample."""
+
+
+def write_json_atomic(path: str | Path, obj: Any, indent: int | None = None) -> Path:
+    """Write JSON to a temporary file beside ``path``, fsync it, then rename it over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(obj, fh, ensure_ascii=False, indent=indent, allow_nan=False)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_json(path: str | Path) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise ResultFileError(f"file not found: {path}")
+    try:
+        with path.open(encoding="utf-8") as fh:
+            return json.load(fh)
+    except json.JSONDecodeError as exc:
+        raise ResultFileError(f"{path}: not valid JSON ({exc})") from None
+
+
+@dataclass
+class RetrievalFile:
+    results: dict[str, dict]
+    stage: str = "step1"
+    meta: dict = field(default_factory=dict)
+    path: Path | None = None
+
+    def urls(self, sample_id: str) -> list[str]:
+        return [e["url"] for e in self.results[sample_id]["retrieved_entities"]]
+
+
+def _check_entry(path: Path | str, sid: str, entry: Any) -> None:
+    where = f"{path}, sample {sid!r}"
+    if not isinstance(entry, dict):
+        raise ResultFileError(f"{where}: expected an object, got {type(entry).__name__}")
+    ents, sims = entry.get("retrieved_entities"), entry.get("retrieval_similarities")
+    if not isinstance(ents, list) or not isinstance(sims, list):
+        raise ResultFileError(f"{where}: needs lists 'retrieved_entities' and 'retrieval_similarities'")
+    if len(ents) != len(sims):
+        raise ResultFileError(f"{where}: {len(ents)} entities but {len(sims)} similarities")
+    for j, e in enumerate(ents):
+        if not isinstance(e, dict) or not isinstance(e.get("url"), str):
+            raise ResultFileError(f"{where}: retrieved_entities[{j}] has no 'url' string")
+    for j, s in enumerate(sims):
+        if not isinstance(s, (int, float)) or isinstance(s, bool) or not math.isfinite(s):
+            raise ResultFileError(f"{where}: retrieval_similarities[{j}] is not a finite number ({s!r})")
+    if "sec_sim" in entry:
+        sec = entry["sec_sim"]
+        if not isinstance(sec, list) or len(sec) != len(ents) or not all(isinstance(x, list) for x in sec):
+            raise ResultFileError(f"{where}: 'sec_sim' must be one list of section scores per entity")
+
+
+def read_retrieval(path: str | Path) -> RetrievalFile:
+    """Read a step-1/step-2 file (ours or the authors' bare form), validating every entry."""
+    path = Path(path)
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise ResultFileError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    if data.get("format") == RETRIEVAL_FORMAT:
+        if int(data.get("version", 0)) > RETRIEVAL_VERSION:
+            raise ResultFileError(f"{path}: format version {data['version']} is newer than this omgm "
+                                  f"understands ({RETRIEVAL_VERSION}); upgrade omgm")
+        results, stage, meta = data.get("results"), data.get("stage", "step1"), data.get("meta", {})
+        if not isinstance(results, dict):
+            raise ResultFileError(f"{path}: 'results' must be an object keyed by sample id")
+    elif "format" in data:
+        raise ResultFileError(f"{path}: format {data['format']!r} is not a retrieval result file")
+    else:  # the authors' bare file
+        results, meta = data, {"note": "bare file without omgm header"}
+        stage = "step2" if any(isinstance(v, dict) and "sec_sim" in v for v in data.values()) else "step1"
+    for sid, entry in results.items():
+        _check_entry(path, sid, entry)
+    return RetrievalFile(results=results, stage=stage, meta=meta, path=path)
+
+
+def write_retrieval(path: str | Path, results: dict[str, dict], stage: str, meta: dict | None = None,
+                    bare: bool = False) -> Path:
+    """Validate and atomically write a retrieval file (``bare=True``: the authors' headerless form)."""
+    for sid, entry in results.items():
+        _check_entry(path, sid, entry)
+    if bare:
+        return write_json_atomic(path, results)
+    return write_json_atomic(path, {"format": RETRIEVAL_FORMAT, "version": RETRIEVAL_VERSION, "stage": stage,
+                                    "meta": meta or {}, "results": results})

@@ -1,0 +1,111 @@
+"""Entity title -> Wikipedia image files, from the 13 ``wiki_image_url_part_{n}_processed.csv`` files.
+
+Each CSV has a header row and columns, by position: 0 = entity title, 1 = image URL, 2 = ``img_path``
+relative to the wiki-image root, 3 = caption. Lookup is by *title*; at most 10 distinct images that exist
+on disk are kept per title, in CSV order; the pipeline uses the first (SPEC.md, "Data").
+
+Sources: the CSV folder (read into memory), or the ``wiki_images`` table of a KB store when the CSVs were
+imported with ``kb_import --wiki_img_csv_dir``. Rows with fewer than 3 columns are skipped and counted.
+"""
+from __future__ import annotations
+
+import csv
+import re
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+MAX_IMAGES_PER_TITLE = 10
+CSV_GLOB = "wiki_image_url_part_*_processed.csv"
+_PART = re.compile(r"part_(\d+)_")
+
+
+class WikiImageError(ValueError):
+    """The image CSVs cannot be used (none found, unreadable); the message names the folder or file."""
+
+
+@dataclass
+class CsvStats:
+    files: int = 0
+    rows: int = 0
+    malformed: int = 0
+    examples: list[str] = field(default_factory=list)
+
+
+def csv_files(csv_dir: str | Path) -> list[Path]:
+    """The image CSVs of a folder, ordered by part number (part_2 before part_10)."""
+    d = Path(csv_dir)
+    if not d.is_dir():
+        raise WikiImageError(f"wiki-image CSV folder not found: {d}")
+    files = sorted(d.glob(CSV_GLOB), key=lambda p: int(_PART.search(p.name).group(1)) if _PART.search(p.name) else 0)
+    if not files:
+        raise WikiImageError(f"{d}: no files named {CSV_GLOB}")
+    return files
+
+
+def iter_csv_rows(csv_dir: str | Path, stats: CsvStats | None = None) -> Iterator[tuple[str, str]]:
+    """Yield ``(title, img_path)`` in file and row order; malformed rows are counted in ``stats``."""
+    stats = stats if stats is not None else CsvStats()
+    for f in csv_files(csv_dir):
+        stats.files += 1
+        with f.open(newline="", encoding="utf-8") as fh:
+            reader = csv.reader(fh)
+            next(reader, None)  # header
+            for row in reader:
+                stats.rows += 1
+                if len(row) < 3 or not row[0] or not row[2]:
+                    stats.malformed += 1
+                    if len(stats.examples) < 5:
+                        stats.examples.append(f"{f}, line {reader.line_num}: {row[:3]}")
+                    continue
+                yield row[0], row[2]
+
+
+class WikiImages:
+    """Title -> existing image paths under ``image_root``."""
+
+    def __init__(self, image_root: str | Path, csv_dir: str | Path | None = None,
+                 store: sqlite3.Connection | None = None, max_per_title: int = MAX_IMAGES_PER_TITLE) -> None:
+        if csv_dir is None and store is None:
+            raise WikiImageError("give the wiki-image CSV folder (--wiki_img_csv_dir) or a KB store with "
+                                 "imported image CSVs")
+        self.root = Path(image_root)
+        self.max = max_per_title
+        self.stats = CsvStats()
+        self._store = store
+        self._by_title: dict[str, list[str]] | None = None
+        if store is None:
+            self._by_title = {}
+            for title, rel in iter_csv_rows(csv_dir, self.stats):
+                paths = self._by_title.setdefault(title, [])
+                if rel not in paths:
+                    paths.append(rel)
+
+    def _candidates(self, title: str) -> list[str]:
+        if self._by_title is not None:
+            return self._by_title.get(title, [])
+        cur = self._store.execute("SELECT img_path FROM wiki_images WHERE title = ? ORDER BY ord", (title,))
+        return [r[0] for r in cur]
+
+    def known(self, title: str) -> bool:
+        """Whether the CSVs list any image for this title (existing on disk or not)."""
+        return bool(self._candidates(title))
+
+    def paths(self, title: str) -> list[Path]:
+        """Up to ``max_per_title`` distinct image files for ``title`` that exist on disk, in CSV order."""
+        out: list[Path] = []
+        for rel in self._candidates(title):
+            p = self.root / rel
+            if p.is_file():
+                out.append(p)
+                if len(out) >= self.max:
+                    break
+        return out
+
+    def first(self, title: str) -> Path | None:
+        """The first existing image for ``title`` (what the reranker pairs with every section), or None."""
+        for rel in self._candidates(title):
+            if (self.root / rel).is_file():
+                return self.root / rel
+        return None

@@ -1,0 +1,216 @@
+"""Retriever encoders behind one small interface (step 1: query image vs entity-summary text).
+
+A :class:`Retriever` embeds images and texts into one space, L2-normalised float32 rows:
+``preprocess(image) -> tensor``, ``encode_pixels(batch) -> ndarray``, ``encode_images(images)``,
+``encode_texts(texts)``, ``dim`` and ``model_id`` (what an index manifest records).
+
+Adapters:
+- :class:`HFClipRetriever`: a transformers model loaded with ``AutoModel.from_pretrained(path_or_id,
+  trust_remote_code=True)``: EVA-CLIP-8B as the paper ran it (its remote code exposes ``encode_image`` /
+  ``encode_text``), or any ``CLIPModel`` (``get_image_features`` / ``get_text_features``); CLIP ViT-L/14
+  preprocessing and tokenizer by default.
+- :class:`OpenClipRetriever`: any open_clip model by name with a pretrained tag or a local checkpoint
+  (EVA01-g-14, EVA02-L-14, ...; ``omgm-tiny-eva`` is a tiny config shipped for tests and the demo).
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+log = logging.getLogger(__name__)
+MODEL_CONFIG_DIR = Path(__file__).with_name("model_configs")
+EVA_CLIP_8B = "BAAI/EVA-CLIP-8B"
+CLIP_L14 = "openai/clip-vit-large-patch14"
+
+
+def file_fingerprint(path: str | Path, block: int = 1 << 20) -> str:
+    """A cheap identity of a (possibly multi-GB) weight file: size plus the first and last MiB."""
+    p = Path(path)
+    h = hashlib.sha256(str(p.stat().st_size).encode())
+    with p.open("rb") as fh:
+        h.update(fh.read(block))
+        if p.stat().st_size > block:
+            fh.seek(-block, os.SEEK_END)
+            h.update(fh.read(block))
+    return h.hexdigest()[:16]
+
+
+def l2_normalise(x: torch.Tensor) -> np.ndarray:
+    x = x.float()
+    return torch.nn.functional.normalize(x, dim=-1).cpu().numpy().astype(np.float32, copy=False)
+
+
+def resolve_device(device: str | None) -> torch.device:
+    if device in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class Retriever:
+    """Interface; see the module docstring. ``truncated_texts`` counts texts cut to the context length."""
+
+    name: str = "retriever"
+    model_id: str = ""
+    dim: int = 0
+    device: torch.device = torch.device("cpu")
+
+    def __init__(self) -> None:
+        self.truncated_texts = 0
+
+    def preprocess(self, image: Image.Image) -> torch.Tensor:
+        raise NotImplementedError
+
+    def encode_pixels(self, pixels: torch.Tensor) -> np.ndarray:
+        raise NotImplementedError
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        raise NotImplementedError
+
+    def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        return self.encode_pixels(torch.stack([self.preprocess(im) for im in images]))
+
+
+class OpenClipRetriever(Retriever):
+    def __init__(self, model_name: str, pretrained: str | None = None, device: str | None = None,
+                 precision: str | None = None) -> None:
+        super().__init__()
+        import open_clip
+
+        open_clip.add_model_config(MODEL_CONFIG_DIR)
+        self.device = resolve_device(device)
+        precision = precision or ("fp16" if self.device.type == "cuda" else "fp32")
+        if pretrained and not Path(pretrained).is_file() and os.sep in pretrained:
+            raise FileNotFoundError(f"open_clip checkpoint not found: {pretrained}")
+        if not pretrained:
+            log.warning("open_clip model %s has no pretrained weights: RANDOM weights, results are meaningless",
+                        model_name)
+        self.model, _, self._preprocess = open_clip.create_model_and_transforms(
+            model_name, pretrained=pretrained or None, precision=precision, device=self.device)
+        self.model.eval()
+        self.tokenizer = open_clip.get_tokenizer(model_name)
+        self.name = model_name
+        weights = (f"file-{file_fingerprint(pretrained)}" if pretrained and Path(pretrained).is_file()
+                   else (pretrained or "random-init"))
+        self.model_id = f"open_clip:{model_name}:{weights}"
+        with torch.no_grad():
+            self.dim = int(self.model.encode_text(self.tokenizer(["x"]).to(self.device)).shape[-1])
+
+    def preprocess(self, image: Image.Image) -> torch.Tensor:
+        return self._preprocess(image)
+
+    @torch.no_grad()
+    def encode_pixels(self, pixels: torch.Tensor) -> np.ndarray:
+        dtype = next(self.model.parameters()).dtype
+        return l2_normalise(self.model.encode_image(pixels.to(self.device, dtype)))
+
+    @torch.no_grad()
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        tokens = self.tokenizer(list(texts))
+        self.truncated_texts += int((tokens[:, -1] != 0).sum())  # a full context means the text was cut
+        return l2_normalise(self.model.encode_text(tokens.to(self.device)))
+
+
+class HFClipRetriever(Retriever):
+    """EVA-CLIP-8B (remote code) or any transformers CLIP-style model from a hub id or local folder."""
+
+    def __init__(self, path_or_id: str = EVA_CLIP_8B, processor: str | None = None, tokenizer: str | None = None,
+                 device: str | None = None, dtype: str | None = None, max_length: int = 77,
+                 trust_remote_code: bool = True) -> None:
+        super().__init__()
+        from transformers import AutoModel, AutoTokenizer, CLIPImageProcessor
+
+        self.device = resolve_device(device)
+        torch_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[
+            dtype or ("fp16" if self.device.type == "cuda" else "fp32")]
+        self.model = AutoModel.from_pretrained(path_or_id, dtype=torch_dtype,
+                                               trust_remote_code=trust_remote_code).to(self.device).eval()
+        # EVA-CLIP-8B ships no processor/tokenizer of its own: it uses CLIP ViT-L/14's (SPEC.md, step 1)
+        self.processor = CLIPImageProcessor.from_pretrained(processor or _own_or(path_or_id, CLIP_L14))
+        self.tokenizer = AutoTokenizer.from_pretrained(tokenizer or _own_or(path_or_id, CLIP_L14))
+        self.max_length = max_length
+        self.name = str(path_or_id)
+        self.model_id = f"hf:{_hf_identity(path_or_id)}"
+        self.dim = int(self.encode_texts(["x"]).shape[-1])
+        self.truncated_texts = 0
+
+    def preprocess(self, image: Image.Image) -> torch.Tensor:
+        return self.processor(images=image, return_tensors="pt")["pixel_values"][0]
+
+    @torch.no_grad()
+    def encode_pixels(self, pixels: torch.Tensor) -> np.ndarray:
+        pixels = pixels.to(self.device, next(self.model.parameters()).dtype)
+        if hasattr(self.model, "encode_image"):
+            return l2_normalise(self.model.encode_image(pixels))
+        return l2_normalise(_pooled(self.model.get_image_features(pixel_values=pixels)))
+
+    @torch.no_grad()
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        full = self.tokenizer(list(texts), padding=False, truncation=False)["input_ids"]
+        self.truncated_texts += sum(len(ids) > self.max_length for ids in full)
+        enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length,
+                             return_tensors="pt").to(self.device)
+        if hasattr(self.model, "encode_text"):
+            return l2_normalise(self.model.encode_text(enc["input_ids"]))
+        return l2_normalise(_pooled(self.model.get_text_features(**enc)))
+
+
+def _pooled(out) -> torch.Tensor:
+    """transformers 5 returns a model output whose ``pooler_output`` is the projected feature; 4.x a tensor."""
+    return out if isinstance(out, torch.Tensor) else out.pooler_output
+
+
+def _own_or(path_or_id: str, fallback: str) -> str:
+    """A local model folder's own processor/tokenizer files when it has them, else ``fallback``."""
+    p = Path(path_or_id)
+    if p.is_dir() and ((p / "preprocessor_config.json").is_file() or (p / "tokenizer_config.json").is_file()):
+        return str(p)
+    return fallback
+
+
+def _hf_identity(path_or_id: str) -> str:
+    p = Path(path_or_id)
+    if p.is_dir() and (p / "config.json").is_file():
+        h = hashlib.sha256((p / "config.json").read_bytes())
+        for w in sorted(p.glob("*.safetensors")) + sorted(p.glob("*.bin")):
+            h.update(file_fingerprint(w).encode())
+        return f"{p.name}-{h.hexdigest()[:16]}"
+    return str(path_or_id)
+
+
+@dataclass
+class RetrieverSpec:
+    """What ``--retriever_vit`` and its companion flags name."""
+
+    retriever_vit: str = "eva-clip"
+    retriever_path: str | None = None        # HF id/folder (eva-clip, hf-clip)
+    retriever_pretrained: str | None = None  # open_clip pretrained tag or checkpoint file
+    device: str | None = None
+    precision: str | None = None
+
+
+def build_retriever(spec: RetrieverSpec) -> Retriever:
+    """``eva-clip`` -> EVA-CLIP-8B through transformers; ``hf-clip`` -> a CLIPModel folder/id;
+    ``open_clip:<name>`` or a bare open_clip model name -> open_clip."""
+    name = spec.retriever_vit
+    if name in ("eva-clip", "eva-clip-8b"):
+        return HFClipRetriever(spec.retriever_path or EVA_CLIP_8B, device=spec.device, dtype=spec.precision)
+    if name == "hf-clip":
+        if not spec.retriever_path:
+            raise ValueError("--retriever_vit hf-clip needs --retriever_path (a transformers CLIP folder or id)")
+        return HFClipRetriever(spec.retriever_path, device=spec.device, dtype=spec.precision)
+    oc_name = name.split(":", 1)[1] if name.startswith("open_clip:") else name
+    import open_clip
+
+    open_clip.add_model_config(MODEL_CONFIG_DIR)
+    if oc_name not in open_clip.list_models():
+        raise ValueError(f"unknown retriever {name!r}: use eva-clip, hf-clip, or an open_clip model name "
+                         f"(e.g. EVA02-L-14, omgm-tiny-eva)")
+    return OpenClipRetriever(oc_name, spec.retriever_pretrained, device=spec.device, precision=spec.precision)

@@ -1,0 +1,150 @@
+"""FAISS summary index: build, write with a manifest, load, check against the KB and model, search.
+
+An index built by omgm is ``NAME.index`` plus ``NAME.index.manifest.json``::
+
+    {"format": "omgm.index", "version": 1, "model_id": ..., "dim": ..., "metric": "inner_product",
+     "normalised": true, "index_type": "IndexFlatIP", "count": N, "kb_url_order_hash": sha256,
+     "kb_path": ..., "texts": {...how the indexed texts were made...}, "created_at": ..., "omgm_version": ...}
+
+Row ``i`` is the ``i``-th entity of the KB. The authors' released ``summary_llama3.index`` files have no
+manifest: they are accepted after checking vector count against the KB and dimension against the model.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import faiss
+import numpy as np
+from tqdm import tqdm
+
+from omgm.data.results import read_json, write_json_atomic
+
+log = logging.getLogger(__name__)
+MANIFEST_FORMAT = "omgm.index"
+MANIFEST_VERSION = 1
+
+
+class IndexMismatchError(ValueError):
+    """An index that does not belong to this KB or model; the message says which field differs."""
+
+
+@dataclass
+class IndexManifest:
+    model_id: str
+    dim: int
+    count: int
+    kb_url_order_hash: str
+    kb_path: str = ""
+    metric: str = "inner_product"
+    normalised: bool = True
+    index_type: str = "IndexFlatIP"
+    texts: dict = field(default_factory=dict)
+    created_at: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    omgm_version: str = ""
+    format: str = MANIFEST_FORMAT
+    version: int = MANIFEST_VERSION
+
+
+def manifest_path(index_path: str | Path) -> Path:
+    return Path(str(index_path) + ".manifest.json")
+
+
+def build_flat_ip(vectors: np.ndarray) -> faiss.Index:
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    index = faiss.IndexFlatIP(vectors.shape[1])
+    index.add(vectors)
+    return index
+
+
+def write_index(index: faiss.Index, path: str | Path, manifest: IndexManifest) -> Path:
+    """Write the index and its manifest, each atomically (temp file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    faiss.write_index(faiss.index_gpu_to_cpu(index) if _is_gpu(index) else index, str(tmp))
+    os.replace(tmp, path)
+    write_json_atomic(manifest_path(path), asdict(manifest), indent=2)
+    return path
+
+
+def load_index(path: str | Path) -> tuple[faiss.Index, IndexManifest | None]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"FAISS index not found: {path}")
+    try:
+        index = faiss.read_index(str(path))
+    except RuntimeError as exc:
+        raise IndexMismatchError(f"{path}: not a readable FAISS index ({str(exc).splitlines()[0]})") from None
+    mpath = manifest_path(path)
+    if not mpath.is_file():
+        return index, None
+    data = read_json(mpath)
+    known = {k: v for k, v in data.items() if k in IndexManifest.__dataclass_fields__}
+    try:
+        return index, IndexManifest(**known)
+    except TypeError as exc:
+        raise IndexMismatchError(f"{mpath}: incomplete manifest ({exc})") from None
+
+
+def check_index(index: faiss.Index, manifest: IndexManifest | None, *, index_path: str | Path, kb_len: int,
+                kb_hash: str | None, model_id: str, dim: int, allow_model_mismatch: bool = False) -> list[str]:
+    """Refuse an index that does not match; return notes to print (e.g. that no manifest was found)."""
+    notes: list[str] = []
+    if index.d != dim:
+        raise IndexMismatchError(f"{index_path}: vectors have dimension {index.d} but the retriever "
+                                 f"{model_id} embeds into {dim}")
+    if index.ntotal != kb_len:
+        raise IndexMismatchError(f"{index_path}: {index.ntotal} vectors but the knowledge base has {kb_len} "
+                                 f"entities (row i must be the KB's i-th entity)")
+    if manifest is None:
+        notes.append(f"no manifest found for {index_path} (e.g. the authors' released index): checked only "
+                     f"the vector count ({index.ntotal}) and dimension ({index.d})")
+        return notes
+    if manifest.format != MANIFEST_FORMAT or manifest.version > MANIFEST_VERSION:
+        raise IndexMismatchError(f"{manifest_path(index_path)}: manifest format {manifest.format!r} "
+                                 f"v{manifest.version} is not one this omgm reads")
+    if manifest.count != index.ntotal:
+        raise IndexMismatchError(f"{index_path}: field 'count' is {manifest.count} in the manifest but the "
+                                 f"index file holds {index.ntotal} vectors")
+    if kb_hash is not None and manifest.kb_url_order_hash != kb_hash:
+        raise IndexMismatchError(f"{index_path}: field 'kb_url_order_hash' differs: the index was built for "
+                                 f"another knowledge base or URL order ({manifest.kb_path or 'unknown KB'})")
+    if manifest.model_id != model_id:
+        msg = (f"{index_path}: field 'model_id' is {manifest.model_id!r} in the manifest but the retriever "
+               f"is {model_id!r}")
+        if not allow_model_mismatch:
+            raise IndexMismatchError(msg + " (pass --allow_model_mismatch if this is the same model)")
+        notes.append("WARNING: " + msg)
+    return notes
+
+
+def _is_gpu(index: faiss.Index) -> bool:
+    return "Gpu" in type(index).__name__
+
+
+def maybe_to_gpu(index: faiss.Index, use_gpu: str = "auto") -> faiss.Index:
+    """Move the index to all GPUs when faiss-gpu is installed and GPUs are visible (``use_gpu``: auto/yes/no)."""
+    n = getattr(faiss, "get_num_gpus", lambda: 0)()
+    if use_gpu == "no" or (use_gpu == "auto" and n == 0):
+        return index
+    if n == 0:
+        raise RuntimeError("--faiss_gpu yes but faiss sees no GPU (is faiss-gpu installed?)")
+    log.info("moving the FAISS index to %d GPU(s)", n)
+    return faiss.index_cpu_to_all_gpus(index)
+
+
+def search(index: faiss.Index, queries: np.ndarray, k: int, batch_size: int = 1024,
+           progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` inner products and row ids for every query, ``batch_size`` queries per FAISS call."""
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    k = min(k, index.ntotal)
+    scores = np.empty((len(queries), k), dtype=np.float32)
+    ids = np.empty((len(queries), k), dtype=np.int64)
+    for start in tqdm(range(0, len(queries), batch_size), desc="search", disable=not progress):
+        s, i = index.search(queries[start:start + batch_size], k)
+        scores[start:start + batch_size], ids[start:start + batch_size] = s, i
+    return scores, ids

@@ -1,0 +1,164 @@
+"""Entity summaries: the texts a step-1 index embeds, one per KB entity, in KB row order.
+
+The authors indexed summaries written by Llama-3 but released neither the summaries nor the prompt.
+We offer two summarisers and store their output as JSONL (``{"row", "url", "summary"}`` per line, row
+order), appended and flushed batch by batch, so a killed run resumes at the first missing row:
+
+- ``lead``: ``"{title}. {lead section}"`` cut to ``max_words`` words (no model; also a sound baseline);
+- ``llm``: a transformers causal LM (e.g. ``meta-llama/Meta-Llama-3-8B-Instruct``), greedy decoding,
+  with :data:`SUMMARY_SYSTEM` / :data:`SUMMARY_USER` below (our prompt, documented in the README).
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+from tqdm import tqdm
+
+from omgm.data.kb import Entity, KnowledgeBase
+
+log = logging.getLogger(__name__)
+
+SUMMARY_SYSTEM = "You are an encyclopedia editor who writes short, factual summaries of Wikipedia articles."
+SUMMARY_USER = (
+    "Summarize the Wikipedia article below about \"{title}\" in two or three sentences. Say what it is and, "
+    "where the article tells, what it looks like (shape, colour, size, material, setting), so that the "
+    "summary helps to recognise it in a photo. Answer with the summary only.\n\nArticle:\n{article}"
+)
+
+
+class SummaryFileError(ValueError):
+    """A summary JSONL that does not match the KB; the message names file and line."""
+
+
+def lead_summary(entity: Entity, max_words: int = 120) -> str:
+    words = f"{entity.title}. {entity.lead_text()}".split()
+    return " ".join(words[:max_words])
+
+
+def article_text(entity: Entity, max_words: int = 768) -> str:
+    """The article as the LLM sees it: section titles and texts, references dropped, cut to ``max_words``."""
+    parts = [f"{s.title}\n{s.text}" if i else s.text for i, s in enumerate(entity.sections())]
+    return " ".join(" ".join(parts).split()[:max_words])
+
+
+@dataclass
+class SummaryStore:
+    """The JSONL file; reading verifies that line ``k`` is row ``k`` and the KB's ``k``-th URL."""
+
+    path: Path
+
+    def count_done(self, kb: KnowledgeBase) -> int:
+        """Complete, valid leading rows; a torn last line (a crash mid-write) is cut off and reported."""
+        if not self.path.is_file():
+            return 0
+        good_bytes, n = 0, 0
+        with self.path.open("rb") as fh:
+            for raw in fh:
+                try:
+                    rec = json.loads(raw)
+                except json.JSONDecodeError:
+                    if raw.endswith(b"\n"):
+                        raise SummaryFileError(f"{self.path}, line {n + 1}: not JSON") from None
+                    log.warning("%s: dropping a torn last line (interrupted write)", self.path)
+                    break
+                self._check(rec, n, kb.url_at(n) if n < len(kb) else None)
+                good_bytes += len(raw)
+                n += 1
+        if good_bytes < self.path.stat().st_size:
+            with self.path.open("r+b") as fh:
+                fh.truncate(good_bytes)
+        return n
+
+    def _check(self, rec: dict, n: int, url: str | None) -> None:
+        if rec.get("row") != n or rec.get("url") != url:
+            raise SummaryFileError(f"{self.path}, line {n + 1}: expected row {n} ({url!r}), found row "
+                                   f"{rec.get('row')} ({rec.get('url')!r}); the file belongs to another KB")
+
+    def append(self, rows: Sequence[tuple[int, str, str]]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", encoding="utf-8") as fh:
+            for row, url, text in rows:
+                fh.write(json.dumps({"row": row, "url": url, "summary": text}, ensure_ascii=False) + "\n")
+            fh.flush()
+
+    def iter_texts(self, kb: KnowledgeBase, start: int = 0) -> Iterator[str]:
+        """Summaries from row ``start`` on, in row order, each checked against the KB."""
+        urls = kb.urls()
+        with self.path.open(encoding="utf-8") as fh:
+            for n, line in enumerate(fh):
+                url = next(urls, None)
+                if n < start:
+                    continue
+                rec = json.loads(line)
+                self._check(rec, n, url)
+                yield rec["summary"]
+
+
+class LLMSummarizer:
+    """Batched greedy summaries with a transformers causal LM (left padding, chat template if it has one)."""
+
+    def __init__(self, model_path: str, device: str | None = None, dtype: str | None = None,
+                 max_new_tokens: int = 96, max_words: int = 768) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from omgm.retrieval.encoders import resolve_device
+
+        self.device = resolve_device(device)
+        torch_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[
+            dtype or ("bf16" if self.device.type == "cuda" else "fp32")]
+        self.tokenizer = AutoTokenizer.from_pretrained(model_path, padding_side="left")
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch_dtype).to(self.device).eval()
+        self.max_new_tokens, self.max_words = max_new_tokens, max_words
+        self.name = f"llm:{model_path}"
+
+    def prompt(self, entity: Entity) -> str:
+        user = SUMMARY_USER.format(title=entity.title, article=article_text(entity, self.max_words))
+        if getattr(self.tokenizer, "chat_template", None):
+            msgs = [{"role": "system", "content": SUMMARY_SYSTEM}, {"role": "user", "content": user}]
+            return self.tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+        return f"{SUMMARY_SYSTEM}\n\n{user}\n\nSummary:"
+
+    def __call__(self, entities: Sequence[Entity]) -> list[str]:
+        import torch
+
+        enc = self.tokenizer([self.prompt(e) for e in entities], return_tensors="pt", padding=True,
+                             add_special_tokens=False).to(self.device)
+        with torch.no_grad():
+            out = self.model.generate(**enc, max_new_tokens=self.max_new_tokens, do_sample=False,
+                                      pad_token_id=self.tokenizer.pad_token_id)
+        texts = self.tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+        return [" ".join(t.split()) or lead_summary(e) for t, e in zip(texts, entities)]
+
+
+def write_summaries(kb: KnowledgeBase, store: SummaryStore, summarize: Callable[[Sequence[Entity]], list[str]],
+                    batch_size: int = 16, progress: bool = True) -> int:
+    """Summarise every entity not yet in ``store``; returns how many were written in this call."""
+    done = store.count_done(kb)
+    if done:
+        log.info("summaries: %d of %d already in %s, resuming", done, len(kb), store.path)
+    bar = tqdm(total=len(kb), initial=done, desc="summaries", unit=" entities", disable=not progress)
+    batch: list[Entity] = []
+    written = 0
+    for ent in kb.entities(start=done):
+        batch.append(ent)
+        if len(batch) == batch_size:
+            written += _flush(store, batch, summarize, bar)
+            batch = []
+    if batch:
+        written += _flush(store, batch, summarize, bar)
+    bar.close()
+    return written
+
+
+def _flush(store: SummaryStore, batch: list[Entity], summarize, bar) -> int:
+    texts = summarize(batch)
+    store.append([(e.row, e.url, t) for e, t in zip(batch, texts)])
+    bar.update(len(batch))
+    return len(batch)
