@@ -18,6 +18,7 @@ import numpy as np
 from omgm import __version__
 from omgm.config import parse_with_config, require, setup_logging
 from omgm.data.kb import open_kb
+from omgm.errors import cli_errors
 from omgm.retrieval.encoders import RetrieverSpec, build_retriever
 from omgm.retrieval.index import IndexManifest, write_index
 from omgm.retrieval.shards import encode_sharded
@@ -46,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@cli_errors
 def main(argv: list[str] | None = None) -> int:
     setup_logging()
     args = parse_with_config(build_parser(), argv)

@@ -23,11 +23,13 @@ from typing import Any, Iterable, Sequence
 
 import yaml
 
+from omgm.errors import OmgmError
+
 ENV_PREFIX = "OMGM_"
 _REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
-class ConfigError(ValueError):
+class ConfigError(OmgmError, ValueError):
     """A configuration file or value that cannot be used."""
 
 

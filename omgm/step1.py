@@ -17,6 +17,7 @@ from pathlib import Path
 from omgm import __version__
 from omgm.config import int_list, parse_with_config, require, setup_logging
 from omgm.data.kb import open_kb
+from omgm.errors import cli_errors
 from omgm.data.results import write_json_atomic, write_retrieval
 from omgm.data.samples import ImageDirs, read_samples, resolve_images
 from omgm.metrics.recall import recall_at_k
@@ -56,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@cli_errors
 def main(argv: list[str] | None = None) -> int:
     setup_logging()
     args = parse_with_config(build_parser(), argv)

@@ -5,6 +5,9 @@
 - ``tiny_clip.pt``: an open_clip ``omgm-tiny-eva`` state dict (timm EVA02-tiny image tower, 2-layer text
   tower, 64-d embeddings), seeded so every machine writes the same weights. RANDOM weights: retrieval with it
   is chance level; it exists to run every code path end to end.
+- ``tiny_llm/``: a 2-layer Llama-architecture causal LM with a small byte-level BPE tokenizer trained on the
+  demo KB text and a chat template, saved with ``save_pretrained`` so ``AutoModelForCausalLM`` loads it.
+  RANDOM weights: it generates gibberish, through the same code as Llama-3.
 """
 from __future__ import annotations
 
@@ -29,6 +32,36 @@ def make_tiny_clip(path: Path, seed: int = 0) -> Path:
     return path
 
 
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
+
+
+def make_tiny_causal_lm(folder: Path, corpus: list[str] | None = None, seed: int = 0) -> Path:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    corpus = corpus or ["The answer is a small demo sentence about species, landmarks and years."]
+    bpe = Tokenizer(models.BPE(unk_token="<unk>"))
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=512, special_tokens=["<unk>", "<s>", "</s>", "<pad>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    bpe.train_from_iterator(corpus, trainer)
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, unk_token="<unk>", bos_token="<s>", eos_token="</s>",
+                                  pad_token="<pad>")
+    tok.chat_template = CHAT_TEMPLATE
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=4096,
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    LlamaForCausalLM(cfg).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default=".cache/demo/models")
@@ -37,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     if not (out / "tiny_clip.pt").is_file():
         print("wrote", make_tiny_clip(out / "tiny_clip.pt", args.seed))
+    if not (out / "tiny_llm" / "config.json").is_file():
+        print("wrote", make_tiny_causal_lm(out / "tiny_llm", seed=args.seed))
     return 0
 
 

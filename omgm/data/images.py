@@ -5,11 +5,13 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from omgm.errors import OmgmError
+
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
-class ImageLoadError(OSError):
+class ImageLoadError(OmgmError, OSError):
     """An image file that is missing or cannot be decoded; the message names the file."""
 
 

@@ -13,11 +13,13 @@ import re
 from pathlib import Path
 from typing import Any, Iterator
 
+from omgm.errors import OmgmError
+
 _WS = re.compile(r"[ \t\n\r]*")
 _DECODER = json.JSONDecoder()
 
 
-class JsonStreamError(ValueError):
+class JsonStreamError(OmgmError, ValueError):
     """The file is not one JSON object of members; the message names the file and byte offset."""
 
 
@@ -110,6 +112,9 @@ def iter_object_members(path: str | Path, start_byte: int = 0,
                 ch = buf.skip_ws()
                 if ch == "}":
                     return
+                if ch == "":
+                    raise JsonStreamError(f"unexpected end of file at byte {buf.byte_offset()}: the file "
+                                          f"looks truncated (no closing '}}')")
                 if not first:
                     if ch != ",":
                         raise JsonStreamError(f"expected ',' or '}}' at byte {buf.byte_offset()}, got {ch!r}")

@@ -19,17 +19,18 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from omgm.data.jsonstream import iter_object_members
+from omgm.errors import OmgmError
 
 SKIPPED_SECTION_MARKERS = ("external links", "references")
 STORE_FORMAT = "omgm.kb.sqlite"
 STORE_VERSION = 1
 
 
-class KnowledgeBaseError(ValueError):
+class KnowledgeBaseError(OmgmError, ValueError):
     """A knowledge base file that cannot be used; the message names the file and the entity."""
 
 
-class UnknownEntityError(KeyError):
+class UnknownEntityError(OmgmError, KeyError):
     """A URL that is not in the knowledge base."""
 
     def __str__(self) -> str:  # KeyError quotes its message; keep it readable

@@ -23,6 +23,7 @@ from omgm.config import parse_with_config, require
 from omgm.data.jsonstream import iter_object_members
 from omgm.data.kb import STORE_FORMAT, STORE_VERSION, KnowledgeBaseError, UrlOrderHash
 from omgm.data.wiki_images import CsvStats, iter_csv_rows
+from omgm.errors import cli_errors
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT);
@@ -67,10 +68,10 @@ def _insert_batch(con: sqlite3.Connection, batch: list[tuple], offset: int, sour
         con.rollback()
         for row, url, _, _ in batch:
             hit = con.execute("SELECT row FROM entities WHERE url = ?", (url,)).fetchone()
-            dup = [r for r, u, _, _ in batch if u == url and r != row]
-            if hit or dup:
-                raise KnowledgeBaseError(f"{source}: duplicate URL {url!r} at rows {hit[0] if hit else dup[0]} "
-                                         f"and {row}; row order would not match a FAISS index") from None
+            rows = sorted(({hit[0]} if hit else set()) | {r for r, u, _, _ in batch if u == url})
+            if len(rows) > 1:
+                raise KnowledgeBaseError(f"{source}: duplicate URL {url!r} at rows {rows[0]} and {rows[1]}; "
+                                         f"row order would not match a FAISS index") from None
         raise
     _set_meta(con, count=batch[-1][0] + 1, offset=offset)
     con.commit()
@@ -138,19 +139,22 @@ def run_import(knowledge_base: str | Path, out: str | Path, wiki_img_csv_dir: st
             p.unlink(missing_ok=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     con, row, offset = _open_partial(partial, source)
-    if row:
-        print(f"resuming import of {source} at entity {row} (byte {offset})", file=sys.stderr)
-    count = import_entities(source, con, row, offset, commit_every, progress)
-    if wiki_img_csv_dir:
-        stats = import_wiki_images(con, Path(wiki_img_csv_dir))
-        print(f"wiki-image CSVs: {stats.files} files, {stats.rows} rows, {stats.malformed} malformed rows skipped"
-              + "".join(f"\n  e.g. {e}" for e in stats.examples), file=sys.stderr)
-    url_hash = UrlOrderHash.of(u for (u,) in con.execute("SELECT url FROM entities ORDER BY row"))
-    _set_meta(con, count=count, url_order_hash=url_hash, complete=1, finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
-    con.commit()
-    con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    con.execute("PRAGMA journal_mode=DELETE")
-    con.close()
+    try:
+        if row:
+            print(f"resuming import of {source} at entity {row} (byte {offset})", file=sys.stderr)
+        count = import_entities(source, con, row, offset, commit_every, progress)
+        if wiki_img_csv_dir:
+            stats = import_wiki_images(con, Path(wiki_img_csv_dir))
+            print(f"wiki-image CSVs: {stats.files} files, {stats.rows} rows, {stats.malformed} malformed rows "
+                  f"skipped" + "".join(f"\n  e.g. {e}" for e in stats.examples), file=sys.stderr)
+        url_hash = UrlOrderHash.of(u for (u,) in con.execute("SELECT url FROM entities ORDER BY row"))
+        _set_meta(con, count=count, url_order_hash=url_hash, complete=1,
+                  finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        con.commit()
+        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        con.execute("PRAGMA journal_mode=DELETE")
+    finally:
+        con.close()
     os.replace(partial, out)
     print(f"imported {count} entities from {source} into {out}", file=sys.stderr)
     return out
@@ -166,14 +170,11 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@cli_errors
 def main(argv: list[str] | None = None) -> int:
     args = parse_with_config(build_parser(), argv)
     require(args, "kb_json", "out")
-    try:
-        run_import(args.kb_json, args.out, args.wiki_img_csv_dir, args.overwrite, args.commit_every)
-    except KnowledgeBaseError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    run_import(args.kb_json, args.out, args.wiki_img_csv_dir, args.overwrite, args.commit_every)
     return 0
 
 

@@ -27,11 +27,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from omgm.errors import OmgmError
+
 RETRIEVAL_FORMAT = "omgm.retrieval"
 RETRIEVAL_VERSION = 1
 
 
-class ResultFileError(ValueError):
+class ResultFileError(OmgmError, ValueError):
     """A result file that does not follow its schema; the message names the file and the sample."""
 
 

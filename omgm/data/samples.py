@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from omgm.errors import OmgmError
+
 SINGLE_HOP_TYPES = frozenset({"automatic", "templated", "multi_answer", "infoseek"})
 REQUIRED_COLUMNS = ("question", "answer", "dataset_image_ids", "dataset_name", "question_type", "wikipedia_url")
 INFOSEEK_DATASETS = frozenset({"infoseek", "oven"})
@@ -20,11 +22,11 @@ INFOSEEK_DATASETS = frozenset({"infoseek", "oven"})
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # evidence texts can exceed the 128 KiB default
 
 
-class SampleFileError(ValueError):
+class SampleFileError(OmgmError, ValueError):
     """A question CSV that cannot be read as E-VQA/InfoSeek rows; the message names file and row."""
 
 
-class MissingImageError(FileNotFoundError):
+class MissingImageError(OmgmError, FileNotFoundError):
     """A query image that is not on disk under any of the paths the dataset allows."""
 
 

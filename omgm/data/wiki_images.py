@@ -16,12 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+from omgm.errors import OmgmError
+
 MAX_IMAGES_PER_TITLE = 10
 CSV_GLOB = "wiki_image_url_part_*_processed.csv"
 _PART = re.compile(r"part_(\d+)_")
 
 
-class WikiImageError(ValueError):
+class WikiImageError(OmgmError, ValueError):
     """The image CSVs cannot be used (none found, unreadable); the message names the folder or file."""
 
 

@@ -22,13 +22,14 @@ import numpy as np
 from tqdm import tqdm
 
 from omgm.data.results import read_json, write_json_atomic
+from omgm.errors import OmgmError
 
 log = logging.getLogger(__name__)
 MANIFEST_FORMAT = "omgm.index"
 MANIFEST_VERSION = 1
 
 
-class IndexMismatchError(ValueError):
+class IndexMismatchError(OmgmError, ValueError):
     """An index that does not belong to this KB or model; the message says which field differs."""
 
 

@@ -15,9 +15,10 @@ import numpy as np
 from tqdm import tqdm
 
 from omgm.data.results import read_json, write_json_atomic
+from omgm.errors import OmgmError
 
 
-class ShardError(ValueError):
+class ShardError(OmgmError, ValueError):
     """Shards on disk that belong to another model or KB."""
 
 

@@ -19,6 +19,7 @@ from typing import Callable, Iterator, Sequence
 from tqdm import tqdm
 
 from omgm.data.kb import Entity, KnowledgeBase
+from omgm.errors import OmgmError
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ SUMMARY_USER = (
 )
 
 
-class SummaryFileError(ValueError):
+class SummaryFileError(OmgmError, ValueError):
     """A summary JSONL that does not match the KB; the message names file and line."""
 
 

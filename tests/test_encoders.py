@@ -1,0 +1,72 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from omgm.retrieval.encoders import HFClipRetriever, RetrieverSpec, build_retriever, file_fingerprint
+
+
+def test_tiny_open_clip_embeds_normalised_vectors(tiny_retriever):
+    r = tiny_retriever
+    assert r.dim == 64 and r.model_id.startswith("open_clip:omgm-tiny-eva:file-")
+    imgs = r.encode_images([Image.new("RGB", (50, 80), (200, 10, 10)), Image.new("RGB", (90, 40), (10, 10, 200))])
+    txt = r.encode_texts(["a red disc", "a blue square " * 60])
+    for x in (imgs, txt):
+        assert x.dtype == np.float32 and x.shape[1] == 64
+        np.testing.assert_allclose(np.linalg.norm(x, axis=1), 1.0, rtol=1e-5)
+    assert not np.allclose(imgs[0], imgs[1])
+    assert r.truncated_texts == 1                 # the long text filled the 77-token context
+
+
+def test_same_checkpoint_same_id_and_embeddings(tiny_clip_ckpt, tiny_retriever):
+    again = build_retriever(RetrieverSpec("omgm-tiny-eva", retriever_pretrained=str(tiny_clip_ckpt), device="cpu"))
+    assert again.model_id == tiny_retriever.model_id
+    np.testing.assert_allclose(again.encode_texts(["x y"]), tiny_retriever.encode_texts(["x y"]), atol=1e-6)
+    assert tiny_retriever.model_id.endswith(file_fingerprint(tiny_clip_ckpt))
+
+
+def test_unknown_retriever_and_missing_checkpoint():
+    with pytest.raises(ValueError, match="unknown retriever 'no-such-model'"):
+        build_retriever(RetrieverSpec("no-such-model"))
+    with pytest.raises(FileNotFoundError, match="open_clip checkpoint not found"):
+        build_retriever(RetrieverSpec("omgm-tiny-eva", retriever_pretrained="/no/such/ckpt.pt", device="cpu"))
+    with pytest.raises(ValueError, match="hf-clip needs --retriever_path"):
+        build_retriever(RetrieverSpec("hf-clip"))
+
+
+def _tiny_hf_clip(folder: Path) -> Path:
+    """A random-weight transformers CLIPModel with a byte-level tokenizer and CLIP image processor, saved locally."""
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizer
+
+    # the byte-level alphabet of GPT-2/CLIP BPE: printable bytes map to themselves, the rest to 256+
+    printable = [b for b in range(256) if chr(b).isprintable() and chr(b) != " " and b not in range(127, 161) and b != 173]
+    chars = [chr(b) for b in printable] + [chr(256 + i) for i in range(256 - len(printable))]
+    vocab = {c: i for i, c in enumerate(chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"])}
+    folder.mkdir(parents=True)
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\n")
+    tok = CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"))
+    torch.manual_seed(0)
+    cfg = CLIPConfig(text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                      num_attention_heads=2, max_position_embeddings=77,
+                                      bos_token_id=vocab["<|startoftext|>"], eos_token_id=vocab["<|endoftext|>"]),
+                     vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                                        image_size=32, patch_size=8), projection_dim=16)
+    CLIPModel(cfg).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
+    return folder
+
+
+def test_hf_clip_path_loads_a_local_folder(tmp_path: Path):
+    folder = _tiny_hf_clip(tmp_path / "tiny-hf-clip")
+    r = build_retriever(RetrieverSpec("hf-clip", retriever_path=str(folder), device="cpu"))
+    assert isinstance(r, HFClipRetriever) and r.dim == 16 and r.model_id.startswith("hf:tiny-hf-clip-")
+    img = r.encode_images([Image.new("RGB", (40, 60), (0, 200, 0))])
+    txt = r.encode_texts(["a green thing", "word " * 100])
+    assert img.shape == (1, 16) and txt.shape == (2, 16)
+    np.testing.assert_allclose(np.linalg.norm(txt, axis=1), 1.0, rtol=1e-5)
+    assert r.truncated_texts == 1
