@@ -48,3 +48,33 @@ def tiny_llm(tmp_path_factory, demo_dir) -> Path:
     kb = json.loads((demo_dir / "kb.json").read_text())
     corpus = [t for e in kb.values() for t in e["section_texts"]]
     return make_tiny_causal_lm(tmp_path_factory.mktemp("models") / "tiny_llm", corpus)
+
+
+@pytest.fixture(scope="session")
+def demo_corpus(demo_dir) -> list[str]:
+    import csv
+    import json
+
+    kb = json.loads((demo_dir / "kb.json").read_text())
+    texts = [t for e in kb.values() for t in e["section_texts"] + e["section_titles"]]
+    with (demo_dir / "train.csv").open() as fh:
+        texts += [r["question"] for r in csv.DictReader(fh)]
+    return texts + ["wiki article section title"]
+
+
+@pytest.fixture(scope="session")
+def bert_tokenizer(tmp_path_factory, demo_corpus):
+    from omgm.rerank.inputs import load_tokenizer
+    from utils.make_tiny_models import make_tiny_bert_tokenizer
+
+    return load_tokenizer(str(make_tiny_bert_tokenizer(tmp_path_factory.mktemp("tok") / "bert", demo_corpus)))
+
+
+@pytest.fixture()
+def tiny_reranker(bert_tokenizer):
+    import torch
+
+    from omgm.rerank.model import IT2ITConfig, IT2ITReranker
+
+    torch.manual_seed(0)
+    return IT2ITReranker(IT2ITConfig.tiny(len(bert_tokenizer))).eval()

@@ -32,6 +32,22 @@ def make_tiny_clip(path: Path, seed: int = 0) -> Path:
     return path
 
 
+def make_tiny_bert_tokenizer(folder: Path, corpus: list[str]) -> Path:
+    """A BERT WordPiece tokenizer (uncased) whose vocabulary is the corpus' words plus single characters."""
+    import re
+
+    from transformers import BertTokenizerFast
+
+    words = sorted({w for t in corpus for w in re.findall(r"[a-z0-9]+", t.lower())})
+    chars = "abcdefghijklmnopqrstuvwxyz0123456789"
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + list(chars) + [f"##{c}" for c in chars] + \
+        [w for w in words if w not in chars] + list("&,'?-/|")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True).save_pretrained(folder)
+    return folder
+
+
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}\n{% endfor %}"
     "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
