@@ -8,6 +8,9 @@
 - ``tiny_llm/``: a 2-layer Llama-architecture causal LM with a small byte-level BPE tokenizer trained on the
   demo KB text and a chat template, saved with ``save_pretrained`` so ``AutoModelForCausalLM`` loads it.
   RANDOM weights: it generates gibberish, through the same code as Llama-3.
+- ``tiny_bert/`` + ``tiny_reranker.json``: a BERT WordPiece tokenizer over the demo's words and the sizes of a
+  2-layer IT2IT reranker (``IT2ITConfig.tiny``) whose vocabulary matches it. The reranker starts RANDOM; the
+  demo trains it on the demo's train split.
 """
 from __future__ import annotations
 
@@ -78,16 +81,43 @@ def make_tiny_causal_lm(folder: Path, corpus: list[str] | None = None, seed: int
     return folder
 
 
+def demo_corpus(demo_dir: Path) -> list[str]:
+    import csv
+    import json
+
+    kb = json.loads((demo_dir / "kb.json").read_text(encoding="utf-8"))
+    texts = [t for e in kb.values() for t in e["section_texts"] + e["section_titles"]]
+    for name in ("train.csv", "test.csv"):
+        with (demo_dir / name).open(encoding="utf-8") as fh:
+            texts += [r["question"] for r in csv.DictReader(fh)]
+    return texts + ["wiki article section title"]
+
+
+def make_tiny_reranker_files(out: Path, corpus: list[str]) -> tuple[Path, Path]:
+    import json
+
+    from omgm.rerank.inputs import load_tokenizer
+    from omgm.rerank.model import IT2ITConfig
+
+    tok_dir = make_tiny_bert_tokenizer(out / "tiny_bert", corpus)
+    cfg = out / "tiny_reranker.json"
+    cfg.write_text(json.dumps(IT2ITConfig.tiny(len(load_tokenizer(str(tok_dir)))).to_dict(), indent=2))
+    return tok_dir, cfg
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default=".cache/demo/models")
+    p.add_argument("--demo_dir", default="assets/demo")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     out = Path(args.out)
     if not (out / "tiny_clip.pt").is_file():
         print("wrote", make_tiny_clip(out / "tiny_clip.pt", args.seed))
     if not (out / "tiny_llm" / "config.json").is_file():
-        print("wrote", make_tiny_causal_lm(out / "tiny_llm", seed=args.seed))
+        print("wrote", make_tiny_causal_lm(out / "tiny_llm", demo_corpus(Path(args.demo_dir)), seed=args.seed))
+    if not (out / "tiny_reranker.json").is_file():
+        print("wrote", *make_tiny_reranker_files(out, demo_corpus(Path(args.demo_dir))))
     return 0
 
 

@@ -111,3 +111,17 @@ class WikiImages:
             if (self.root / rel).is_file():
                 return self.root / rel
         return None
+
+
+def wiki_images_for(kb, image_root: str | Path | None, csv_dir: str | Path | None = None) -> WikiImages:
+    """Title lookup for ``kb``: from the CSV folder when given, else from the KB store's imported CSVs."""
+    from omgm.data.kb import SqliteKnowledgeBase
+
+    if not image_root:
+        raise WikiImageError("no wiki-image root: pass --wiki_img_path_prefix (or set it in the config)")
+    if csv_dir:
+        return WikiImages(image_root, csv_dir=csv_dir)
+    if isinstance(kb, SqliteKnowledgeBase) and kb.has_wiki_images():
+        return WikiImages(image_root, store=kb.connection())
+    raise WikiImageError("no wiki-image CSVs: pass --wiki_img_csv_dir, or use a KB store imported with "
+                         "--wiki_img_csv_dir")

@@ -105,8 +105,17 @@ class IT2ITReranker(nn.Module):
             p.requires_grad = name.startswith("post_layernorm")
 
     def vision_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """ViT tokens after ``ln_vision``: ``[B, 1 + patches, vision_hidden]``."""
-        return self.vision(pixel_values=pixel_values).last_hidden_state
+        """ViT tokens after ``ln_vision``: ``[B, 1 + patches, vision_hidden]``.
+
+        The same computation as ``Blip2VisionModel.forward``, split so that a frozen ViT runs without autograd
+        while ``ln_vision`` (trainable, fp32) still receives gradients.
+        """
+        frozen = not any(p.requires_grad for p in self.vision.encoder.parameters())
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen):
+            dtype = self.vision.embeddings.patch_embedding.weight.dtype
+            h = self.vision.embeddings(pixel_values.to(dtype))
+            h = self.vision.encoder(inputs_embeds=h).last_hidden_state
+        return self.vision.post_layernorm(h.to(self.vision.post_layernorm.weight.dtype))
 
     def encode(self, image_embeds: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """The 32 query-token outputs ``[B, Q, D]`` (not normalised) for images with texts.

@@ -1,0 +1,214 @@
+"""Step 2b engine: score every section of every step-1 entity against the query (hybrid granularity).
+
+Results equal scoring each (section, image) pair on its own (:func:`naive_section_scores`, the reference),
+but the work is shared:
+- the ViT runs once per unique wiki image (all sections of an entity share its first image, and entities
+  recur across queries);
+- section texts of many entities go through the Q-Former together, sorted by length to limit padding;
+- candidate tokens are kept in an in-memory LRU and, optionally, on disk keyed by (model hash, entity), so
+  repeated runs and alpha sweeps do not recompute them.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import Counter, OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from omgm.data.images import ImageLoadError, load_image
+from omgm.data.kb import KnowledgeBase
+from omgm.data.wiki_images import WikiImages
+from omgm.rerank.inputs import CANDIDATE_TEMPLATE, candidate_text, tokenize
+from omgm.rerank.model import IT2ITReranker, late_interaction, normalise_tokens
+
+log = logging.getLogger(__name__)
+CACHE_VERSION = 1
+
+
+@dataclass
+class EntityTokens:
+    section_ids: list[int]
+    tokens: torch.Tensor | None     # [n_sections, Q, D], per-token normalised; None: no image/sections
+    reason: str = ""                # why there are no tokens
+
+
+def model_hash(model: IT2ITReranker, extra: str = "") -> str:
+    """sha256 of every parameter's bytes and the config: the identity of candidate tokens in a disk cache."""
+    h = hashlib.sha256(f"{CACHE_VERSION}|{model.config.to_dict()}|{CANDIDATE_TEMPLATE}|{extra}".encode())
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()[:20]
+
+
+class CandidateEncoder:
+    def __init__(self, model: IT2ITReranker, tokenizer, kb: KnowledgeBase, wiki: WikiImages, transform,
+                 device: torch.device | str = "cpu", batch_size: int = 64, cache_dir: str | Path | None = None,
+                 memory_items: int = 20000, pad_to_max: bool = False) -> None:
+        self.model, self.tok, self.kb, self.wiki, self.transform = model, tokenizer, kb, wiki, transform
+        self.device, self.batch_size, self.pad_to_max = torch.device(device), batch_size, pad_to_max
+        self.memory: OrderedDict[str, EntityTokens] = OrderedDict()
+        self.memory_items = memory_items
+        self.cache_dir = Path(cache_dir) / model_hash(model, f"pad={pad_to_max}") if cache_dir else None
+        self.counts: Counter = Counter()
+
+    # -- cache -------------------------------------------------------------------------------------------
+    def _disk_path(self, url: str) -> Path:
+        d = hashlib.sha1(url.encode()).hexdigest()
+        return self.cache_dir / d[:2] / f"{d}.pt"
+
+    def _remember(self, url: str, et: EntityTokens) -> None:
+        self.memory[url] = et
+        self.memory.move_to_end(url)
+        while len(self.memory) > self.memory_items:
+            self.memory.popitem(last=False)
+
+    def _cached(self, url: str) -> EntityTokens | None:
+        if url in self.memory:
+            self.memory.move_to_end(url)
+            self.counts["memory hits"] += 1
+            return self.memory[url]
+        if self.cache_dir and self._disk_path(url).is_file():
+            obj = torch.load(self._disk_path(url), map_location="cpu", weights_only=True)
+            et = EntityTokens(obj["section_ids"], obj["tokens"].float() if obj["tokens"] is not None else None,
+                              obj["reason"])
+            self._remember(url, et)
+            self.counts["disk hits"] += 1
+            return et
+        return None
+
+    def _store(self, url: str, et: EntityTokens) -> None:
+        self._remember(url, et)
+        if self.cache_dir:
+            p = self._disk_path(url)
+            p.parent.mkdir(parents=True, exist_ok=True)
+            tmp = p.with_name(p.name + ".tmp")
+            torch.save({"section_ids": et.section_ids, "reason": et.reason,
+                        "tokens": et.tokens.half() if et.tokens is not None else None}, tmp)
+            tmp.replace(p)
+
+    # -- encoding ----------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def encode(self, urls: Sequence[str]) -> dict[str, EntityTokens]:
+        """Tokens for each URL (computed for those not cached)."""
+        out: dict[str, EntityTokens] = {}
+        todo: list[tuple[str, object, Path]] = []
+        for url in dict.fromkeys(urls):
+            et = self._cached(url)
+            if et is not None:
+                out[url] = et
+                continue
+            if url not in self.kb:
+                out[url] = EntityTokens([], None, "entity not in KB")
+                self.counts["entity not in KB"] += 1
+                continue
+            ent = self.kb.get(url)
+            sections = ent.sections()
+            image = self.wiki.first(ent.title)
+            reason = ("no sections" if not sections else
+                      "title not in the wiki-image CSVs" if image is None and not self.wiki.known(ent.title) else
+                      "wiki image file missing" if image is None else "")
+            if reason:
+                self.counts[reason] += 1
+                out[url] = EntityTokens([], None, reason)
+                self._store(url, out[url])
+                continue
+            todo.append((url, ent, image))
+        out.update(self._encode_new(todo))
+        return out
+
+    def _encode_new(self, todo: list[tuple[str, object, Path]]) -> dict[str, EntityTokens]:
+        if not todo:
+            return {}
+        images = list(dict.fromkeys(img for _, _, img in todo))
+        feats, bad = self._image_features(images)
+        texts, owner = [], []
+        result: dict[str, EntityTokens] = {}
+        for url, ent, img in todo:
+            if img in bad:
+                self.counts["wiki image undecodable"] += 1
+                result[url] = EntityTokens([], None, f"wiki image undecodable: {bad[img]}")
+                continue
+            secs = ent.sections()
+            result[url] = EntityTokens([s.index for s in secs], None)
+            for j, s in enumerate(secs):
+                texts.append(candidate_text(ent.title, s.title, s.text))
+                owner.append((url, j, images.index(img)))
+        tokens = self._text_tokens(texts, [o[2] for o in owner], feats)
+        per: dict[str, list] = {}
+        for (url, j, _), t in zip(owner, tokens):
+            per.setdefault(url, []).append(t)
+        for url, rows in per.items():
+            result[url].tokens = torch.stack(rows)
+        for url, et in result.items():
+            self._store(url, et)
+        self.counts["entities encoded"] += len(per)
+        self.counts["images encoded"] += len(images) - len(bad)
+        return result
+
+    def _image_features(self, paths: list[Path]) -> tuple[torch.Tensor, dict[Path, str]]:
+        pix, bad = [], {}
+        for p in paths:
+            try:
+                pix.append(self.transform(load_image(p)))
+            except ImageLoadError as exc:
+                bad[p] = str(exc)
+                pix.append(torch.zeros(3, self.model.config.vision.image_size, self.model.config.vision.image_size))
+        feats = [self.model.vision_features(torch.stack(pix[i:i + self.batch_size]).to(self.device))
+                 for i in range(0, len(pix), self.batch_size)]
+        return torch.cat(feats), bad
+
+    def _text_tokens(self, texts: list[str], img_idx: list[int], feats: torch.Tensor) -> list[torch.Tensor]:
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out: list[torch.Tensor | None] = [None] * len(texts)
+        for start in range(0, len(order), self.batch_size):
+            chunk = order[start:start + self.batch_size]
+            ids, mask = tokenize(self.tok, [texts[i] for i in chunk], self.model.config.max_text_length,
+                                 self.pad_to_max, self.device)
+            idx = torch.tensor([img_idx[i] for i in chunk], device=feats.device)
+            tok = normalise_tokens(self.model.encode(feats[idx], ids, mask)).float().cpu()
+            for i, t in zip(chunk, tok):
+                out[i] = t
+        return out  # type: ignore[return-value]
+
+
+@torch.no_grad()
+def encode_queries(model: IT2ITReranker, tokenizer, pixels: torch.Tensor, questions: Sequence[str],
+                   query_norm: str = "faithful", device: torch.device | str = "cpu", pad_to_max: bool = False) -> torch.Tensor:
+    ids, mask = tokenize(tokenizer, questions, model.config.max_text_length, pad_to_max, device)
+    q = model.encode(model.vision_features(pixels.to(device)), ids, mask)
+    return normalise_tokens(q, query_norm).float().cpu()
+
+
+def entity_scores(q: torch.Tensor, et: EntityTokens) -> list[float]:
+    """Per-section step-2 scores of one query ``[Q, D]`` against one entity ([] when it has no tokens)."""
+    if et.tokens is None or len(et.section_ids) == 0:
+        return []
+    return late_interaction(q.unsqueeze(0), et.tokens)[0].tolist()
+
+
+def fuse(s1: Sequence[float], sec_sims: Sequence[Sequence[float]], alpha: float) -> list[tuple[int, float, float]]:
+    """``(original position, fused, s2)`` sorted by fused score; s2 = max over sections, 0 without sections."""
+    rows = []
+    for i, (a, secs) in enumerate(zip(s1, sec_sims)):
+        s2 = max(secs) if secs else 0.0
+        rows.append((i, alpha * a + (1 - alpha) * s2, s2))
+    return sorted(rows, key=lambda r: -r[1])
+
+
+@torch.no_grad()
+def naive_section_scores(model: IT2ITReranker, tokenizer, q: torch.Tensor, entity, image: Path, transform,
+                         device: torch.device | str = "cpu") -> list[float]:
+    """The reference: one ViT + Q-Former call per (section, image) pair, no sharing, no batching."""
+    out = []
+    for s in entity.sections():
+        pix = transform(load_image(image)).unsqueeze(0).to(device)
+        ids, mask = tokenize(tokenizer, [candidate_text(entity.title, s.title, s.text)], model.config.max_text_length,
+                             True, device)
+        c = normalise_tokens(model.encode(model.vision_features(pix), ids, mask)).float().cpu()
+        out.append(float(late_interaction(q.unsqueeze(0), c)[0, 0]))
+    return out
