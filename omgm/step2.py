@@ -105,6 +105,7 @@ def run_train(argv: list[str]) -> int:
     require(args, "train_file", "knowledge_base_file", "negative_db_file")
     kb = open_kb(args.knowledge_base_file)
     tokenizer = load_tokenizer(args.tokenizer)
+    torch.manual_seed(args.seed)  # parameters no checkpoint provides (all of them without --init_ckpt)
     model, report = build_reranker(args.reranker_model_name, init_ckpt=args.init_ckpt, vit_ckpt=args.vit_ckpt,
                                    trust=args.trust_checkpoint)
     if not args.init_ckpt:

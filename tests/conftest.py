@@ -78,3 +78,52 @@ def tiny_reranker(bert_tokenizer):
 
     torch.manual_seed(0)
     return IT2ITReranker(IT2ITConfig.tiny(len(bert_tokenizer))).eval()
+
+
+def fake_step1(samples, urls: list[str], k: int = 20, seed: int = 0, gold_every: int = 2) -> dict:
+    """Step-1-shaped results: every ``gold_every``-th sample has its gold entity somewhere in its top k."""
+    import random
+
+    rng = random.Random(seed)
+    out = {}
+    for n, s in enumerate(samples):
+        others = [u for u in urls if u != s.wikipedia_url]
+        top = rng.sample(others, k)
+        if n % gold_every == 0:
+            top[rng.randrange(k)] = s.wikipedia_url
+        sims = sorted((rng.uniform(0.1, 0.3) for _ in range(k)), reverse=True)
+        out[s.sample_id] = {"retrieved_entities": [{"url": u, "title": u.rsplit("/", 1)[1].replace("_", " ")} for u in top],
+                            "retrieval_similarities": sims}
+    return out
+
+
+@pytest.fixture(scope="session")
+def step2_env(tmp_path_factory, demo_dir, bert_tokenizer):
+    """A KB store with the wiki-image CSVs, step-1-shaped results for train and test, a negative file, and the
+    tokenizer folder and tiny reranker config that the CLIs take."""
+    import json
+    from types import SimpleNamespace
+
+    from omgm.data.kb import open_kb
+    from omgm.data.kb_import import run_import
+    from omgm.data.results import read_retrieval, write_retrieval
+    from omgm.data.samples import read_samples
+    from omgm.data.wiki_images import wiki_images_for
+    from omgm.rerank.model import IT2ITConfig
+    from omgm.rerank.negatives import mine, write_negative_db
+
+    w = tmp_path_factory.mktemp("step2")
+    kb = open_kb(run_import(demo_dir / "kb.json", w / "kb.sqlite", demo_dir / "wiki_image_csv", progress=False))
+    urls = list(kb.urls())
+    train = read_samples(demo_dir / "train.csv", single_hop_only=False)
+    test = read_samples(demo_dir / "test.csv")
+    write_retrieval(w / "train_step1.json", fake_step1(train, urls, seed=1, gold_every=1), "step1")
+    write_retrieval(w / "test_step1.json", fake_step1(test, urls, seed=2), "step1")
+    wiki = wiki_images_for(kb, demo_dir / "wiki_images", demo_dir / "wiki_image_csv")
+    entries, _ = mine(train, read_retrieval(w / "train_step1.json"), kb, wiki)
+    write_negative_db(w / "negatives.json", entries)
+    tok_dir = w / "tok"
+    bert_tokenizer.save_pretrained(tok_dir)
+    (w / "tiny.json").write_text(json.dumps(IT2ITConfig.tiny(len(bert_tokenizer)).to_dict()))
+    return SimpleNamespace(dir=w, kb=kb, urls=urls, train=train, test=test, wiki=wiki, tok_dir=tok_dir,
+                           config=w / "tiny.json", demo=demo_dir)

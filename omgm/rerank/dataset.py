@@ -60,8 +60,9 @@ class RerankTrainSet(Dataset):
             self._kb = (os.getpid(), open_kb(self.kb_path))
         return self._kb[1]
 
-    def set_epoch(self, epoch: int) -> None:
-        """A fixed shuffle per epoch (so a resumed run sees the same order)."""
+    def shuffle_for_epoch(self, epoch: int) -> None:
+        """A fixed shuffle per epoch (so a resumed run sees the same order). Not named ``set_epoch``: accelerate
+        calls that itself with its own iteration count, which restarts at 0 in a resumed run."""
         self.epoch = epoch
         self.order = list(range(len(self.examples)))
         random.Random(f"{self.seed}-order-{epoch}").shuffle(self.order)

@@ -82,7 +82,8 @@ class IT2ITReranker(nn.Module):
         vcfg = Blip2VisionConfig(hidden_size=v.hidden_size, intermediate_size=v.intermediate_size,
                                  num_hidden_layers=v.num_hidden_layers, num_attention_heads=v.num_attention_heads,
                                  image_size=v.image_size, patch_size=v.patch_size, layer_norm_eps=v.layer_norm_eps,
-                                 qkv_bias=True, hidden_act="gelu")
+                                 qkv_bias=True, hidden_act="gelu",
+                                 initializer_range=0.02)  # HF's default 1e-10 leaves a random ViT ~constant
         qcfg = Blip2QFormerConfig(vocab_size=q.vocab_size, hidden_size=q.hidden_size,
                                   num_hidden_layers=q.num_hidden_layers, num_attention_heads=q.num_attention_heads,
                                   intermediate_size=q.intermediate_size,

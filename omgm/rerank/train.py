@@ -125,7 +125,7 @@ def train(model: IT2ITReranker, dataset: RerankTrainSet, tokenizer, cfg: TrainCo
     model = acc.unwrap_model(objective).model
     save_every = max(1, round(cfg.save_frequency * steps_per_epoch))
 
-    step, resumed = 0, latest_checkpoint(save_dir)
+    step, resumed, rng_state = 0, latest_checkpoint(save_dir), None
     if resumed is not None:
         state = torch.load(save_dir / f"state_{resumed}.pt", map_location="cpu", weights_only=False)
         ck = torch.load(save_dir / f"model_{resumed}.pth", map_location="cpu", weights_only=True)
@@ -136,7 +136,7 @@ def train(model: IT2ITReranker, dataset: RerankTrainSet, tokenizer, cfg: TrainCo
         sched.load_state_dict(state["scheduler"])
         if acc.scaler is not None and state.get("scaler"):
             acc.scaler.load_state_dict(state["scaler"])
-        _set_rng_state(state["rng"])
+        rng_state = state["rng"]
         step = state["step"]
         log.info("resumed from %s at step %d of %d", save_dir / f"model_{resumed}.pth", step, total)
 
@@ -149,8 +149,11 @@ def train(model: IT2ITReranker, dataset: RerankTrainSet, tokenizer, cfg: TrainCo
     model.vision.eval()
     while step < stop:
         epoch, skip = divmod(step, steps_per_epoch)
-        dataset.set_epoch(epoch)
+        dataset.shuffle_for_epoch(epoch)
         for batch in acc.skip_first_batches(loader, skip) if skip else loader:
+            if rng_state is not None:  # only now: starting the loader's iterator draws from the global RNG
+                _set_rng_state(rng_state)
+                rng_state = None
             skipped += len(batch["errors"])
             if batch["size"] == 0:
                 step += 1
@@ -159,11 +162,12 @@ def train(model: IT2ITReranker, dataset: RerankTrainSet, tokenizer, cfg: TrainCo
                 loss = objective(**{k: v for k, v in batch.items() if k not in ("errors", "size")})
             acc.backward(loss)
             opt.step()
+            lr = sched.get_last_lr()[0]
             sched.step()
             opt.zero_grad(set_to_none=True)
             step += 1
             last_loss = loss.item()
-            rec = {"step": step, "epoch": step / steps_per_epoch, "loss": last_loss, "lr": sched.get_last_lr()[0],
+            rec = {"step": step, "epoch": step / steps_per_epoch, "loss": last_loss, "lr": lr,
                    "temp": model.temp.item(), "seconds": round(time.time() - t0, 2)}
             log_file.write(json.dumps(rec) + "\n")
             log_file.flush()
