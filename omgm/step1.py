@@ -19,7 +19,7 @@ from omgm.config import int_list, parse_with_config, require, setup_logging
 from omgm.data.kb import open_kb
 from omgm.errors import cli_errors
 from omgm.data.results import write_json_atomic, write_retrieval
-from omgm.data.samples import ImageDirs, read_samples, resolve_images
+from omgm.data.samples import ImageDirs, read_samples, resolve_images, samples_fingerprint
 from omgm.metrics.recall import recall_at_k
 from omgm.retrieval.encoders import RetrieverSpec, build_retriever
 from omgm.retrieval.image_batches import encode_image_files
@@ -104,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
                          {s.sample_id: s.wikipedia_url for s in samples}, args.top_ks)
     skipped = {"missing_query_images": len(missing), "undecodable_query_images": len(errors),
                "gold_url_not_in_kb": len(unknown_gold)}
-    meta = {"omgm_version": __version__, "sample_file": str(args.sample_file), "knowledge_base": str(args.knowledge_base),
+    meta = {"omgm_version": __version__, "sample_file": str(args.sample_file), "samples_hash": samples_fingerprint(samples),
+            "knowledge_base": str(args.knowledge_base),
             "faiss_index": str(args.faiss_index), "retriever": retriever.model_id, "retrieval_top_k": args.retrieval_top_k,
             "index_manifest": manifest is not None, "skipped": skipped}
     out = write_retrieval(args.save_result_path, results, "step1", meta, bare=args.bare_output)

@@ -20,7 +20,7 @@ from omgm import __version__
 from omgm.config import float_list, int_list, parse_with_config, require, setup_logging
 from omgm.data.kb import open_kb
 from omgm.data.results import read_retrieval, write_json_atomic, write_retrieval
-from omgm.data.samples import ImageDirs, read_samples
+from omgm.data.samples import ImageDirs, read_samples, samples_fingerprint
 from omgm.data.wiki_images import WikiImages, wiki_images_for
 from omgm.errors import OmgmError, cli_errors
 from omgm.metrics.recall import recall_at_k
@@ -150,6 +150,10 @@ def run_rerank(argv: list[str]) -> int:
     t0, device = time.time(), _device(args.device)
     samples = read_samples(args.sample_file)
     step1 = read_retrieval(args.step1_result)
+    made_for = step1.meta.get("samples_hash")
+    if made_for and made_for != samples_fingerprint(samples):
+        raise OmgmError(f"{args.step1_result} was made for other samples ({step1.meta.get('sample_file')}) than "
+                        f"{args.sample_file}: E-VQA ids are positions, so they would silently mismatch")
     missing = [s for s in samples if s.sample_id not in step1.results]
     if len(missing) == len(samples):
         raise OmgmError(f"{args.step1_result} has no result for any sample of {args.sample_file} "

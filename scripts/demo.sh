@@ -15,4 +15,17 @@ echo "== step 1 on the E-VQA-format demo test split"
 "$PY" -m omgm.step1 --sample_file assets/demo/test.csv --save_result_path outputs/demo/evqa_step1.json --no_progress
 echo "== step 1 on the InfoSeek-format demo split"
 "$PY" -m omgm.step1 --sample_file assets/demo/infoseek_test.csv --save_result_path outputs/demo/infoseek_step1.json --no_progress
+echo "== step 1 on the demo train split, then mine hard negatives from it"
+"$PY" -m omgm.step1 --sample_file assets/demo/train.csv --save_result_path "$W/train_step1.json" --no_progress
+"$PY" -m utils.mine_negatives --train_file assets/demo/train.csv --step1_result "$W/train_step1.json" \
+  --out "$W/negatives.json"
+echo "== step 2a: train the tiny reranker (random init, 4 epochs on the demo train split, about a minute)"
+rm -rf "$W/reranker"
+"$PY" -m omgm.step2 train --train_file assets/demo/train.csv --negative_db_file "$W/negatives.json" \
+  --knowledge_base_file "$W/kb.sqlite" --save_dir "$W/reranker" --num-epochs 4 --learning-rate 1e-3 \
+  --batch-size 8 --save_frequency 1 --no_progress
+echo "== step 2b: rerank the test split's step-1 top 20 (alpha 1 = step 1 alone; 0 = reranker alone)"
+"$PY" -m omgm.step2 rerank --sample_file assets/demo/test.csv --step1_result outputs/demo/evqa_step1.json \
+  --reranker_ckpt_path "$W/reranker/model_80.pth" --step1_alpha 1,0.9,0.5,0 \
+  --save_result_path outputs/demo/evqa_step2.json --no_progress
 echo "== done: results under outputs/demo/"

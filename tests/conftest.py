@@ -107,7 +107,7 @@ def step2_env(tmp_path_factory, demo_dir, bert_tokenizer):
     from omgm.data.kb import open_kb
     from omgm.data.kb_import import run_import
     from omgm.data.results import read_retrieval, write_retrieval
-    from omgm.data.samples import read_samples
+    from omgm.data.samples import read_samples, samples_fingerprint
     from omgm.data.wiki_images import wiki_images_for
     from omgm.rerank.model import IT2ITConfig
     from omgm.rerank.negatives import mine, write_negative_db
@@ -117,8 +117,9 @@ def step2_env(tmp_path_factory, demo_dir, bert_tokenizer):
     urls = list(kb.urls())
     train = read_samples(demo_dir / "train.csv", single_hop_only=False)
     test = read_samples(demo_dir / "test.csv")
-    write_retrieval(w / "train_step1.json", fake_step1(train, urls, seed=1, gold_every=1), "step1")
-    write_retrieval(w / "test_step1.json", fake_step1(test, urls, seed=2), "step1")
+    write_retrieval(w / "train_step1.json", fake_step1(train, urls, seed=1, gold_every=1), "step1",
+                    {"samples_hash": samples_fingerprint(train)})
+    write_retrieval(w / "test_step1.json", fake_step1(test, urls, seed=2), "step1", {"samples_hash": samples_fingerprint(test)})
     wiki = wiki_images_for(kb, demo_dir / "wiki_images", demo_dir / "wiki_image_csv")
     entries, _ = mine(train, read_retrieval(w / "train_step1.json"), kb, wiki)
     write_negative_db(w / "negatives.json", entries)

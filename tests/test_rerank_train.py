@@ -72,9 +72,11 @@ def test_interrupted_training_resumes_to_the_same_state(step2_env, tmp_path):
     comparison allows float noise; a wrong optimiser, RNG, data position or epoch order shows as >1e-3.
     """
     assert step2.main(_train_args(step2_env, tmp_path / "full")) == 0
-    assert step2.main(_train_args(step2_env, tmp_path / "cut", max_steps=5)) == 0       # "killed" after step 5
+    assert step2.main(_train_args(step2_env, tmp_path / "cut", max_steps=5)) == 0
     cut_log = (tmp_path / "cut/train_log.jsonl").read_text().splitlines()
     assert len(cut_log) == 5 and json.loads(cut_log[-1])["step"] == 5
+    (tmp_path / "cut/model_5.pth").unlink()                                # as if killed after step 5, before
+    (tmp_path / "cut/state_5.pt").unlink()                                 # any checkpoint after step 4
     assert step2.main(_train_args(step2_env, tmp_path / "cut")) == 0                    # resumes at step 4
     full = json.loads((tmp_path / "full/train_summary.json").read_text())
     resumed = json.loads((tmp_path / "cut/train_summary.json").read_text())

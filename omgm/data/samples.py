@@ -8,6 +8,7 @@ Faithful to the published code (SPEC.md, "Data"):
 from __future__ import annotations
 
 import csv
+import hashlib
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -149,3 +150,12 @@ def resolve_images(samples: Iterable[Sample], dirs: ImageDirs) -> tuple[dict[str
         except MissingImageError as exc:
             missing.append(str(exc))
     return found, missing
+
+
+def samples_fingerprint(samples: Iterable[Sample]) -> str:
+    """Identity of a sample list (ids, query images, gold URLs). E-VQA ids are positional (``E-VQA_i``), so
+    ids alone cannot tell a train-split result file from a test-split one; this can."""
+    h = hashlib.sha256()
+    for s in samples:
+        h.update(f"{s.sample_id}\t{s.image_id}\t{s.wikipedia_url}\n".encode("utf-8"))
+    return h.hexdigest()[:16]

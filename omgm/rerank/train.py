@@ -177,7 +177,7 @@ def train(model: IT2ITReranker, dataset: RerankTrainSet, tokenizer, cfg: TrainCo
                 log.info("step %d/%d loss %.4f lr %.2e", step, total, last_loss, rec["lr"])
             bar.update(1)
             bar.set_postfix(loss=f"{last_loss:.4f}")
-            if step % save_every == 0 or step == total:
+            if step % save_every == 0 or step in (total, stop):
                 _save(acc, model, opt, sched, step, save_dir, extra_meta, trainable_only)
             if step >= stop:
                 break

@@ -1,0 +1,73 @@
+import pytest
+import torch
+
+from omgm.data.images import load_image
+from omgm.data.samples import ImageDirs
+from omgm.rerank.inputs import image_transform
+from omgm.rerank.rerank import CandidateEncoder, encode_queries, entity_scores, fuse, naive_section_scores
+
+
+@pytest.fixture()
+def setup(step2_env, tiny_reranker, bert_tokenizer):
+    t = image_transform(224)
+    dirs = ImageDirs(str(step2_env.demo / "images/inat"), str(step2_env.demo / "images/gld"))
+    s = step2_env.test[0]
+    pix = t(load_image(dirs.resolve(s))).unsqueeze(0)
+    q = encode_queries(tiny_reranker, bert_tokenizer, pix, [s.question], "faithful")[0]
+    return t, s, q
+
+
+def test_fast_scores_equal_naive_per_pair_scores(step2_env, tiny_reranker, bert_tokenizer, setup):
+    t, s, q = setup
+    urls = step2_env.urls[:6]
+    enc = CandidateEncoder(tiny_reranker, bert_tokenizer, step2_env.kb, step2_env.wiki, t, batch_size=5)
+    ents = enc.encode(urls)
+    assert enc.counts["images encoded"] == enc.counts["entities encoded"] <= 6
+    for u in urls:
+        ent = step2_env.kb.get(u)
+        img = step2_env.wiki.first(ent.title)
+        fast = entity_scores(q, ents[u])
+        if img is None:
+            assert fast == [] and ents[u].reason
+            continue
+        naive = naive_section_scores(tiny_reranker, bert_tokenizer, q, ent, img, t)
+        assert len(fast) == len(ent.sections()) and ents[u].section_ids == [x.index for x in ent.sections()]
+        assert max(abs(a - b) for a, b in zip(fast, naive)) < 1e-5
+
+
+def test_entity_without_image_or_unknown_scores_empty(step2_env, tiny_reranker, bert_tokenizer, setup):
+    t, s, q = setup
+    no_img = next(u for u in step2_env.urls if step2_env.wiki.first(step2_env.kb.get(u).title) is None)
+    enc = CandidateEncoder(tiny_reranker, bert_tokenizer, step2_env.kb, step2_env.wiki, t)
+    ents = enc.encode([no_img, "https://not-in-kb"])
+    assert entity_scores(q, ents[no_img]) == [] and ents[no_img].reason == "title not in the wiki-image CSVs"
+    assert entity_scores(q, ents["https://not-in-kb"]) == [] and enc.counts["entity not in KB"] == 1
+
+
+def test_disk_cache_is_reused_and_keyed_by_model(step2_env, tiny_reranker, bert_tokenizer, setup, tmp_path):
+    t, s, q = setup
+    urls = step2_env.urls[:4]
+    first = CandidateEncoder(tiny_reranker, bert_tokenizer, step2_env.kb, step2_env.wiki, t, cache_dir=tmp_path)
+    a = first.encode(urls)
+    second = CandidateEncoder(tiny_reranker, bert_tokenizer, step2_env.kb, step2_env.wiki, t, cache_dir=tmp_path)
+    b = second.encode(urls)
+    assert second.counts["disk hits"] == 4 and second.counts["entities encoded"] == 0
+    for u in urls:
+        fa, fb = entity_scores(q, a[u]), entity_scores(q, b[u])
+        assert len(fa) == len(fb) and all(abs(x - y) < 2e-3 for x, y in zip(fa, fb))   # stored in fp16
+    with torch.no_grad():
+        tiny_reranker.temp.add_(1.0)                  # another model -> another cache key
+    third = CandidateEncoder(tiny_reranker, bert_tokenizer, step2_env.kb, step2_env.wiki, t, cache_dir=tmp_path)
+    third.encode(urls[:1])
+    assert third.counts["disk hits"] == 0 and third.cache_dir != first.cache_dir
+
+
+def test_fusion_by_hand():
+    s1 = [0.30, 0.28, 0.25]
+    secs = [[0.1, 0.2], [], [0.9, 0.5]]
+    order = fuse(s1, secs, alpha=0.9)
+    # fused: 0.9*0.30+0.1*0.2=0.29 ; 0.9*0.28+0=0.252 ; 0.9*0.25+0.1*0.9=0.315
+    assert [i for i, _, _ in order] == [2, 0, 1]
+    assert [round(f, 6) for _, f, _ in order] == [0.315, 0.29, 0.252]
+    assert [s2 for _, _, s2 in order] == [0.9, 0.2, 0.0]
+    assert [i for i, _, _ in fuse(s1, secs, alpha=1.0)] == [0, 1, 2]
