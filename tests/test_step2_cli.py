@@ -21,7 +21,7 @@ def trained(step2_env, tmp_path_factory):
             "--inat_dir", str(d / "images/inat"), "--gld_dir", str(d / "images/gld"),
             "--reranker-model-name", str(step2_env.config), "--tokenizer", str(step2_env.tok_dir),
             "--save_dir", str(w / "ckpt"), "--batch-size", "8", "--max_steps", "3", "--num_workers", "0",
-            "--device", "cpu", "--no_progress"]
+            "--device", "cpu", "--no_progress", "--wandb", "1"]          # WANDB_MODE=disabled in tests
     assert step2.main(args) == 0
     return w
 

@@ -1,0 +1,164 @@
+"""Encyclopedic-VQA accuracy as the official scorer computes it (SPEC.md, "Metric details").
+
+A question passes on exact match (EM) after normalisation, else on BEM (an answer-equivalence BERT,
+``[CLS] candidate [SEP] reference [SEP] question [SEP]``, pass at p >= 0.5). The reference may list
+alternatives separated by ``|`` (the best one counts); ``multi_answer`` references join parts with ``&&`` and
+pass when the set IoU with the prediction's parts (split on " and ", " & ", ",") is >= 0.5.
+
+Normalisation: lower-case; newlines/tabs to spaces; a leading ``<extra_id_0> `` dropped; punctuation
+(``string.punctuation`` and ‘’´`_) *deleted* (no space inserted); "the answer is", "a", "an", "the" removed as
+whole words; per word, number words up to ten -> digits (none/zero -> 0), true/entailment -> yes,
+false/contradiction -> no, and apostrophe-less contractions re-expanded; whitespace collapsed. (The
+contraction step runs after apostrophes are deleted and maps distinct words to distinct words, so it never
+changes a match; we keep it for identical normalised strings.)
+
+The official BEM model lives on TF-Hub; :class:`BemScorer` loads a PyTorch conversion from a local folder.
+Without one, accuracy is EM only, a lower bound of the official score, and is labelled so.
+"""
+from __future__ import annotations
+
+import re
+import string
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from omgm.errors import OmgmError
+
+EVQA_QUESTION_TYPES = ("templated", "automatic", "multi_answer", "2_hop")
+_PUNCT = set(string.punctuation + "‘’´`_")
+_ARTICLES = re.compile(r"\b(the answer is|a|an|the)\b")
+_WORD_MAP = {"none": "0", "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6",
+             "seven": "7", "eight": "8", "nine": "9", "ten": "10", "entailment": "yes", "true": "yes",
+             "contradiction": "no", "false": "no"}
+# "dont" -> "don't": the n't family, and a few more common apostrophe-less forms
+_NT = "ain aren can couldn didn doesn don hadn hasn haven isn mightn mustn needn oughtn shan shouldn wasn weren won wouldn"
+_CONTRACTIONS = {f"{w}t": f"{w}'t" for w in _NT.split()} | {
+    "im": "i'm", "ive": "i've", "youre": "you're", "youve": "you've", "youll": "you'll", "youd": "you'd",
+    "theyre": "they're", "theyve": "they've", "theyll": "they'll", "weve": "we've", "thats": "that's",
+    "whats": "what's", "whos": "who's", "wheres": "where's", "theres": "there's", "hes": "he's", "itll": "it'll",
+    "oclock": "o'clock", "yall": "y'all", "maam": "ma'am", "twas": "'twas"}
+
+
+class EvaluationError(OmgmError, ValueError):
+    """An answer record that cannot be scored (empty reference, unknown question type); names the record."""
+
+
+def normalize(text: str) -> str:
+    text = str(text).lower().replace("\n", " ").replace("\t", " ").strip()
+    if text.startswith("<extra_id_0> "):
+        text = text.replace("<extra_id_0> ", "")
+    text = "".join(c for c in text if c not in _PUNCT)
+    text = _ARTICLES.sub(" ", text)
+    words = [_CONTRACTIONS.get(_WORD_MAP.get(w, w), _WORD_MAP.get(w, w)) for w in text.split()]
+    return " ".join(words)
+
+
+def single_answer_match(reference: str, candidate: str) -> bool:
+    ref = normalize(reference)
+    if not ref:
+        raise EvaluationError(f"reference answer {reference!r} is empty after normalisation")
+    return ref == normalize(candidate)
+
+
+def multi_answer_match(reference: str, candidate: str, threshold: float = 0.5) -> bool:
+    refs = {r for r in (normalize(x) for x in reference.split("&&")) if r}
+    if not refs:
+        raise EvaluationError(f"multi-answer reference {reference!r} is empty after normalisation")
+    cands = {c for c in (normalize(x) for x in candidate.replace(" and ", ",").replace(" & ", ",").split(",")) if c}
+    return len(refs & cands) / len(refs | cands) >= threshold
+
+
+def exact_match(reference: str, candidate: str, question_type: str) -> bool:
+    if question_type == "multi_answer":
+        return multi_answer_match(reference, candidate)
+    return single_answer_match(reference, candidate)
+
+
+class BemScorer:
+    """BEM answer equivalence from a local PyTorch checkpoint (a BERT sequence classifier, class 1 = equivalent)."""
+
+    def __init__(self, path: str, device: str | None = None) -> None:
+        import torch
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        self.torch = torch
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.model = AutoModelForSequenceClassification.from_pretrained(path).to(self.device).eval()
+        self.types = getattr(self.model.config, "type_vocab_size", 2)
+        self.name = f"BEM ({path})"
+
+    def probability(self, question: str, reference: str, candidate: str) -> float:
+        tok = self.tokenizer
+        ids, types = [tok.cls_token_id], [0]
+        for seg, text in enumerate((candidate, reference, question)):
+            piece = tok(text, add_special_tokens=False)["input_ids"] + [tok.sep_token_id]
+            ids += piece
+            types += [min(seg, self.types - 1)] * len(piece)
+        ids, types = ids[:512], types[:512]
+        with self.torch.no_grad():
+            logits = self.model(input_ids=self.torch.tensor([ids], device=self.device),
+                                token_type_ids=self.torch.tensor([types], device=self.device)).logits[0]
+        return float(self.torch.softmax(logits.float(), -1)[1])
+
+    def __call__(self, question: str, reference: str, candidate: str, question_type: str) -> bool:
+        if question_type == "multi_answer":
+            reference = reference.replace("&&", ",")
+        return self.probability(question, reference, candidate) >= 0.5
+
+
+def score_answer(question: str, reference: str, candidate: str, question_type: str,
+                 bem: BemScorer | None = None) -> tuple[bool, str]:
+    """``(passed, how)`` over the ``|`` alternatives: EM first, then BEM if given. ``how``: em, bem or miss."""
+    if question_type not in EVQA_QUESTION_TYPES:
+        raise EvaluationError(f"question type {question_type!r} is not an E-VQA type {EVQA_QUESTION_TYPES}")
+    if not reference or not reference.strip("|"):
+        raise EvaluationError("empty reference answer")
+    alternatives = reference.split("|")
+    if any(exact_match(ref, candidate, question_type) for ref in alternatives):
+        return True, "em"
+    if bem is not None and any(bem(question, ref, candidate, question_type) for ref in alternatives):
+        return True, "bem"
+    return False, "miss"
+
+
+@dataclass
+class EvqaReport:
+    accuracy: float
+    total: int
+    metric: str
+    by_type: dict[str, dict] = field(default_factory=dict)
+    passed_by: dict[str, int] = field(default_factory=dict)
+    empty_predictions: int = 0
+
+    def as_dict(self) -> dict:
+        return {"dataset": "evqa", "accuracy": self.accuracy, "total": self.total, "metric": self.metric,
+                "by_question_type": self.by_type, "passed_by": self.passed_by,
+                "empty_predictions": self.empty_predictions}
+
+
+def evaluate_evqa(records: Iterable[dict], bem: BemScorer | None = None) -> EvqaReport:
+    """Records need ``question``, ``gt_answer``, ``prediction``, ``question_type`` (and ``data_id`` for messages)."""
+    hits: dict[str, list[int]] = defaultdict(list)
+    how: Counter = Counter()
+    empty = 0
+    for i, r in enumerate(records):
+        pred = r.get("prediction") or ""
+        empty += not pred.strip()
+        try:
+            ok, way = score_answer(r["question"], r["gt_answer"], pred, r["question_type"], bem)
+        except EvaluationError as exc:
+            raise EvaluationError(f"record {r.get('data_id', i)!r}: {exc}") from None
+        except KeyError as exc:
+            raise EvaluationError(f"record {r.get('data_id', i)!r}: missing field {exc}") from None
+        hits[r["question_type"]].append(int(ok))
+        how[way] += 1
+    allhits = [h for v in hits.values() for h in v]
+    if not allhits:
+        raise EvaluationError("no record to evaluate")
+    metric = bem.name + " after exact match" if bem else "EM only (lower bound of the official score)"
+    return EvqaReport(accuracy=round(100.0 * sum(allhits) / len(allhits), 2), total=len(allhits), metric=metric,
+                      by_type={t: {"accuracy": round(100.0 * sum(v) / len(v), 2), "count": len(v)}
+                               for t, v in sorted(hits.items())},
+                      passed_by=dict(how), empty_predictions=empty)
