@@ -19,7 +19,7 @@ import torch
 from omgm import __version__
 from omgm.config import float_list, int_list, parse_with_config, require, setup_logging
 from omgm.data.kb import open_kb
-from omgm.data.results import read_retrieval, write_json_atomic, write_retrieval
+from omgm.data.results import check_made_for, read_retrieval, write_json_atomic, write_retrieval
 from omgm.data.samples import ImageDirs, read_samples, samples_fingerprint
 from omgm.data.wiki_images import WikiImages, wiki_images_for
 from omgm.errors import OmgmError, cli_errors
@@ -150,14 +150,7 @@ def run_rerank(argv: list[str]) -> int:
     t0, device = time.time(), _device(args.device)
     samples = read_samples(args.sample_file)
     step1 = read_retrieval(args.step1_result)
-    made_for = step1.meta.get("samples_hash")
-    if made_for and made_for != samples_fingerprint(samples):
-        raise OmgmError(f"{args.step1_result} was made for other samples ({step1.meta.get('sample_file')}) than "
-                        f"{args.sample_file}: E-VQA ids are positions, so they would silently mismatch")
-    missing = [s for s in samples if s.sample_id not in step1.results]
-    if len(missing) == len(samples):
-        raise OmgmError(f"{args.step1_result} has no result for any sample of {args.sample_file} "
-                        f"(e.g. {samples[0].sample_id}): a file of another split or dataset?")
+    missing = check_made_for(step1, samples, args.sample_file)
     kb = open_kb(args.knowledge_base_path)
     model, report = _load_for_rerank(args)
     if not args.reranker_ckpt_path:
@@ -228,6 +221,7 @@ def _write_alpha(args, alpha, out_path, todo, step1, sec_sims, sec_ids, samples,
     report = recall_at_k({k: [e["url"] for e in v["retrieved_entities"]] for k, v in results.items()},
                          {sid: s.wikipedia_url for sid, s in gold.items()}, args.top_ks)
     meta = {"omgm_version": __version__, "step1_result": str(args.step1_result), "alpha": alpha,
+            "sample_file": str(args.sample_file), "samples_hash": samples_fingerprint(samples),
             "query_norm": args.query_norm, "reranker": str(args.reranker_ckpt_path)}
     write_retrieval(out_path, results, "step2", meta, bare=args.bare_output)
     section_recall = round(100.0 * top1_section_hits / len(gold), 2)

@@ -8,6 +8,10 @@
 - ``tiny_llm/``: a 2-layer Llama-architecture causal LM with a small byte-level BPE tokenizer trained on the
   demo KB text and a chat template, saved with ``save_pretrained`` so ``AutoModelForCausalLM`` loads it.
   RANDOM weights: it generates gibberish, through the same code as Llama-3.
+- ``tiny_llava/``: a LLaVA-architecture VLM (2-layer CLIP vision tower, 2-layer Llama) with its processor and
+  chat template, RANDOM weights, for step 3's VLM path.
+- ``tiny_cross_encoder/``: a 1-layer BERT sequence classifier (one logit), RANDOM weights, standing in for
+  bge-reranker-v2-m3 in step 3's section ranking.
 - ``tiny_bert/`` + ``tiny_reranker.json``: a BERT WordPiece tokenizer over the demo's words and the sizes of a
   2-layer IT2IT reranker (``IT2ITConfig.tiny``) whose vocabulary matches it. The reranker starts RANDOM; the
   demo trains it on the demo's train split.
@@ -57,9 +61,9 @@ CHAT_TEMPLATE = (
 )
 
 
-def make_tiny_causal_lm(folder: Path, corpus: list[str] | None = None, seed: int = 0) -> Path:
+def _bpe_tokenizer(corpus: list[str] | None, extra_special: list[str] | None = None):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast
 
     corpus = corpus or ["The answer is a small demo sentence about species, landmarks and years."]
     bpe = Tokenizer(models.BPE(unk_token="<unk>"))
@@ -70,6 +74,15 @@ def make_tiny_causal_lm(folder: Path, corpus: list[str] | None = None, seed: int
     bpe.train_from_iterator(corpus, trainer)
     tok = PreTrainedTokenizerFast(tokenizer_object=bpe, unk_token="<unk>", bos_token="<s>", eos_token="</s>",
                                   pad_token="<pad>")
+    if extra_special:
+        tok.add_special_tokens({"additional_special_tokens": extra_special})
+    return tok
+
+
+def make_tiny_causal_lm(folder: Path, corpus: list[str] | None = None, seed: int = 0) -> Path:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tok = _bpe_tokenizer(corpus)
     tok.chat_template = CHAT_TEMPLATE
     torch.manual_seed(seed)
     cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
@@ -78,6 +91,51 @@ def make_tiny_causal_lm(folder: Path, corpus: list[str] | None = None, seed: int
     folder.mkdir(parents=True, exist_ok=True)
     LlamaForCausalLM(cfg).save_pretrained(folder)
     tok.save_pretrained(folder)
+    return folder
+
+
+LLAVA_TEMPLATE = (
+    "{% for m in messages %}{% if m['role'] == 'user' %}USER: {% for c in m['content'] %}"
+    "{% if c['type'] == 'image' %}<image>\n{% else %}{{ c['text'] }}{% endif %}{% endfor %} "
+    "{% else %}ASSISTANT: {% for c in m['content'] %}{{ c['text'] }}{% endfor %}</s>{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}ASSISTANT:{% endif %}"
+)
+
+
+def make_tiny_llava(folder: Path, corpus: list[str] | None = None, seed: int = 0) -> Path:
+    from transformers import (CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlavaConfig,
+                              LlavaForConditionalGeneration, LlavaProcessor)
+
+    tok = _bpe_tokenizer(corpus, ["<image>"])
+    proc = LlavaProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 32},
+                                                             crop_size={"height": 32, "width": 32}),
+                          tokenizer=tok, patch_size=8, vision_feature_select_strategy="default",
+                          num_additional_image_tokens=1,
+                          chat_template=LLAVA_TEMPLATE)
+    torch.manual_seed(seed)
+    cfg = LlavaConfig(vision_config=CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                                     num_attention_heads=2, image_size=32, patch_size=8),
+                      text_config=LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
+                                              num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
+                                              max_position_embeddings=4096, bos_token_id=tok.bos_token_id,
+                                              eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id),
+                      image_token_id=tok.convert_tokens_to_ids("<image>"), vision_feature_select_strategy="default",
+                      vision_feature_layer=-2)
+    folder.mkdir(parents=True, exist_ok=True)
+    LlavaForConditionalGeneration(cfg).save_pretrained(folder)
+    proc.save_pretrained(folder)
+    return folder
+
+
+def make_tiny_cross_encoder(folder: Path, corpus: list[str], seed: int = 0) -> Path:
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+    tok_dir = make_tiny_bert_tokenizer(folder, corpus)
+    tok = BertTokenizerFast.from_pretrained(tok_dir)
+    torch.manual_seed(seed)
+    BertForSequenceClassification(BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1,
+                                             num_attention_heads=2, intermediate_size=64,
+                                             num_labels=1)).save_pretrained(folder)
     return folder
 
 
@@ -116,6 +174,10 @@ def main(argv: list[str] | None = None) -> int:
         print("wrote", make_tiny_clip(out / "tiny_clip.pt", args.seed))
     if not (out / "tiny_llm" / "config.json").is_file():
         print("wrote", make_tiny_causal_lm(out / "tiny_llm", demo_corpus(Path(args.demo_dir)), seed=args.seed))
+    if not (out / "tiny_llava" / "config.json").is_file():
+        print("wrote", make_tiny_llava(out / "tiny_llava", demo_corpus(Path(args.demo_dir)), seed=args.seed))
+    if not (out / "tiny_cross_encoder" / "config.json").is_file():
+        print("wrote", make_tiny_cross_encoder(out / "tiny_cross_encoder", demo_corpus(Path(args.demo_dir)), args.seed))
     if not (out / "tiny_reranker.json").is_file():
         print("wrote", *make_tiny_reranker_files(out, demo_corpus(Path(args.demo_dir))))
     return 0

@@ -129,3 +129,22 @@ def write_retrieval(path: str | Path, results: dict[str, dict], stage: str, meta
         return write_json_atomic(path, results)
     return write_json_atomic(path, {"format": RETRIEVAL_FORMAT, "version": RETRIEVAL_VERSION, "stage": stage,
                                     "meta": meta or {}, "results": results})
+
+
+def check_made_for(rf: RetrievalFile, samples: list, sample_file: str | Path) -> list:
+    """Refuse a retrieval file made for other samples; return the samples it has no result for.
+
+    omgm files carry a fingerprint of their samples (E-VQA ids are positions, so a train-split file has the
+    same ids as the test split); bare files are checked by ids only.
+    """
+    from omgm.data.samples import samples_fingerprint
+
+    made_for = rf.meta.get("samples_hash")
+    if made_for and made_for != samples_fingerprint(samples):
+        raise ResultFileError(f"{rf.path} was made for other samples ({rf.meta.get('sample_file')}) than "
+                              f"{sample_file}: E-VQA ids are positions, so they would silently mismatch")
+    missing = [s for s in samples if s.sample_id not in rf.results]
+    if samples and len(missing) == len(samples):
+        raise ResultFileError(f"{rf.path} has no result for any sample of {sample_file} (e.g. "
+                              f"{samples[0].sample_id}): a file of another split or dataset?")
+    return missing

@@ -1,0 +1,102 @@
+"""Score a result file: answers (step 3) with the dataset's metric, or retrieval (step 1/2) with recall@k.
+
+    python -m omgm.evaluate answers.json --dataset evqa [--bem_model bem/]
+    python -m omgm.evaluate answers.json --dataset infoseek --infoseek_val infoseek_val.jsonl \
+        --infoseek_qtype infoseek_val_qtype.jsonl
+    python -m omgm.evaluate step2.json --sample_file test.csv --top_ks 1,5,10,20
+
+Prints the scores and writes them to ``FILE.eval.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from omgm.config import int_list, parse_with_config, setup_logging
+from omgm.data.results import RETRIEVAL_FORMAT, ResultFileError, read_json, read_retrieval, write_json_atomic
+from omgm.errors import OmgmError, cli_errors
+from omgm.metrics import infoseek as infoseek_metric
+from omgm.metrics.evqa import BemScorer, EvaluationError, evaluate_evqa
+from omgm.metrics.recall import recall_at_k
+
+ANSWERS_FORMAT = "omgm.answers"
+
+
+def read_answers(path: str | Path) -> list[dict]:
+    data = read_json(path)
+    if isinstance(data, dict) and data.get("format") == ANSWERS_FORMAT:
+        data = data.get("records")
+    if not isinstance(data, list) or not all(isinstance(r, dict) and "data_id" in r for r in data):
+        raise ResultFileError(f"{path}: expected answer records (a list of objects with data_id and prediction)")
+    return data
+
+
+def _approximate_infoseek(records: list[dict]) -> dict:
+    hits = [any(infoseek_metric.normalize(r.get("prediction") or "") == infoseek_metric.normalize(a)
+                for a in str(r["gt_answer"]).split("|")) for r in records]
+    return {"dataset": "infoseek", "accuracy": round(100.0 * sum(hits) / max(1, len(hits)), 2), "total": len(hits),
+            "metric": "approximate: string exact match against the CSV answers, NOT the official InfoSeek score "
+                      "(give --infoseek_val and --infoseek_qtype for that)"}
+
+
+def evaluate_records(records: list[dict], dataset: str, bem_model: str | None = None,
+                     infoseek_val: str | None = None, infoseek_qtype: str | None = None, samples=None) -> dict:
+    """The metric of ``dataset`` over answer records (see :mod:`omgm.metrics.evqa`, :mod:`omgm.metrics.infoseek`)."""
+    if dataset == "evqa":
+        return evaluate_evqa(records, BemScorer(bem_model) if bem_model else None).as_dict()
+    if dataset != "infoseek":
+        raise OmgmError(f"unknown dataset {dataset!r}: evqa or infoseek")
+    if not (infoseek_val and infoseek_qtype):
+        return _approximate_infoseek(records)
+    refs = infoseek_metric.load_references(infoseek_val, infoseek_qtype)
+    result = infoseek_metric.evaluate_infoseek(records, refs)
+    if result["ignored_unknown_ids"] == len(records):
+        raise EvaluationError(f"no answer's data_id is in {infoseek_val}: answers of another dataset or split?")
+    return result
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m omgm.evaluate", description=__doc__.split("\n\n")[0])
+    p.add_argument("result_file")
+    p.add_argument("--dataset", choices=["evqa", "infoseek"], default=None, help="for answer files")
+    p.add_argument("--bem_model", default=None)
+    p.add_argument("--infoseek_val", default=None)
+    p.add_argument("--infoseek_qtype", default=None)
+    p.add_argument("--sample_file", default=None, help="for retrieval files: the CSV with the gold URLs")
+    p.add_argument("--top_ks", type=int_list, default=[1, 5, 10, 20])
+    return p
+
+
+@cli_errors
+def main(argv: list[str] | None = None) -> int:
+    setup_logging()
+    args = parse_with_config(build_parser(), argv)
+    data = read_json(args.result_file)
+    is_retrieval = isinstance(data, dict) and (data.get("format") == RETRIEVAL_FORMAT or any(
+        isinstance(v, dict) and "retrieved_entities" in v for v in data.values()))
+    if is_retrieval:
+        from omgm.data.samples import read_samples
+
+        if not args.sample_file:
+            raise SystemExit("error: a retrieval file needs --sample_file (the gold URLs)")
+        rf = read_retrieval(args.result_file)
+        samples = read_samples(args.sample_file)
+        result = recall_at_k({k: rf.urls(k) for k in rf.results}, {s.sample_id: s.wikipedia_url for s in samples},
+                             args.top_ks).as_dict()
+    else:
+        records = read_answers(args.result_file)
+        dataset = args.dataset or (data.get("meta", {}).get("dataset") if isinstance(data, dict) else None)
+        if dataset is None:
+            raise SystemExit("error: say --dataset evqa or --dataset infoseek")
+        result = evaluate_records(records, dataset, args.bem_model, args.infoseek_val, args.infoseek_qtype)
+    out = Path(args.result_file).with_suffix(".eval.json")
+    write_json_atomic(out, result, indent=2)
+    print(json.dumps(result, indent=2))
+    print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
