@@ -121,13 +121,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_with_config(build_parser(), argv)
     require(args, "test_file", "retrieval_results_file", "knowledge_base_path", "output_file")
     t0 = time.time()
-    samples = read_samples(args.test_file)[: args.limit]
+    all_samples = read_samples(args.test_file)
+    samples = all_samples[: args.limit]
     kinds = {s.is_infoseek for s in samples}
     if len(kinds) > 1:
         raise OmgmError(f"{args.test_file} mixes InfoSeek and E-VQA rows; answer them separately")
     infoseek = kinds == {True}
     retrieval = read_retrieval(args.retrieval_results_file)
-    missing = check_made_for(retrieval, samples, args.test_file)
+    missing = [s for s in check_made_for(retrieval, all_samples, args.test_file) if s in samples]
     kb = open_kb(args.knowledge_base_path)
     cross = CrossEncoder(args.section_reranker, None if args.device == "auto" else args.device)
     gen = build_generator(args.answer_generator, args.llm_checkpoint, args.device, args.dtype, args.max_new_tokens,
@@ -171,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
                 fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
         done.update({r["data_id"]: r for r in recs})
     records = [done[s.sample_id] for s in samples]
-    meta = {"omgm_version": __version__, "test_file": str(args.test_file), "samples_hash": samples_fingerprint(samples),
+    meta = {"omgm_version": __version__, "test_file": str(args.test_file), "samples_hash": samples_fingerprint(all_samples), "limit": args.limit,
             "retrieval_results_file": str(args.retrieval_results_file), "answer_generator": gen.name,
             "step2_beta": args.step2_beta, "section_reranker": args.section_reranker, "dataset":
             "infoseek" if infoseek else "evqa", "counts": dict(counts), "samples_without_retrieval": len(missing)}

@@ -128,3 +128,15 @@ def step2_env(tmp_path_factory, demo_dir, bert_tokenizer):
     (w / "tiny.json").write_text(json.dumps(IT2ITConfig.tiny(len(bert_tokenizer)).to_dict()))
     return SimpleNamespace(dir=w, kb=kb, urls=urls, train=train, test=test, wiki=wiki, tok_dir=tok_dir,
                            config=w / "tiny.json", demo=demo_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_step3_models(tmp_path_factory, demo_corpus):
+    """Tiny random LLaVA, chat Llama and cross-encoder folders (transformers formats)."""
+    from types import SimpleNamespace
+
+    from utils.make_tiny_models import make_tiny_causal_lm, make_tiny_cross_encoder, make_tiny_llava
+
+    d = tmp_path_factory.mktemp("step3models")
+    return SimpleNamespace(llava=make_tiny_llava(d / "llava", demo_corpus), llm=make_tiny_causal_lm(d / "llm", demo_corpus),
+                           cross=make_tiny_cross_encoder(d / "cross", demo_corpus))

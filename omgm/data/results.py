@@ -141,8 +141,9 @@ def check_made_for(rf: RetrievalFile, samples: list, sample_file: str | Path) ->
 
     made_for = rf.meta.get("samples_hash")
     if made_for and made_for != samples_fingerprint(samples):
-        raise ResultFileError(f"{rf.path} was made for other samples ({rf.meta.get('sample_file')}) than "
-                              f"{sample_file}: E-VQA ids are positions, so they would silently mismatch")
+        source = f" ({rf.meta['sample_file']})" if rf.meta.get("sample_file") else ""
+        raise ResultFileError(f"{rf.path} was made for other samples{source} than {sample_file}: "
+                              f"E-VQA ids are positions, so they would silently mismatch")
     missing = [s for s in samples if s.sample_id not in rf.results]
     if samples and len(missing) == len(samples):
         raise ResultFileError(f"{rf.path} has no result for any sample of {sample_file} (e.g. "
