@@ -51,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--section_reranker", default=DEFAULT_CROSS_ENCODER, help="cross-encoder id or folder")
     p.add_argument("--context_tokens", type=int, default=3072)
     p.add_argument("--batch_size", type=int, default=8)
+    p.add_argument("--group_batches", type=int, default=8,
+                   help="batches per window whose prompts are grouped by length (and saved together)")
     p.add_argument("--max_new_tokens", type=int, default=None, help="default: 200 for LLaVA, 128 otherwise")
     p.add_argument("--inat_dir", default=None)
     p.add_argument("--gld_dir", default=None)
@@ -142,8 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     counts: Counter = Counter()
     todo = [s for s in samples if s.sample_id not in done]
     out.parent.mkdir(parents=True, exist_ok=True)
-    for i in tqdm(range(0, len(todo), args.batch_size), desc="answer", disable=args.no_progress):
-        batch = todo[i:i + args.batch_size]
+    window = args.batch_size * args.group_batches   # prompts of a window are batched by length, then saved
+    for i in tqdm(range(0, len(todo), window), desc="answer", unit=f" x{window}", disable=args.no_progress):
+        batch = todo[i:i + window]
         entries = [retrieval.results.get(s.sample_id) for s in batch]
         pairs, owners = [], []
         for j, (s, e) in enumerate(zip(batch, entries)):
@@ -163,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
                 counts["context cut to --context_tokens"] += rec["context_truncated"]
                 image = dirs.resolve(s) if isinstance(gen, VLMGenerator) else None
                 reqs.append((rec, GenRequest(s.question, context, infoseek, image)))
-        answers = gen.generate([r for _, r in reqs]) if reqs else []
+        answers = gen.generate_all([r for _, r in reqs], args.batch_size) if reqs else []
         for (rec, _), answer in zip(reqs, answers):
             rec["prediction"] = answer
         with partial.open("a", encoding="utf-8") as fh:

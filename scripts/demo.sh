@@ -28,4 +28,7 @@ echo "== step 2b: rerank the test split's step-1 top 20 (alpha 1 = step 1 alone;
 "$PY" -m omgm.step2 rerank --sample_file assets/demo/test.csv --step1_result outputs/demo/evqa_step1.json \
   --reranker_ckpt_path "$W/reranker/model_80.pth" --step1_alpha 1,0.9,0.5,0 \
   --save_result_path outputs/demo/evqa_step2.json --no_progress
+echo "== step 3: best section of the top entity -> tiny LLaVA (RANDOM weights: its answers are gibberish) -> E-VQA metric"
+"$PY" -m omgm.step3 --test_file assets/demo/test.csv --retrieval_results_file outputs/demo/evqa_step2.alpha0.json \
+  --output_file outputs/demo/evqa_answers.json --max_new_tokens 8 --no_progress
 echo "== done: results under outputs/demo/"

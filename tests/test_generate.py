@@ -60,7 +60,9 @@ def test_generators_from_local_folders(tiny_step3_models, demo_dir):
 def test_batched_generation_equals_one_by_one(tiny_step3_models, demo_dir):
     llm = build_generator(str(tiny_step3_models.llm), device="cpu", max_new_tokens=6)
     reqs = [GenRequest(f"question {i}?", "context " * (i + 1), i % 2 == 0) for i in range(4)]
-    assert llm.generate(reqs) == [llm.generate([r])[0] for r in reqs]      # left padding changes nothing
+    one_by_one = [llm.generate([r])[0] for r in reqs]
+    assert llm.generate(reqs) == one_by_one                                # left padding changes nothing
+    assert llm.generate_all(reqs[::-1], batch_size=3) == one_by_one[::-1]  # grouped by length, order kept
 
 
 def test_unknown_generator():

@@ -36,7 +36,7 @@ def _args(env, models, w, results, out, generator=None, extra=()):
             "--knowledge_base_path", str(env.dir / "kb.sqlite"), "--output_file", str(w / out),
             "--answer_generator", str(generator or models.llava), "--section_reranker", str(models.cross),
             "--inat_dir", str(d / "images/inat"), "--gld_dir", str(d / "images/gld"), "--device", "cpu",
-            "--max_new_tokens", "4", "--batch_size", "4", "--no_progress", *extra]
+            "--max_new_tokens", "4", "--batch_size", "2", "--group_batches", "2", "--no_progress", *extra]
 
 
 def test_step3_end_to_end_with_fused_sections(step2_env, tiny_step3_models, step2_file):

@@ -79,13 +79,14 @@ def _bpe_tokenizer(corpus: list[str] | None, extra_special: list[str] | None = N
     return tok
 
 
-def make_tiny_causal_lm(folder: Path, corpus: list[str] | None = None, seed: int = 0) -> Path:
+def make_tiny_causal_lm(folder: Path, corpus: list[str] | None = None, seed: int = 0, hidden: int = 32,
+                        layers: int = 2) -> Path:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     tok = _bpe_tokenizer(corpus)
     tok.chat_template = CHAT_TEMPLATE
     torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
                       num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=4096,
                       bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
     folder.mkdir(parents=True, exist_ok=True)

@@ -75,6 +75,20 @@ class Generator:
     def generate(self, requests: Sequence[GenRequest]) -> list[str]:
         raise NotImplementedError
 
+    def render(self, req: GenRequest) -> str:
+        raise NotImplementedError
+
+    def generate_all(self, requests: Sequence[GenRequest], batch_size: int = 8) -> list[str]:
+        """Answers in request order, generated in batches of similar prompt length (less left padding)."""
+        lengths = [len(self.tokenizer(self.render(r), add_special_tokens=False)["input_ids"]) for r in requests]
+        order = sorted(range(len(requests)), key=lengths.__getitem__)
+        answers: list[str] = [""] * len(requests)
+        for i in range(0, len(order), batch_size):
+            chunk = order[i:i + batch_size]
+            for j, a in zip(chunk, self.generate([requests[k] for k in chunk])):
+                answers[j] = a
+        return answers
+
 
 class ChatLMGenerator(Generator):
     def __init__(self, path: str, device: torch.device, dtype: str | None = None, max_new_tokens: int = 128,
