@@ -46,14 +46,20 @@ def csv_files(csv_dir: str | Path) -> list[Path]:
     return files
 
 
-def iter_csv_rows(csv_dir: str | Path, stats: CsvStats | None = None) -> Iterator[tuple[str, str]]:
-    """Yield ``(title, img_path)`` in file and row order; malformed rows are counted in ``stats``."""
+def iter_csv_records(csv_dir: str | Path, stats: CsvStats | None = None) -> Iterator[tuple[str, str, str]]:
+    """Yield ``(title, image_url, img_path)`` in file and row order; malformed rows are counted in ``stats``.
+
+    A file whose header has fewer than 3 columns is an error naming it (a wrong file, not a bad row).
+    """
     stats = stats if stats is not None else CsvStats()
     for f in csv_files(csv_dir):
         stats.files += 1
         with f.open(newline="", encoding="utf-8") as fh:
             reader = csv.reader(fh)
-            next(reader, None)  # header
+            header = next(reader, None)
+            if header is None or len(header) < 3:
+                raise WikiImageError(f"{f}: expected a header of at least 3 columns (title, image_URL, img_path, "
+                                     f"caption), found {header}")
             for row in reader:
                 stats.rows += 1
                 if len(row) < 3 or not row[0] or not row[2]:
@@ -61,7 +67,13 @@ def iter_csv_rows(csv_dir: str | Path, stats: CsvStats | None = None) -> Iterato
                     if len(stats.examples) < 5:
                         stats.examples.append(f"{f}, line {reader.line_num}: {row[:3]}")
                     continue
-                yield row[0], row[2]
+                yield row[0], row[1], row[2]
+
+
+def iter_csv_rows(csv_dir: str | Path, stats: CsvStats | None = None) -> Iterator[tuple[str, str]]:
+    """Yield ``(title, img_path)`` in file and row order; malformed rows are counted in ``stats``."""
+    for title, _, rel in iter_csv_records(csv_dir, stats):
+        yield title, rel
 
 
 class WikiImages:
