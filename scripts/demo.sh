@@ -31,4 +31,9 @@ echo "== step 2b: rerank the test split's step-1 top 20 (alpha 1 = step 1 alone;
 echo "== step 3: best section of the top entity -> tiny LLaVA (RANDOM weights: its answers are gibberish) -> E-VQA metric"
 "$PY" -m omgm.step3 --test_file assets/demo/test.csv --retrieval_results_file outputs/demo/evqa_step2.alpha0.json \
   --output_file outputs/demo/evqa_answers.json --max_new_tokens 8 --no_progress
-echo "== done: results under outputs/demo/"
+echo "== data check and HTML report"
+"$PY" -m utils.check_data --splits assets/demo/train.csv assets/demo/test.csv --step1_result outputs/demo/evqa_step1.json \
+  || echo "(the demo KB has one entity without images on purpose)"
+"$PY" -m omgm.report --sample_file assets/demo/test.csv --step1 outputs/demo/evqa_step1.json \
+  --step2 outputs/demo/evqa_step2.alpha0.json --answers outputs/demo/evqa_answers.json --out outputs/demo/report.html
+echo "== done: results under outputs/demo/ (open outputs/demo/report.html in a browser)"
