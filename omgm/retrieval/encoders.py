@@ -77,6 +77,12 @@ class Retriever:
     def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
         return self.encode_pixels(torch.stack([self.preprocess(im) for im in images]))
 
+    supports_composed = False
+
+    def encode_composed(self, images: Sequence[Image.Image], texts: Sequence[str]) -> np.ndarray:
+        """One embedding per (image, text) pair, for models trained for composed queries."""
+        raise NotImplementedError(f"{self.name} has no composed (image + text) encoding")
+
 
 class OpenClipRetriever(Retriever):
     def __init__(self, model_name: str, pretrained: str | None = None, device: str | None = None,
@@ -198,8 +204,23 @@ class RetrieverSpec:
 
 def build_retriever(spec: RetrieverSpec) -> Retriever:
     """``eva-clip`` -> EVA-CLIP-8B through transformers; ``hf-clip`` -> a CLIPModel folder/id;
-    ``open_clip:<name>`` or a bare open_clip model name -> open_clip."""
+    ``vista`` / ``vista-m3`` -> Visualized-BGE (``--retriever_path`` the BGE model, ``--retriever_pretrained`` the
+    released .pth); ``mmret-base`` / ``mmret-large`` / ``mmret-mllm`` -> MMRet; ``open_clip:<name>`` or a bare
+    open_clip model name -> open_clip."""
     name = spec.retriever_vit
+    if name in ("vista", "vista-m3"):
+        from omgm.retrieval.vista import VistaRetriever
+
+        bge = spec.retriever_path or ("BAAI/bge-m3" if name == "vista-m3" else "BAAI/bge-base-en-v1.5")
+        return VistaRetriever(bge, spec.retriever_pretrained, device=spec.device)
+    if name in ("mmret-base", "mmret-large"):
+        from omgm.retrieval.mmret import MMRET_IDS, MMRetClipRetriever
+
+        return MMRetClipRetriever(spec.retriever_path or MMRET_IDS[name], device=spec.device, dtype=spec.precision)
+    if name == "mmret-mllm":
+        from omgm.retrieval.mmret import MMRET_IDS, MLLMEmbedRetriever
+
+        return MLLMEmbedRetriever(spec.retriever_path or MMRET_IDS[name], device=spec.device, dtype=spec.precision)
     if name in ("eva-clip", "eva-clip-8b"):
         return HFClipRetriever(spec.retriever_path or EVA_CLIP_8B, device=spec.device, dtype=spec.precision)
     if name == "hf-clip":
@@ -211,6 +232,6 @@ def build_retriever(spec: RetrieverSpec) -> Retriever:
 
     open_clip.add_model_config(MODEL_CONFIG_DIR)
     if oc_name not in open_clip.list_models():
-        raise ValueError(f"unknown retriever {name!r}: use eva-clip, hf-clip, or an open_clip model name "
-                         f"(e.g. EVA02-L-14, omgm-tiny-eva)")
+        raise ValueError(f"unknown retriever {name!r}: use eva-clip, hf-clip, vista, vista-m3, mmret-base, "
+                         f"mmret-large, mmret-mllm, or an open_clip model name (e.g. EVA02-L-14, omgm-tiny-eva)")
     return OpenClipRetriever(oc_name, spec.retriever_pretrained, device=spec.device, precision=spec.precision)

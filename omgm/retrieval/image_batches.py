@@ -32,7 +32,8 @@ def _collate(items):
     ok = [(i, t) for i, t, _ in items if t is not None]
     bad = [(i, e) for i, _, e in items if e is not None]
     idx = [i for i, _ in ok]
-    pixels = torch.stack([t for _, t in ok]) if ok else None
+    tensors = [t for _, t in ok]
+    pixels = (torch.stack(tensors) if isinstance(tensors[0], torch.Tensor) else tensors) if ok else None
     return idx, pixels, bad
 
 
