@@ -34,6 +34,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retriever_vit", default="eva-clip", help="eva-clip | hf-clip | <open_clip model name>")
     p.add_argument("--retriever_path", default=None, help="HF id or folder for eva-clip / hf-clip")
     p.add_argument("--retriever_pretrained", default=None, help="open_clip pretrained tag or checkpoint file")
+    p.add_argument("--index_kind", choices=["summary", "image"], default="summary",
+                   help="summary: one text vector per entity (OMGM); image: every KB image (EchoSight baseline)")
+    p.add_argument("--wiki_img_csv_dir", default=None, help="image index: the wiki-image CSVs")
+    p.add_argument("--wiki_img_path_prefix", default=None, help="image index: the wiki-image root")
+    p.add_argument("--images_per_entity", type=int, default=10)
     p.add_argument("--summarizer", choices=["lead", "llm"], default="lead")
     p.add_argument("--summary_model", default=None, help="causal LM id or folder for --summarizer llm")
     p.add_argument("--summary_file", default=None, help="summaries JSONL (default: INDEX.summaries.jsonl)")
@@ -55,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     index_path = Path(args.faiss_index)
     progress = not args.no_progress
     kb = open_kb(args.knowledge_base)
+    if args.index_kind == "image":
+        return build_image_index(args, kb, index_path, progress)
     store = SummaryStore(Path(args.summary_file or f"{index_path}.summaries.jsonl"))
 
     if args.summarizer == "llm":
@@ -84,6 +91,62 @@ def main(argv: list[str] | None = None) -> int:
     write_index(index, index_path, manifest)
     print(f"wrote {index_path} ({index.ntotal} x {index.d}, IndexFlatIP) and its manifest; "
           f"{retriever.truncated_texts} summaries were cut to the text tower's context this run", file=sys.stderr)
+    return 0
+
+
+def build_image_index(args, kb, index_path: Path, progress: bool) -> int:
+    """EchoSight's baseline index: up to ``--images_per_entity`` wiki images per entity, one vector each, with
+    the entity row of every vector in ``INDEX.ids.npy``."""
+    import faiss
+
+    from omgm.data.images import ImageLoadError, load_image
+    from omgm.data.wiki_images import wiki_images_for
+    from omgm.retrieval.index import ids_path
+
+    wiki = wiki_images_for(kb, args.wiki_img_path_prefix, args.wiki_img_csv_dir)
+    wiki.max = args.images_per_entity
+    items = [(ent.row, str(p)) for ent in kb.entities() for p in wiki.paths(ent.title)]
+    if not items:
+        raise SystemExit("error: no wiki image found on disk for any entity (see utils.check_data)")
+    retriever = build_retriever(RetrieverSpec(args.retriever_vit, args.retriever_path, args.retriever_pretrained,
+                                              args.device, args.precision))
+    bad: list[str] = []
+
+    def encode(paths):
+        images, ok = [], []
+        for p in paths:
+            try:
+                images.append(load_image(p))
+                ok.append(True)
+            except ImageLoadError as exc:
+                bad.append(str(exc))
+                ok.append(False)
+        out = np.zeros((len(paths), retriever.dim), dtype=np.float32)
+        if images:
+            out[np.array(ok)] = retriever.encode_images(images)
+        return out
+
+    work_dir = Path(args.work_dir or f"{index_path}.shards")
+    info = {"model_id": retriever.model_id, "kb_url_order_hash": kb.url_order_hash(), "kind": "image",
+            "images": len(items)}
+    shards = encode_sharded(lambda start: iter(p for _, p in items[start:]), len(items), encode, work_dir, info,
+                            args.shard_size, args.batch_size, progress)
+    vecs = np.concatenate([np.load(s) for s in shards])
+    keep = np.linalg.norm(vecs, axis=1) > 0
+    index = faiss.IndexFlatIP(retriever.dim)
+    index.add(np.ascontiguousarray(vecs[keep]))
+    rows = np.array([r for r, _ in items], dtype=np.int64)[keep]
+    np.save(ids_path(index_path).with_suffix(".tmp.npy"), rows)
+    Path(ids_path(index_path).with_suffix(".tmp.npy")).replace(ids_path(index_path))
+    manifest = IndexManifest(model_id=retriever.model_id, dim=retriever.dim, count=index.ntotal, kind="image",
+                             kb_url_order_hash=kb.url_order_hash(), kb_path=str(args.knowledge_base),
+                             texts={"kind": "image", "images_per_entity": args.images_per_entity,
+                                    "entities_with_images": int(len(set(rows.tolist()))),
+                                    "undecodable_images_skipped": int((~keep).sum())},
+                             omgm_version=__version__)
+    write_index(index, index_path, manifest)
+    print(f"wrote image index {index_path}: {index.ntotal} images of {len(set(rows.tolist()))} entities; "
+          f"{int((~keep).sum())} undecodable images skipped" + (f" (e.g. {bad[0]})" if bad else ""), file=sys.stderr)
     return 0
 
 

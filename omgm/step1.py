@@ -23,7 +23,7 @@ from omgm.data.samples import ImageDirs, read_samples, resolve_images, samples_f
 from omgm.metrics.recall import recall_at_k
 from omgm.retrieval.encoders import RetrieverSpec, build_retriever
 from omgm.retrieval.image_batches import encode_image_files
-from omgm.retrieval.index import check_index, load_index, maybe_to_gpu, search
+from omgm.retrieval.index import check_index, load_ids, load_index, maybe_to_gpu, search, search_entities
 
 log = logging.getLogger("omgm.step1")
 
@@ -44,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--infoseek_dir", default=None)
     p.add_argument("--missing_images", choices=["error", "skip"], default="error",
                    help="a query image not on disk: stop (default) or skip it and count it as a miss")
+    p.add_argument("--composed_query", action="store_true",
+                   help="embed the query image together with the question (VISTA, MMRet); default: image only")
     p.add_argument("--batch_size", type=int, default=64, help="query images per encoder call")
     p.add_argument("--search_batch_size", type=int, default=1024, help="queries per FAISS call")
     p.add_argument("--num_workers", type=int, default=2, help="image decoding workers")
@@ -84,15 +86,22 @@ def main(argv: list[str] | None = None) -> int:
         print(note, file=sys.stderr)
     index = maybe_to_gpu(index, args.faiss_gpu)
 
+    if args.composed_query and not retriever.supports_composed:
+        raise SystemExit(f"error: {retriever.name} has no composed (image + question) encoding")
     todo = [s for s in samples if s.sample_id in paths]
     emb, ok, errors = encode_image_files(retriever, [paths[s.sample_id] for s in todo], args.batch_size,
-                                         args.num_workers, progress)
+                                         args.num_workers, progress,
+                                         [s.question for s in todo] if args.composed_query else None)
     if errors and args.missing_images == "error":
         raise SystemExit(f"error: {len(errors)} query images cannot be decoded (first: {next(iter(errors.values()))}); "
                          f"pass --missing_images skip to count them as misses")
     encoded = [s for s, good in zip(todo, ok) if good]
-    scores, ids = search(index, emb[[i for i, good in enumerate(ok) if good]], args.retrieval_top_k,
-                         args.search_batch_size, progress)
+    queries = emb[[i for i, good in enumerate(ok) if good]]
+    if manifest is not None and manifest.kind == "image":       # EchoSight: images -> entities
+        ids, scores = search_entities(index, load_ids(args.faiss_index), queries, args.retrieval_top_k,
+                                      args.search_batch_size)
+    else:
+        scores, ids = search(index, queries, args.retrieval_top_k, args.search_batch_size, progress)
     t_search = time.time()
 
     results = {}
@@ -106,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
                "gold_url_not_in_kb": len(unknown_gold)}
     meta = {"omgm_version": __version__, "sample_file": str(args.sample_file), "samples_hash": samples_fingerprint(samples),
             "knowledge_base": str(args.knowledge_base),
-            "faiss_index": str(args.faiss_index), "retriever": retriever.model_id, "retrieval_top_k": args.retrieval_top_k,
+            "faiss_index": str(args.faiss_index), "retriever": retriever.model_id,
+            "index_kind": manifest.kind if manifest else "summary", "composed_query": args.composed_query, "retrieval_top_k": args.retrieval_top_k,
             "index_manifest": manifest is not None, "skipped": skipped}
     out = write_retrieval(args.save_result_path, results, "step1", meta, bare=args.bare_output)
     summary = {"stage": "step1", **report.as_dict(), "skipped": skipped, "samples": len(samples),

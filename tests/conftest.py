@@ -142,35 +142,8 @@ def tiny_step3_models(tmp_path_factory, demo_corpus):
                            cross=make_tiny_cross_encoder(d / "cross", demo_corpus))
 
 
-def make_tiny_hf_clip(folder: Path) -> Path:
-    """A random-weight transformers CLIPModel with a byte-level tokenizer and CLIP image processor, saved locally."""
-    import json
-
-    import torch
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizer
-
-    # the byte-level alphabet of GPT-2/CLIP BPE: printable bytes map to themselves, the rest to 256+
-    printable = [b for b in range(256) if chr(b).isprintable() and chr(b) != " " and b not in range(127, 161) and b != 173]
-    chars = [chr(b) for b in printable] + [chr(256 + i) for i in range(256 - len(printable))]
-    vocab = {c: i for i, c in enumerate(chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"])}
-    folder.mkdir(parents=True)
-    (folder / "vocab.json").write_text(json.dumps(vocab))
-    (folder / "merges.txt").write_text("#version: 0.2\n")
-    tok = CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"))
-    torch.manual_seed(0)
-    cfg = CLIPConfig(text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                      num_attention_heads=2, max_position_embeddings=77,
-                                      bos_token_id=vocab["<|startoftext|>"], eos_token_id=vocab["<|endoftext|>"]),
-                     vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                                        image_size=32, patch_size=8), projection_dim=16)
-    CLIPModel(cfg).save_pretrained(folder)
-    tok.save_pretrained(folder)
-    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
-    return folder
-
-
-
-
 @pytest.fixture(scope="session")
 def tiny_hf_clip(tmp_path_factory) -> Path:
+    from utils.make_tiny_models import make_tiny_hf_clip
+
     return make_tiny_hf_clip(tmp_path_factory.mktemp("hfclip") / "tiny-hf-clip")

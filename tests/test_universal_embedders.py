@@ -13,14 +13,10 @@ IMGS = [Image.new("RGB", (64, 48), (200, 30, 30)), Image.new("RGB", (50, 70), (2
 
 
 @pytest.fixture(scope="module")
-def bge_folder(tmp_path_factory, bert_tokenizer):
-    from transformers import BertConfig
+def bge_folder(tmp_path_factory, demo_corpus):
+    from utils.make_tiny_models import make_tiny_bge
 
-    d = tmp_path_factory.mktemp("bge")
-    BertConfig(vocab_size=len(bert_tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-               intermediate_size=64, max_position_embeddings=128).save_pretrained(d)
-    bert_tokenizer.save_pretrained(d)
-    return d
+    return make_tiny_bge(tmp_path_factory.mktemp("bge"), demo_corpus)
 
 
 def _unit(x):

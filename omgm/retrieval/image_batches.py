@@ -37,17 +37,26 @@ def _collate(items):
     return idx, pixels, bad
 
 
+def _identity(image):
+    return image
+
+
 def encode_image_files(retriever: Retriever, paths: Sequence[Path], batch_size: int = 64, num_workers: int = 0,
-                       progress: bool = True) -> tuple[np.ndarray, list[bool], dict[int, str]]:
-    """Returns ``(embeddings [n, dim], ok flags, {position: error})``; rows of failed files are zeros."""
+                       progress: bool = True, texts: Sequence[str] | None = None
+                       ) -> tuple[np.ndarray, list[bool], dict[int, str]]:
+    """Returns ``(embeddings [n, dim], ok flags, {position: error})``; rows of failed files are zeros.
+    With ``texts``, each image is encoded together with its text (a composed query)."""
     out = np.zeros((len(paths), retriever.dim), dtype=np.float32)
     ok = [False] * len(paths)
     errors: dict[int, str] = {}
-    loader = DataLoader(_Files(paths, retriever.preprocess), batch_size=batch_size, num_workers=num_workers,
+    prep = _identity if texts is not None else retriever.preprocess
+    loader = DataLoader(_Files(paths, prep), batch_size=batch_size, num_workers=num_workers,
                         collate_fn=_collate, shuffle=False)
     with tqdm(total=len(paths), desc="encode images", unit=" img", disable=not progress) as bar:
         for idx, pixels, bad in loader:
-            if pixels is not None:
+            if pixels is not None and texts is not None:
+                out[idx] = retriever.encode_composed(pixels, [texts[i] for i in idx])
+            elif pixels is not None:
                 out[idx] = retriever.encode_pixels(pixels)
                 for i in idx:
                     ok[i] = True

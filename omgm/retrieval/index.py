@@ -40,6 +40,7 @@ class IndexManifest:
     count: int
     kb_url_order_hash: str
     kb_path: str = ""
+    kind: str = "summary"               # "summary": one vector per entity; "image": KB images (EchoSight)
     metric: str = "inner_product"
     normalised: bool = True
     index_type: str = "IndexFlatIP"
@@ -98,7 +99,12 @@ def check_index(index: faiss.Index, manifest: IndexManifest | None, *, index_pat
     if index.d != dim:
         raise IndexMismatchError(f"{index_path}: vectors have dimension {index.d} but the retriever "
                                  f"{model_id} embeds into {dim}")
-    if index.ntotal != kb_len:
+    if manifest is not None and manifest.kind == "image":
+        ids = load_ids(index_path)
+        if len(ids) != index.ntotal or (len(ids) and int(ids.max()) >= kb_len):
+            raise IndexMismatchError(f"{ids_path(index_path)}: {len(ids)} entity rows for {index.ntotal} vectors, "
+                                     f"or rows beyond the KB's {kb_len} entities")
+    elif index.ntotal != kb_len:
         raise IndexMismatchError(f"{index_path}: {index.ntotal} vectors but the knowledge base has {kb_len} "
                                  f"entities (row i must be the KB's i-th entity)")
     if manifest is None:
@@ -108,6 +114,8 @@ def check_index(index: faiss.Index, manifest: IndexManifest | None, *, index_pat
     if manifest.format != MANIFEST_FORMAT or manifest.version > MANIFEST_VERSION:
         raise IndexMismatchError(f"{manifest_path(index_path)}: manifest format {manifest.format!r} "
                                  f"v{manifest.version} is not one this omgm reads")
+    if manifest.kind not in ("summary", "image"):
+        raise IndexMismatchError(f"{manifest_path(index_path)}: unknown index kind {manifest.kind!r}")
     if manifest.count != index.ntotal:
         raise IndexMismatchError(f"{index_path}: field 'count' is {manifest.count} in the manifest but the "
                                  f"index file holds {index.ntotal} vectors")
@@ -121,6 +129,49 @@ def check_index(index: faiss.Index, manifest: IndexManifest | None, *, index_pat
             raise IndexMismatchError(msg + " (pass --allow_model_mismatch if this is the same model)")
         notes.append("WARNING: " + msg)
     return notes
+
+
+def ids_path(index_path: str | Path) -> Path:
+    """For an image index: the entity row of each vector."""
+    return Path(str(index_path) + ".ids.npy")
+
+
+def load_ids(index_path: str | Path) -> np.ndarray:
+    p = ids_path(index_path)
+    if not p.is_file():
+        raise IndexMismatchError(f"{index_path} is an image index but its entity-row file {p} is missing")
+    return np.load(p)
+
+
+def search_entities(index: faiss.Index, ids: np.ndarray, queries: np.ndarray, k: int, batch_size: int = 1024,
+                    oversample: int = 10) -> tuple[list[list[int]], list[list[float]]]:
+    """EchoSight's image index: search images, keep entities in order of first occurrence (with that image's
+    score) until ``k`` distinct ones; search deeper for queries that found fewer."""
+    rows_out, sims_out = [], []
+    for start in range(0, len(queries), batch_size):
+        q = queries[start:start + batch_size]
+        depth = min(index.ntotal, k * oversample)
+        while True:
+            scores, hits = search(index, q, depth, batch_size)
+            done = []
+            for srow, hrow in zip(scores, hits):
+                rows, sims = [], []
+                for sc, h in zip(srow, hrow):
+                    if h < 0:
+                        continue
+                    r = int(ids[h])
+                    if r not in rows:
+                        rows.append(r)
+                        sims.append(float(sc))
+                        if len(rows) == k:
+                            break
+                done.append((rows, sims))
+            if depth >= index.ntotal or all(len(r) == k for r, _ in done):
+                break
+            depth = min(index.ntotal, depth * 4)
+        rows_out += [r for r, _ in done]
+        sims_out += [s for _, s in done]
+    return rows_out, sims_out
 
 
 def _is_gpu(index: faiss.Index) -> bool:
