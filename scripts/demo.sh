@@ -31,6 +31,11 @@ echo "== step 2b: rerank the test split's step-1 top 20 (alpha 1 = step 1 alone;
 echo "== step 3: best section of the top entity -> tiny LLaVA (RANDOM weights: its answers are gibberish) -> E-VQA metric"
 "$PY" -m omgm.step3 --test_file assets/demo/test.csv --retrieval_results_file outputs/demo/evqa_step2.alpha0.json \
   --output_file outputs/demo/evqa_answers.json --max_new_tokens 8 --no_progress
+echo "== retriever comparison: summaries (OMGM step 1) vs every KB image (EchoSight baseline) vs OMGM step 2"
+"$PY" -m omgm.build_index --index_kind image --faiss_index "$W/image_tiny.index" --no_progress
+OMGM_CONFIG= "$PY" -m omgm.compare --config configs/demo.yaml --sample_file assets/demo/test.csv \
+  --run summary=configs/retrievers/demo_summary.yaml --run echosight_images=configs/retrievers/demo_echosight_images.yaml \
+  --result omgm_step2=outputs/demo/evqa_step2.alpha0.json --out_dir outputs/demo/compare
 echo "== data check and HTML report"
 "$PY" -m utils.check_data --splits assets/demo/train.csv assets/demo/test.csv --step1_result outputs/demo/evqa_step1.json \
   || echo "(the demo KB has one entity without images on purpose)"
