@@ -12,7 +12,6 @@ step-1/2 result file. Recall is computed the same way for all, over the same sam
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 

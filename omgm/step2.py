@@ -19,6 +19,7 @@ import torch
 from omgm import __version__
 from omgm.config import float_list, int_list, parse_with_config, require, setup_logging
 from omgm.data.kb import open_kb
+from omgm.devices import resolve_device
 from omgm.data.results import check_made_for, read_retrieval, write_json_atomic, write_retrieval
 from omgm.data.samples import ImageDirs, read_samples, samples_fingerprint
 from omgm.data.wiki_images import WikiImages, wiki_images_for
@@ -92,10 +93,6 @@ def _wiki(kb, args) -> WikiImages:
     return wiki_images_for(kb, args.wiki_img_path_prefix, args.wiki_img_csv_dir)
 
 
-def _device(name: str) -> torch.device:
-    return torch.device("cuda" if name == "auto" and torch.cuda.is_available() else ("cpu" if name == "auto" else name))
-
-
 def run_train(argv: list[str]) -> int:
     from omgm.rerank.dataset import RerankTrainSet
     from omgm.rerank.negatives import read_negative_db
@@ -147,7 +144,7 @@ def _load_for_rerank(args):
 def run_rerank(argv: list[str]) -> int:
     args = parse_with_config(rerank_parser(), argv)
     require(args, "sample_file", "step1_result", "knowledge_base_path", "save_result_path")
-    t0, device = time.time(), _device(args.device)
+    t0, device = time.time(), resolve_device(args.device)
     samples = read_samples(args.sample_file)
     step1 = read_retrieval(args.step1_result)
     missing = check_made_for(step1, samples, args.sample_file)

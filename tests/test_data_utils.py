@@ -1,6 +1,5 @@
 import json
 import os
-from pathlib import Path
 
 from utils import check_data, rename_inat
 

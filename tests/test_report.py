@@ -1,6 +1,5 @@
 import json
 import re
-from pathlib import Path
 
 from omgm import report
 from omgm.data.results import read_retrieval, write_retrieval

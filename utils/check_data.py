@@ -11,7 +11,6 @@ size and, when ``--faiss_index`` is set, whether the index fits the KB. Exit sta
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections import Counter
 from pathlib import Path

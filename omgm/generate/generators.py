@@ -20,6 +20,7 @@ from typing import Sequence
 import torch
 
 from omgm.data.images import load_image
+from omgm.devices import resolve_device, torch_dtype
 from omgm.errors import OmgmError
 from omgm.generate.prompts import chat_messages, merge_system, vlm_messages
 
@@ -45,9 +46,13 @@ class GenRequest:
     image: Path | None = None
 
 
-def _dtype(device: torch.device, dtype: str | None) -> torch.dtype:
-    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[
-        dtype or ("bf16" if device.type == "cuda" else "fp32")]
+def greedy_generate(model, tokenizer, prompts: Sequence[str], max_new_tokens: int, **inputs) -> list[str]:
+    """Greedy, left-padded batch generation from rendered prompts; returns only the new text of each."""
+    enc = tokenizer(list(prompts), return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+    with torch.no_grad():
+        out = model.generate(**enc, **inputs, max_new_tokens=max_new_tokens, do_sample=False,
+                             pad_token_id=tokenizer.pad_token_id)
+    return [t.strip() for t in tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)]
 
 
 def _attn(attn: str | None) -> str:
@@ -99,7 +104,7 @@ class ChatLMGenerator(Generator):
         self.tokenizer = AutoTokenizer.from_pretrained(path, padding_side="left")
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=_dtype(device, dtype),
+        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype(dtype, device),
                                                           attn_implementation=_attn(attn)).to(device).eval()
 
     def render(self, req: GenRequest) -> str:
@@ -110,12 +115,7 @@ class ChatLMGenerator(Generator):
             return self.tokenizer.apply_chat_template(merge_system(msgs), tokenize=False, add_generation_prompt=True)
 
     def generate(self, requests: Sequence[GenRequest]) -> list[str]:
-        enc = self.tokenizer([self.render(r) for r in requests], return_tensors="pt", padding=True,
-                             add_special_tokens=False).to(self.device)
-        with torch.no_grad():
-            out = self.model.generate(**enc, max_new_tokens=self.max_new_tokens, do_sample=False,
-                                      pad_token_id=self.tokenizer.pad_token_id)
-        return [t.strip() for t in self.tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)]
+        return greedy_generate(self.model, self.tokenizer, [self.render(r) for r in requests], self.max_new_tokens)
 
 
 class VLMGenerator(Generator):
@@ -129,7 +129,7 @@ class VLMGenerator(Generator):
         self.tokenizer = self.processor.tokenizer
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = AutoModelForImageTextToText.from_pretrained(path, dtype=_dtype(device, dtype),
+        self.model = AutoModelForImageTextToText.from_pretrained(path, dtype=torch_dtype(dtype, device),
                                                                  attn_implementation=_attn(attn)).to(device).eval()
 
     def render(self, req: GenRequest) -> str:
@@ -159,8 +159,7 @@ def is_vlm_folder(path: Path) -> bool:
 
 def build_generator(answer_generator: str, llm_checkpoint: str | None = None, device: str | None = None,
                     dtype: str | None = None, max_new_tokens: int | None = None, attn: str | None = None) -> Generator:
-    dev = torch.device("cuda" if device in (None, "auto") and torch.cuda.is_available() else
-                       ("cpu" if device in (None, "auto") else device))
+    dev = resolve_device(device)
     if answer_generator in KNOWN:
         hub_id, kind, default_new = KNOWN[answer_generator]
         path = llm_checkpoint or hub_id

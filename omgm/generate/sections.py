@@ -29,11 +29,12 @@ class CrossEncoder:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         self.torch = torch
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        torch_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[
-            dtype or ("fp16" if self.device.type == "cuda" else "fp32")]
+        from omgm.devices import resolve_device, torch_dtype
+
+        self.device = resolve_device(device)
         self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.model = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch_dtype).to(self.device).eval()
+        self.model = AutoModelForSequenceClassification.from_pretrained(
+            path, dtype=torch_dtype(dtype, self.device, "fp16")).to(self.device).eval()
         self.batch_size, self.max_length = batch_size, max_length
 
     def scores(self, pairs: Sequence[tuple[str, str]]) -> list[float]:

@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from omgm.devices import resolve_device, torch_dtype
+
 log = logging.getLogger(__name__)
 MODEL_CONFIG_DIR = Path(__file__).with_name("model_configs")
 EVA_CLIP_8B = "BAAI/EVA-CLIP-8B"
@@ -46,12 +48,6 @@ def file_fingerprint(path: str | Path, block: int = 1 << 20) -> str:
 def l2_normalise(x: torch.Tensor) -> np.ndarray:
     x = x.float()
     return torch.nn.functional.normalize(x, dim=-1).cpu().numpy().astype(np.float32, copy=False)
-
-
-def resolve_device(device: str | None) -> torch.device:
-    if device in (None, "", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 class Retriever:
@@ -134,9 +130,7 @@ class HFClipRetriever(Retriever):
         from transformers import AutoModel, AutoTokenizer, CLIPImageProcessor
 
         self.device = resolve_device(device)
-        torch_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[
-            dtype or ("fp16" if self.device.type == "cuda" else "fp32")]
-        self.model = AutoModel.from_pretrained(path_or_id, dtype=torch_dtype,
+        self.model = AutoModel.from_pretrained(path_or_id, dtype=torch_dtype(dtype, self.device, "fp16"),
                                                trust_remote_code=trust_remote_code).to(self.device).eval()
         # EVA-CLIP-8B ships no processor/tokenizer of its own: it uses CLIP ViT-L/14's (SPEC.md, step 1)
         self.processor = CLIPImageProcessor.from_pretrained(processor or _own_or(path_or_id, CLIP_L14))

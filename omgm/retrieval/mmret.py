@@ -16,7 +16,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from omgm.retrieval.encoders import HFClipRetriever, Retriever, _hf_identity, l2_normalise, resolve_device
+from omgm.devices import resolve_device, torch_dtype
+from omgm.retrieval.encoders import HFClipRetriever, Retriever, _hf_identity, l2_normalise
 
 MMRET_IDS = {"mmret-base": "JUNJIE99/MMRet-base", "mmret-large": "JUNJIE99/MMRet-large",
              "mmret-mllm": "JUNJIE99/MMRet-MLLM"}
@@ -49,13 +50,12 @@ class MLLMEmbedRetriever(Retriever):
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
         self.device = resolve_device(device)
-        torch_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[
-            dtype or ("bf16" if self.device.type == "cuda" else "fp32")]
         self.processor = AutoProcessor.from_pretrained(path_or_id)
         self.processor.tokenizer.padding_side = "left"
         if self.processor.tokenizer.pad_token is None:
             self.processor.tokenizer.pad_token = self.processor.tokenizer.eos_token
-        self.model = AutoModelForImageTextToText.from_pretrained(path_or_id, dtype=torch_dtype).to(self.device).eval()
+        self.model = AutoModelForImageTextToText.from_pretrained(path_or_id, dtype=torch_dtype(dtype, self.device)
+                                                                 ).to(self.device).eval()
         self.instruction, self.max_length = instruction, max_length
         self.name = f"mllm-embed:{path_or_id}"
         self.model_id = f"mllm:{_hf_identity(path_or_id)}"

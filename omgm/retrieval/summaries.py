@@ -104,18 +104,16 @@ class LLMSummarizer:
 
     def __init__(self, model_path: str, device: str | None = None, dtype: str | None = None,
                  max_new_tokens: int = 96, max_words: int = 768) -> None:
-        import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from omgm.retrieval.encoders import resolve_device
+        from omgm.devices import resolve_device, torch_dtype
 
         self.device = resolve_device(device)
-        torch_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[
-            dtype or ("bf16" if self.device.type == "cuda" else "fp32")]
         self.tokenizer = AutoTokenizer.from_pretrained(model_path, padding_side="left")
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch_dtype).to(self.device).eval()
+        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch_dtype(dtype, self.device)
+                                                          ).to(self.device).eval()
         self.max_new_tokens, self.max_words = max_new_tokens, max_words
         self.name = f"llm:{model_path}"
 
@@ -127,14 +125,9 @@ class LLMSummarizer:
         return f"{SUMMARY_SYSTEM}\n\n{user}\n\nSummary:"
 
     def __call__(self, entities: Sequence[Entity]) -> list[str]:
-        import torch
+        from omgm.generate.generators import greedy_generate
 
-        enc = self.tokenizer([self.prompt(e) for e in entities], return_tensors="pt", padding=True,
-                             add_special_tokens=False).to(self.device)
-        with torch.no_grad():
-            out = self.model.generate(**enc, max_new_tokens=self.max_new_tokens, do_sample=False,
-                                      pad_token_id=self.tokenizer.pad_token_id)
-        texts = self.tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+        texts = greedy_generate(self.model, self.tokenizer, [self.prompt(e) for e in entities], self.max_new_tokens)
         return [" ".join(t.split()) or lead_summary(e) for t, e in zip(texts, entities)]
 
 

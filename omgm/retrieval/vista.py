@@ -24,7 +24,8 @@ from torch import nn
 
 from omgm.data.images import CLIP_MEAN, CLIP_STD
 from omgm.errors import OmgmError
-from omgm.retrieval.encoders import Retriever, file_fingerprint, l2_normalise, resolve_device
+from omgm.devices import resolve_device
+from omgm.retrieval.encoders import Retriever, file_fingerprint, l2_normalise
 
 VARIANTS = {  # bge hidden size -> timm EVA-02 CLIP vision tower (ViT width equals the BGE width)
     768: "eva02_base_patch16_clip_224",
