@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 from omgm import __version__
 from omgm.config import float_list, int_list, parse_with_config, require, setup_logging
@@ -81,7 +82,10 @@ def rerank_parser() -> argparse.ArgumentParser:
                    help="faithful: the official rerank-time normalisation across tokens (alpha 0.9 was tuned with "
                         "it); per_token: as in training")
     p.add_argument("--batch_size", type=int, default=64, help="texts/images per model call")
-    p.add_argument("--query_chunk", type=int, default=256, help="queries whose candidates are encoded together")
+    p.add_argument("--query_chunk", type=int, default=64,
+                   help="queries whose candidates are encoded together (their tokens are held in memory at once)")
+    p.add_argument("--cache_memory_gb", type=float, default=4.0,
+                   help="candidate tokens kept in memory across chunks (least recently used are dropped)")
     p.add_argument("--cache_dir", default=None, help="on-disk cache of candidate tokens (keyed by model hash)")
     p.add_argument("--pad_to_max", action="store_true", help="pad texts to 512 as the official code (same scores)")
     p.add_argument("--bare_output", action="store_true")
@@ -160,12 +164,11 @@ def run_rerank(argv: list[str]) -> int:
     tokenizer = load_tokenizer(args.tokenizer)
     transform = image_transform(model.config.vision.image_size)
     enc = CandidateEncoder(model, tokenizer, kb, _wiki(kb, args), transform, device, args.batch_size, args.cache_dir,
-                           pad_to_max=args.pad_to_max)
+                           memory_bytes=args.cache_memory_gb * 1e9, pad_to_max=args.pad_to_max)
     dirs = ImageDirs(args.inat_dir, args.gld_dir, args.infoseek_dir)
     todo = [s for s in samples if s.sample_id in step1.results]
     sec_sims: dict[str, list[list[float]]] = {}
     sec_ids: dict[str, list[list[int]]] = {}
-    from tqdm import tqdm
     for start in tqdm(range(0, len(todo), args.query_chunk), desc="rerank", disable=args.no_progress):
         chunk = todo[start:start + args.query_chunk]
         urls = [u for s in chunk for u in step1.urls(s.sample_id)]
@@ -185,8 +188,7 @@ def run_rerank(argv: list[str]) -> int:
         out_path = Path(args.save_result_path)
         if len(args.step1_alpha) > 1:
             out_path = out_path.with_name(f"{out_path.stem}.alpha{alpha:g}{out_path.suffix}")
-        summaries.append(_write_alpha(args, alpha, out_path, todo, step1, sec_sims, sec_ids, samples, enc, seconds,
-                                      len(missing)))
+        summaries.append(_write_alpha(args, alpha, out_path, todo, step1, sec_sims, sec_ids, samples))
     write_json_atomic(Path(args.save_result_path).with_suffix(".summary.json"),
                       {"stage": "step2", "runs": summaries, "counts": dict(enc.counts),
                        "samples_without_step1_result": len(missing), "seconds": round(seconds, 2),
@@ -197,7 +199,7 @@ def run_rerank(argv: list[str]) -> int:
     return 0
 
 
-def _write_alpha(args, alpha, out_path, todo, step1, sec_sims, sec_ids, samples, enc, seconds, n_missing) -> dict:
+def _write_alpha(args, alpha, out_path, todo, step1, sec_sims, sec_ids, samples) -> dict:
     results, top1_section_hits = {}, 0
     gold = {s.sample_id: s for s in samples}
     for s in todo:

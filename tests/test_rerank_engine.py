@@ -71,3 +71,14 @@ def test_fusion_by_hand():
     assert [round(f, 6) for _, f, _ in order] == [0.315, 0.29, 0.252]
     assert [s2 for _, _, s2 in order] == [0.9, 0.2, 0.0]
     assert [i for i, _, _ in fuse(s1, secs, alpha=1.0)] == [0, 1, 2]
+
+
+def test_memory_cache_is_capped_in_bytes(step2_env, tiny_reranker, bert_tokenizer, setup):
+    t, s, q = setup
+    urls = step2_env.urls[:8]
+    enc = CandidateEncoder(tiny_reranker, bert_tokenizer, step2_env.kb, step2_env.wiki, t, memory_bytes=25_000)
+    first = enc.encode(urls)
+    assert enc.held_bytes <= 25_000 and 1 <= len(enc.memory) < 8
+    assert enc.held_bytes == sum(CandidateEncoder._size(e) for e in enc.memory.values())
+    again = enc.encode(urls[-1:])                                  # the most recent stays cached
+    assert enc.counts["memory hits"] >= 1 and again[urls[-1]] is first[urls[-1]]

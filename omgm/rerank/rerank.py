@@ -48,11 +48,11 @@ def model_hash(model: IT2ITReranker, extra: str = "") -> str:
 class CandidateEncoder:
     def __init__(self, model: IT2ITReranker, tokenizer, kb: KnowledgeBase, wiki: WikiImages, transform,
                  device: torch.device | str = "cpu", batch_size: int = 64, cache_dir: str | Path | None = None,
-                 memory_items: int = 20000, pad_to_max: bool = False) -> None:
+                 memory_bytes: float = 4e9, pad_to_max: bool = False) -> None:
         self.model, self.tok, self.kb, self.wiki, self.transform = model, tokenizer, kb, wiki, transform
         self.device, self.batch_size, self.pad_to_max = torch.device(device), batch_size, pad_to_max
         self.memory: OrderedDict[str, EntityTokens] = OrderedDict()
-        self.memory_items = memory_items
+        self.memory_bytes, self.held_bytes = memory_bytes, 0   # fp32 tokens: ~98 KB per section at BLIP-2 size
         self.cache_dir = Path(cache_dir) / model_hash(model, f"pad={pad_to_max}") if cache_dir else None
         self.counts: Counter = Counter()
 
@@ -61,11 +61,17 @@ class CandidateEncoder:
         d = hashlib.sha1(url.encode()).hexdigest()
         return self.cache_dir / d[:2] / f"{d}.pt"
 
+    @staticmethod
+    def _size(et: EntityTokens) -> int:
+        return 0 if et.tokens is None else et.tokens.numel() * et.tokens.element_size()
+
     def _remember(self, url: str, et: EntityTokens) -> None:
+        if url in self.memory:
+            self.held_bytes -= self._size(self.memory.pop(url))
         self.memory[url] = et
-        self.memory.move_to_end(url)
-        while len(self.memory) > self.memory_items:
-            self.memory.popitem(last=False)
+        self.held_bytes += self._size(et)
+        while self.held_bytes > self.memory_bytes and len(self.memory) > 1:
+            self.held_bytes -= self._size(self.memory.popitem(last=False)[1])
 
     def _cached(self, url: str) -> EntityTokens | None:
         if url in self.memory:
