@@ -15,6 +15,7 @@ def _setup(tmp_path: Path) -> tuple[Path, Path]:
     rows = [f"Big,u,full/p{i}.jpg,c\n" for i in range(14)]          # 14 listed, 12 exist
     rows.insert(3, "Big,u,full/p1.jpg,dup\n")                        # duplicate path
     rows.insert(5, "only,two\n")                                     # malformed: counted, skipped
+    rows.append("Ghost,u,full/ghost.jpg,c\n")                        # listed, never downloaded
     (csvd / "wiki_image_url_part_10_processed.csv").write_text(HEAD + "Late,u,full/late.jpg,c\n")
     (csvd / "wiki_image_url_part_2_processed.csv").write_text(HEAD + "".join(rows) + "Late,u,full/early.jpg,c\n")
     (root / "full").mkdir(parents=True)
@@ -37,6 +38,9 @@ def test_lookup_by_title_keeps_ten_existing_distinct_in_csv_order(tmp_path: Path
     assert wi.first("Late") == root / "full/early.jpg"      # part 2 before part 10
     assert wi.first("Nobody") is None and not wi.known("Nobody") and wi.known("Big")
     assert wi.stats.malformed == 1 and "only" in wi.stats.examples[0]
+    assert wi.locate("Big") == (root / "full/p1.jpg", "")
+    assert wi.locate("Ghost") == (None, "wiki image file missing")
+    assert wi.locate("Nobody") == (None, "title not in the wiki-image CSVs")
 
 
 def test_store_backed_lookup_equals_csv_lookup(tmp_path: Path, demo_dir: Path):

@@ -26,10 +26,7 @@ from omgm.errors import cli_errors
 def image_state(kb, wiki, url: str) -> str:
     if url not in kb:
         return "entity not in KB"
-    title = kb.get(url).title
-    if not wiki.known(title):
-        return "title not in wiki-image CSVs"
-    return "ok" if wiki.first(title) else "wiki image file missing"
+    return wiki.locate(kb.get(url).title)[1] or "ok"
 
 
 def check_split(path: str, kb, wiki, dirs: ImageDirs, examples: int = 3) -> dict:

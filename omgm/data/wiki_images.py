@@ -117,6 +117,14 @@ class WikiImages:
                     break
         return out
 
+    def locate(self, title: str) -> tuple[Path | None, str]:
+        """The first existing image, or None with the reason: the title is not in the CSVs, or its files are
+        not on disk."""
+        path = self.first(title)
+        if path is not None:
+            return path, ""
+        return None, ("wiki image file missing" if self.known(title) else "title not in the wiki-image CSVs")
+
     def first(self, title: str) -> Path | None:
         """The first existing image for ``title`` (what the reranker pairs with every section), or None."""
         for rel in self._candidates(title):

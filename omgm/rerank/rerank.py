@@ -113,11 +113,8 @@ class CandidateEncoder:
                 self.counts["entity not in KB"] += 1
                 continue
             ent = self.kb.get(url)
-            sections = ent.sections()
-            image = self.wiki.first(ent.title)
-            reason = ("no sections" if not sections else
-                      "title not in the wiki-image CSVs" if image is None and not self.wiki.known(ent.title) else
-                      "wiki image file missing" if image is None else "")
+            image, reason = self.wiki.locate(ent.title)
+            reason = "no sections" if not ent.sections() else reason
             if reason:
                 self.counts[reason] += 1
                 out[url] = EntityTokens([], None, reason)
