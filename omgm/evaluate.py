@@ -34,8 +34,7 @@ def read_answers(path: str | Path) -> list[dict]:
 
 
 def _approximate_infoseek(records: list[dict]) -> dict:
-    hits = [any(infoseek_metric.normalize(r.get("prediction") or "") == infoseek_metric.normalize(a)
-                for a in str(r["gt_answer"]).split("|")) for r in records]
+    hits = [infoseek_metric.matches_alias(r.get("prediction"), str(r["gt_answer"]).split("|")) for r in records]
     return {"dataset": "infoseek", "accuracy": round(100.0 * sum(hits) / max(1, len(hits)), 2), "total": len(hits),
             "metric": "approximate: string exact match against the CSV answers, NOT the official InfoSeek score "
                       "(give --infoseek_val and --infoseek_qtype for that)"}

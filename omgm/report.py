@@ -85,7 +85,7 @@ def _answer_ok(rec: dict) -> bool:
 
     try:
         if rec.get("question_type") == "infoseek":
-            return any(infoseek.normalize(rec["prediction"]) == infoseek.normalize(a) for a in rec["gt_answer"].split("|"))
+            return infoseek.matches_alias(rec.get("prediction"), rec["gt_answer"].split("|"))
         return score_answer(rec["question"], rec["gt_answer"], rec.get("prediction") or "", rec["question_type"])[0]
     except EvaluationError:
         return False

@@ -104,11 +104,16 @@ def load_references(val_jsonl: str | Path, qtype_jsonl: str | Path) -> dict[str,
     return refs
 
 
+def matches_alias(prediction: str | None, aliases) -> bool:
+    """The string/time rule: exact match with any alias after SQuAD normalisation."""
+    target = normalize(prediction or "")
+    return any(target == normalize(a) for a in aliases)
+
+
 def score_prediction(prediction: str, ref: InfoseekReference) -> bool:
     if ref.question_type == "numerical":
         return numerical_match(parse_number_answer(prediction or ""), list(ref.answers))
-    target = normalize(prediction or "")
-    return any(target == normalize(a) for a in ref.answers)
+    return matches_alias(prediction, ref.answers)
 
 
 def evaluate_infoseek(predictions: Iterable[dict], refs: dict[str, InfoseekReference]) -> dict:
