@@ -128,6 +128,7 @@ class CandidateEncoder:
         if not todo:
             return {}
         images = list(dict.fromkeys(img for _, _, img in todo))
+        image_pos = {img: i for i, img in enumerate(images)}
         feats, bad = self._image_features(images)
         texts, owner = [], []
         result: dict[str, EntityTokens] = {}
@@ -140,7 +141,7 @@ class CandidateEncoder:
             result[url] = EntityTokens([s.index for s in secs], None)
             for j, s in enumerate(secs):
                 texts.append(candidate_text(ent.title, s.title, s.text))
-                owner.append((url, j, images.index(img)))
+                owner.append((url, j, image_pos[img]))
         tokens = self._text_tokens(texts, [o[2] for o in owner], feats)
         per: dict[str, list] = {}
         for (url, j, _), t in zip(owner, tokens):
