@@ -75,6 +75,3 @@ def load_pixels(paths: Sequence[str | Path], transform) -> torch.Tensor:
     """Decoded, transformed images stacked ``[N, 3, H, W]``; an unreadable file raises ImageLoadError naming it."""
     return torch.stack([transform(load_image(p)) for p in paths])
 
-
-def pixels_of(image: Image.Image, transform) -> torch.Tensor:
-    return transform(image.convert("RGB"))
