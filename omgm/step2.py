@@ -159,8 +159,7 @@ def run_rerank(argv: list[str]) -> int:
     print(report.summary() or "no checkpoint loaded", file=sys.stderr)
     model.eval().to(device)
     if device.type == "cuda":
-        model.vision.embeddings.half()
-        model.vision.encoder.half()
+        model.half_vit()
     tokenizer = load_tokenizer(args.tokenizer)
     transform = image_transform(model.config.vision.image_size)
     enc = CandidateEncoder(model, tokenizer, kb, _wiki(kb, args), transform, device, args.batch_size, args.cache_dir,

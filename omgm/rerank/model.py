@@ -105,6 +105,11 @@ class IT2ITReranker(nn.Module):
         for name, p in self.vision.named_parameters():
             p.requires_grad = name.startswith("post_layernorm")
 
+    def half_vit(self) -> None:
+        """The ViT blocks in fp16, as LAVIS runs them on GPU; ``ln_vision`` and the Q-Former stay fp32."""
+        self.vision.embeddings.half()
+        self.vision.encoder.half()
+
     def vision_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """ViT tokens after ``ln_vision``: ``[B, 1 + patches, vision_hidden]``.
 

@@ -112,9 +112,8 @@ def train(model: IT2ITReranker, dataset: RerankTrainSet, tokenizer, cfg: TrainCo
     np.random.seed(cfg.seed)
 
     model.freeze_vision()
-    if use_cuda:  # the frozen ViT in fp16, as LAVIS; ln_vision and the Q-Former stay fp32 under autocast
-        model.vision.embeddings.half()
-        model.vision.encoder.half()
+    if use_cuda:
+        model.half_vit()
     loader = acc.prepare(DataLoader(dataset, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.num_workers,
                                     collate_fn=Collate(tokenizer, model.config.max_text_length)))
     steps_per_epoch = len(loader)
