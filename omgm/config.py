@@ -95,13 +95,50 @@ def parse_with_config(parser: argparse.ArgumentParser, argv: Sequence[str] | Non
 
 
 def _coerce(parser: argparse.ArgumentParser, dest: str, value: Any) -> Any:
-    """Give YAML/env values the flag's type (argparse converts string defaults only for scalar flags)."""
+    """Give YAML/env values the flag's type (argparse converts string defaults only for scalar flags) and run
+    the flag's range check on them too, so a bad value in a config file is reported like a bad flag."""
     action = next(a for a in parser._actions if a.dest == dest)
-    if isinstance(value, list) and action.type is not None:
-        return [action.type(v) if isinstance(v, str) else v for v in value]
-    if isinstance(value, str) and action.nargs in ("+", "*") and action.type is not None:
-        return [action.type(v) for v in value.replace(",", " ").split()]
+    try:
+        if isinstance(value, list) and action.type is not None:
+            if getattr(action.type, "takes_list", False):
+                return action.type(",".join(map(str, value)))
+            return [action.type(v) if isinstance(v, str) else v for v in value]
+        if isinstance(value, str) and action.nargs in ("+", "*") and action.type is not None:
+            return [action.type(v) for v in value.replace(",", " ").split()]
+        if getattr(action.type, "validates", False) and not isinstance(value, str) and value is not None:
+            return action.type(str(value))
+    except (argparse.ArgumentTypeError, ValueError) as exc:
+        raise ConfigError(f"config value {dest}: {exc}") from None
     return value
+
+
+def _validator(fn):
+    fn.validates = True
+    return fn
+
+
+def number_in(kind: type, low: float | None = None, high: float | None = None, what: str = ""):
+    """An argparse type: a ``kind`` number within ``[low, high]`` (either bound may be open)."""
+
+    @_validator
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}")
+        if (low is not None and value < low) or (high is not None and value > high):
+            span = f"between {low} and {high}" if low is not None and high is not None else (
+                f"at least {low}" if low is not None else f"at most {high}")
+            raise argparse.ArgumentTypeError(f"{value} is out of range: {what or 'the value'} must be {span}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+positive_int = number_in(int, 1, what="it")
+nonnegative_int = number_in(int, 0, what="it")
+fraction = number_in(float, 0.0, 1.0, what="a weight")
 
 
 def require(args: argparse.Namespace, *names: str) -> None:
@@ -109,24 +146,34 @@ def require(args: argparse.Namespace, *names: str) -> None:
     missing = [n for n in names if getattr(args, n, None) in (None, "")]
     if missing:
         how = ", ".join(f"--{n} (or {ENV_PREFIX}{n.upper()})" for n in missing)
-        raise SystemExit(f"error: missing required value(s): {how}; set them as flags, environment "
-                         f"variables, or keys in a --config YAML file")
+        raise ConfigError(f"missing required value(s): {how}; set them as flags, environment variables, or keys "
+                          f"in a --config YAML file")
 
 
 def int_list(text: str) -> list[int]:
-    """Parse ``"1,5,10"`` or ``"1 5 10"`` into ``[1, 5, 10]`` (the official ``--top_ks`` form)."""
+    """Parse ``"1,5,10"`` or ``"1 5 10"`` into ``[1, 5, 10]`` (the official ``--top_ks`` form); each >= 1."""
     try:
-        return [int(t) for t in str(text).replace(",", " ").split()]
+        values = [int(t) for t in str(text).replace(",", " ").split()]
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {text!r}") from exc
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected cut-offs of at least 1, got {text!r}")
+    return values
 
 
 def float_list(text: str) -> list[float]:
-    """Parse ``"0.9"`` or ``"0.5,0.9"`` into a list of floats."""
+    """Parse ``"0.9"`` or ``"0.5,0.9"`` into a list of weights, each between 0 and 1."""
     try:
-        return [float(t) for t in str(text).replace(",", " ").split()]
+        values = [float(t) for t in str(text).replace(",", " ").split()]
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}") from exc
+    if not values or any(not 0.0 <= v <= 1.0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected weights between 0 and 1, got {text!r}")
+    return values
+
+
+int_list.takes_list = float_list.takes_list = True
+int_list.validates = float_list.validates = True
 
 
 def setup_logging(verbose: bool = False) -> None:

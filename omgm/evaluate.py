@@ -15,45 +15,9 @@ import sys
 from pathlib import Path
 
 from omgm.config import int_list, parse_with_config, setup_logging
-from omgm.data.results import RETRIEVAL_FORMAT, ResultFileError, read_json, read_retrieval, write_json_atomic
-from omgm.errors import OmgmError, cli_errors
-from omgm.metrics import infoseek as infoseek_metric
-from omgm.metrics.evqa import BemScorer, EvaluationError, evaluate_evqa
-from omgm.metrics.recall import recall_at_k
-
-ANSWERS_FORMAT = "omgm.answers"
-
-
-def read_answers(path: str | Path) -> list[dict]:
-    data = read_json(path)
-    if isinstance(data, dict) and data.get("format") == ANSWERS_FORMAT:
-        data = data.get("records")
-    if not isinstance(data, list) or not all(isinstance(r, dict) and "data_id" in r for r in data):
-        raise ResultFileError(f"{path}: expected answer records (a list of objects with data_id and prediction)")
-    return data
-
-
-def _approximate_infoseek(records: list[dict]) -> dict:
-    hits = [infoseek_metric.matches_alias(r.get("prediction"), str(r["gt_answer"]).split("|")) for r in records]
-    return {"dataset": "infoseek", "accuracy": round(100.0 * sum(hits) / max(1, len(hits)), 2), "total": len(hits),
-            "metric": "approximate: string exact match against the CSV answers, NOT the official InfoSeek score "
-                      "(give --infoseek_val and --infoseek_qtype for that)"}
-
-
-def evaluate_records(records: list[dict], dataset: str, bem_model: str | None = None,
-                     infoseek_val: str | None = None, infoseek_qtype: str | None = None, samples=None) -> dict:
-    """The metric of ``dataset`` over answer records (see :mod:`omgm.metrics.evqa`, :mod:`omgm.metrics.infoseek`)."""
-    if dataset == "evqa":
-        return evaluate_evqa(records, BemScorer(bem_model) if bem_model else None).as_dict()
-    if dataset != "infoseek":
-        raise OmgmError(f"unknown dataset {dataset!r}: evqa or infoseek")
-    if not (infoseek_val and infoseek_qtype):
-        return _approximate_infoseek(records)
-    refs = infoseek_metric.load_references(infoseek_val, infoseek_qtype)
-    result = infoseek_metric.evaluate_infoseek(records, refs)
-    if result["ignored_unknown_ids"] == len(records):
-        raise EvaluationError(f"no answer's data_id is in {infoseek_val}: answers of another dataset or split?")
-    return result
+from omgm.data.results import RETRIEVAL_FORMAT, read_json, read_retrieval, write_json_atomic
+from omgm.errors import cli_errors
+from omgm.metrics.evaluate import evaluate, evaluate_records, read_answers
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,8 +46,8 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit("error: a retrieval file needs --sample_file (the gold URLs)")
         rf = read_retrieval(args.result_file)
         samples = read_samples(args.sample_file)
-        result = recall_at_k({k: rf.urls(k) for k in rf.results}, {s.sample_id: s.wikipedia_url for s in samples},
-                             args.top_ks).as_dict()
+        result = evaluate({s.sample_id: s.wikipedia_url for s in samples}, {k: rf.urls(k) for k in rf.results},
+                          args.top_ks).as_dict()
     else:
         records = read_answers(args.result_file)
         dataset = args.dataset or (data.get("meta", {}).get("dataset") if isinstance(data, dict) else None)

@@ -215,7 +215,7 @@ def _write_alpha(args, alpha, out_path, todo, step1, sec_sims, sec_ids, samples)
         top = results[s.sample_id]
         if top["retrieved_entities"][0]["url"] == s.wikipedia_url and top["sec_sim"][0]:
             best = top["sec_ids"][0][max(range(len(top["sec_sim"][0])), key=top["sec_sim"][0].__getitem__)]
-            top1_section_hits += str(best) == str(s.evidence_section_id).split(".")[0]
+            top1_section_hits += best == s.evidence_section_index
     report = recall_at_k({k: [e["url"] for e in v["retrieved_entities"]] for k, v in results.items()},
                          {sid: s.wikipedia_url for sid, s in gold.items()}, args.top_ks)
     meta = {"omgm_version": __version__, "step1_result": str(args.step1_result), "alpha": alpha,

@@ -37,5 +37,5 @@ def test_config_from_env_list_and_errors(tmp_path: Path, monkeypatch):
     (tmp_path / "bad.yaml").write_text("- a list\n")
     with pytest.raises(ConfigError, match="bad.yaml: expected a mapping"):
         parse_with_config(_parser(), ["--config", str(tmp_path / "bad.yaml")])
-    with pytest.raises(SystemExit, match="--sample_file .or OMGM_SAMPLE_FILE."):
+    with pytest.raises(ConfigError, match="--sample_file .or OMGM_SAMPLE_FILE."):
         require(argparse.Namespace(sample_file=None), "sample_file")

@@ -6,7 +6,8 @@ import pytest
 from omgm import evaluate, step3
 from omgm.data.results import read_retrieval, write_retrieval
 from omgm.data.samples import read_samples, samples_fingerprint
-from omgm.generate.generators import VLMGenerator
+from omgm.generate.generators.llava_hf import HFVisionGenerator
+from omgm.resume import PartialRecords
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +36,9 @@ def _args(env, models, w, results, out, generator=None, extra=()):
     return ["--test_file", str(d / "test.csv"), "--retrieval_results_file", str(results),
             "--knowledge_base_path", str(env.dir / "kb.sqlite"), "--output_file", str(w / out),
             "--answer_generator", str(generator or models.llava), "--section_reranker", str(models.cross),
+            "--context_tokenizer", str(models.llava),
             "--inat_dir", str(d / "images/inat"), "--gld_dir", str(d / "images/gld"), "--device", "cpu",
-            "--max_new_tokens", "4", "--batch_size", "2", "--group_batches", "2", "--no_progress", *extra]
+            "--max_new_tokens", "4", "--batch_size", "2", "--window", "4", "--no_progress", *extra]
 
 
 def test_step3_end_to_end_with_fused_sections(step2_env, tiny_step3_models, step2_file):
@@ -49,9 +51,11 @@ def test_step3_end_to_end_with_fused_sections(step2_env, tiny_step3_models, step
     samples = read_samples(step2_env.demo / "test.csv")
     for r, s in zip(recs, samples):
         assert isinstance(r["prediction"], str) and r["gt_answer"] == s.answer
-        assert r["used_step2_section_scores"] and len(r["scores"]["s3"]) == len(r["scores"]["q2s"])
+        assert r["used_step2_section_scores"] and len(r["step3_sec_sim"]) == len(r["q2s_scores"])
+        assert r["entity_url"] == s.wikipedia_url and r["top1_sec"].startswith("# Wiki Article: ")
         if r["entity_hit"]:            # sec_sim 5.0 on the evidence section outweighs any q2s at beta 0.2
             assert r["section_hit"] and r["top1_section_id"] == int(s.evidence_section_id)
+            assert r["evidence_sec"] == r["top1_sec"]
     summary = json.loads((w / "ans.summary.json").read_text())
     assert summary["evaluation"]["metric"].startswith("EM only") and summary["evaluation"]["total"] == 12
     assert summary["entity_hit"] == 50.0 and summary["section_hit"] == 50.0
@@ -64,7 +68,7 @@ def test_step1_file_falls_back_to_the_cross_encoder(step2_env, tiny_step3_models
                             generator=tiny_step3_models.llm, extra=["--limit", "4", "--bare_output"])) == 0
     recs = json.loads((w / "a1.json").read_text())
     assert isinstance(recs, list) and not any(r["used_step2_section_scores"] for r in recs)
-    assert all(r["scores"]["s3"] == r["scores"]["q2s"] for r in recs if r["scores"])
+    assert all(r["step3_sec_sim"] == r["q2s_scores"] for r in recs)
     counts = json.loads((w / "a1.summary.json").read_text())["counts"]
     assert counts.get("cross-encoder only (no step-2 scores)") == 4 - counts.get("top-1 entity has no sections", 0)
 
@@ -72,18 +76,23 @@ def test_step1_file_falls_back_to_the_cross_encoder(step2_env, tiny_step3_models
 def test_resume_answers_only_what_is_missing(step2_env, tiny_step3_models, step2_file, monkeypatch):
     w = step2_file
     args = _args(step2_env, tiny_step3_models, w, w / "step2.json", "r.json", extra=["--limit", "8"])
-    assert step3.main(args) == 0
+    with monkeypatch.context() as m:                       # keep the partial file, as a killed run would
+        m.setattr(PartialRecords, "remove", lambda self: None)
+        assert step3.main(args) == 0
     recs = json.loads((w / "r.json").read_text())["records"]
     partial = w / "r.json.partial.jsonl"
-    partial.write_text("".join(json.dumps(r) + "\n" for r in recs[:5]) + '{"data_id": "E-VQA_5", "pred')  # torn
+    lines = partial.read_text().splitlines()
+    assert json.loads(lines[0])["settings"]["answer_generator"] == str(tiny_step3_models.llava)
+    partial.write_text("\n".join(lines[:6]) + '\n{"data_id": "E-VQA_5", "pred')      # header + 5 + a torn line
     seen = []
-    real = VLMGenerator.generate
-    monkeypatch.setattr(VLMGenerator, "generate", lambda self, reqs: seen.extend(reqs) or real(self, reqs))
+    real = HFVisionGenerator._generate
+    monkeypatch.setattr(HFVisionGenerator, "_generate", lambda self, reqs: seen.extend(reqs) or real(self, reqs))
     assert step3.main(args) == 0
     assert len(seen) == 3
-    again = json.loads((w / "r.json").read_text())["records"]
-    assert [r["data_id"] for r in again] == [r["data_id"] for r in recs]
-    assert again[:5] == recs[:5]
+    again = json.loads((w / "r.json").read_text())
+    assert [r["data_id"] for r in again["records"]] == [r["data_id"] for r in recs]
+    assert again["records"][:5] == recs[:5]
+    assert json.loads((w / "r.summary.json").read_text())["answers"] == 8
 
 
 def test_bad_inputs(step2_env, tiny_step3_models, step2_file, tmp_path, capsys):

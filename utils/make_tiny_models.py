@@ -95,11 +95,12 @@ def make_tiny_causal_lm(folder: Path, corpus: list[str] | None = None, seed: int
     return folder
 
 
+# llava-hf/llava-1.5-7b-hf's chat template: every image placeholder first, then the texts, each followed by a space
 LLAVA_TEMPLATE = (
-    "{% for m in messages %}{% if m['role'] == 'user' %}USER: {% for c in m['content'] %}"
-    "{% if c['type'] == 'image' %}<image>\n{% else %}{{ c['text'] }}{% endif %}{% endfor %} "
-    "{% else %}ASSISTANT: {% for c in m['content'] %}{{ c['text'] }}{% endfor %}</s>{% endif %}{% endfor %}"
-    "{% if add_generation_prompt %}ASSISTANT:{% endif %}"
+    "{% for message in messages %}{% if message['role'] != 'system' %}{{ message['role'].upper() + ': '}}{% endif %}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'image') %}{{ '<image>\\n' }}{% endfor %}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}{{ content['text'] + ' '}}"
+    "{% endfor %}{% endfor %}{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}"
 )
 
 
@@ -125,6 +126,101 @@ def make_tiny_llava(folder: Path, corpus: list[str] | None = None, seed: int = 0
     folder.mkdir(parents=True, exist_ok=True)
     LlavaForConditionalGeneration(cfg).save_pretrained(folder)
     proc.save_pretrained(folder)
+    return folder
+
+
+def make_sentencepiece(folder: Path, corpus: list[str], kind: str = "llama", vocab_size: int = 600,
+                       legacy: bool | None = False) -> Path:
+    """A slow-Llama-tokenizer folder (``tokenizer.model`` + configs) trained on ``corpus``.
+
+    ``kind="llama"``: BPE with byte fallback and no normalisation, like Llama's; ``kind="default"``:
+    sentencepiece's defaults (unigram, NFKC, whitespace folded), which transformers 5 converts lossily.
+    """
+    import json
+
+    import sentencepiece as spm
+
+    folder.mkdir(parents=True, exist_ok=True)
+    opts = dict(model_type="bpe", byte_fallback=True, normalization_rule_name="identity",
+                remove_extra_whitespaces=False, split_digits=True, allow_whitespace_only_pieces=True) \
+        if kind == "llama" else {}
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(corpus), model_prefix=str(folder / "tokenizer"),
+                                   vocab_size=vocab_size, hard_vocab_limit=False, num_threads=1, minloglevel=3,
+                                   **opts)
+    (folder / "tokenizer.vocab").unlink(missing_ok=True)
+    special = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
+    cfg = {"tokenizer_class": "LlamaTokenizer", "add_bos_token": True, "add_eos_token": False,
+           "clean_up_tokenization_spaces": False, "model_max_length": 2048, "pad_token": None,
+           "padding_side": "right", **special}
+    if legacy is not None:
+        cfg["legacy"] = legacy
+    (folder / "tokenizer_config.json").write_text(json.dumps(cfg, indent=2))
+    (folder / "special_tokens_map.json").write_text(json.dumps(special, indent=2))
+    return folder
+
+
+def make_tiny_clip_tower(folder: Path, seed: int = 0, image_size: int = 32) -> Path:
+    """A full (text + vision) CLIP checkpoint with its image processor, as ``openai/clip-vit-large-patch14-336``
+    is laid out (LLaVA takes the vision part)."""
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+    torch.manual_seed(seed)
+    cfg = CLIPConfig(text_config=dict(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                      num_attention_heads=2, max_position_embeddings=16),
+                     vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                                        num_attention_heads=2, image_size=image_size, patch_size=8), projection_dim=16)
+    folder.mkdir(parents=True, exist_ok=True)
+    CLIPModel(cfg).save_pretrained(folder)
+    CLIPImageProcessor(size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
+                       ).save_pretrained(folder)
+    return folder
+
+
+def make_tiny_original_llava(folder: Path, tower: Path, corpus: list[str], seed: int = 0, sp_kind: str = "llama",
+                             legacy: bool | None = False, dtype: torch.dtype = torch.float32,
+                             init_std: float = 0.3) -> Path:
+    """A LLaVA-1.5 folder in the LLaVA repository's own layout (``LlavaLlamaForCausalLM``, flat Llama config,
+    ``mm_vision_tower`` pointing at ``tower``, projector ``model.mm_projector.{0,2}``, no tower weights,
+    sentencepiece tokenizer, weights in two ``.bin`` shards with an index). RANDOM weights."""
+    import json
+
+    from transformers import CLIPVisionConfig, LlamaConfig, LlamaForCausalLM
+
+    make_sentencepiece(folder, corpus, sp_kind, legacy=legacy)
+    import sentencepiece as spm
+
+    vocab = spm.SentencePieceProcessor(model_file=str(folder / "tokenizer.model")).get_piece_size()
+    llama = dict(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                 num_key_value_heads=2, max_position_embeddings=4096, rms_norm_eps=1e-5, rope_theta=10000.0,
+                 hidden_act="silu", bos_token_id=1, eos_token_id=2, pad_token_id=0, tie_word_embeddings=False,
+                 initializer_range=init_std)  # wide init: answers that depend on the prompt and the image
+    torch.manual_seed(seed)
+    lm = LlamaForCausalLM(LlamaConfig(**llama))
+    mm_hidden = CLIPVisionConfig.from_pretrained(str(tower)).hidden_size
+    proj = torch.nn.Sequential(torch.nn.Linear(mm_hidden, 32), torch.nn.GELU(), torch.nn.Linear(32, 32))
+    for p in proj.parameters():
+        torch.nn.init.normal_(p, std=init_std)
+    sd = {k: v.to(dtype) for k, v in lm.state_dict().items()}
+    sd.update({f"model.mm_projector.{k}": v.to(dtype) for k, v in proj.state_dict().items()})
+    names = sorted(sd)
+    shards = {"pytorch_model-00001-of-00002.bin": names[: len(names) // 2],
+              "pytorch_model-00002-of-00002.bin": names[len(names) // 2:]}
+    for fname, keys in shards.items():
+        torch.save({k: sd[k].contiguous() for k in keys}, folder / fname)
+    index = {"metadata": {"total_size": sum(v.numel() * v.element_size() for v in sd.values())},
+             "weight_map": {k: f for f, keys in shards.items() for k in keys}}
+    (folder / "pytorch_model.bin.index.json").write_text(json.dumps(index, indent=2))
+    cfg = {"_name_or_path": folder.name, "architectures": ["LlavaLlamaForCausalLM"], "model_type": "llava", **llama,
+           "mm_vision_tower": str(tower), "mm_hidden_size": mm_hidden, "mm_projector_type": "mlp2x_gelu",
+           "mm_vision_select_layer": -2, "mm_vision_select_feature": "patch", "image_aspect_ratio": "pad",
+           "mm_use_im_start_end": False, "mm_use_im_patch_token": False, "mm_patch_merge_type": "flat",
+           "tokenizer_model_max_length": 2048, "tokenizer_padding_side": "right", "tune_mm_mlp_adapter": False,
+           "freeze_mm_mlp_adapter": False, "use_mm_proj": True, "use_cache": True, "pretraining_tp": 1,
+           "torch_dtype": str(dtype).replace("torch.", ""), "transformers_version": "4.31.0"}
+    (folder / "config.json").write_text(json.dumps(cfg, indent=2))
+    (folder / "generation_config.json").write_text(json.dumps(
+        {"_from_model_config": True, "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0,
+         "transformers_version": "4.31.0"}, indent=2))
     return folder
 
 

@@ -22,6 +22,7 @@ from omgm.data.jsonstream import iter_object_members
 from omgm.errors import OmgmError
 
 SKIPPED_SECTION_MARKERS = ("external links", "references")
+SECTION_TEMPLATE = "# Wiki Article: {title}\n## Section Title: {section_title}\n{section_text}"
 STORE_FORMAT = "omgm.kb.sqlite"
 STORE_VERSION = 1
 
@@ -35,6 +36,11 @@ class UnknownEntityError(OmgmError, KeyError):
 
     def __str__(self) -> str:  # KeyError quotes its message; keep it readable
         return str(self.args[0])
+
+
+def section_document(title: str, section_title: str, section_text: str) -> str:
+    """A section as every stage reads it: the article title and section title as headers, then the text."""
+    return "# Wiki Article: " + title + "\n" + "## Section Title: " + section_title + "\n" + section_text
 
 
 @dataclass(frozen=True)
@@ -80,6 +86,10 @@ class Entity:
                 continue
             out.append(Section(i, t or "", x or ""))
         return out
+
+    def section_documents(self) -> list[str]:
+        """:func:`section_document` of every kept section, in order (what step 3 ranks and reads)."""
+        return [section_document(self.title, s.title, s.text) for s in self.sections()]
 
     def lead_text(self) -> str:
         """The first section's text (the article's lead), used by the ``lead`` summariser."""

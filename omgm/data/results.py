@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from omgm.errors import OmgmError
+from omgm.io import write_json_atomic  # noqa: F401 - re-exported for the stages
 
 RETRIEVAL_FORMAT = "omgm.retrieval"
 RETRIEVAL_VERSION = 1
@@ -35,23 +34,6 @@ RETRIEVAL_VERSION = 1
 
 class ResultFileError(OmgmError, ValueError):
     """A result file that does not follow its schema; the message names the file and the sample."""
-
-
-def write_json_atomic(path: str | Path, obj: Any, indent: int | None = None) -> Path:
-    """Write JSON to a temporary file beside ``path``, fsync it, then rename it over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(obj, fh, ensure_ascii=False, indent=indent, allow_nan=False)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def read_json(path: str | Path) -> Any:

@@ -55,6 +55,19 @@ class Sample:
         return [a for a in self.answer.split("|")]
 
     @property
+    def evidence_section_index(self) -> int | None:
+        """``evidence_section_id`` as a section position (CSV values look like ``3`` or ``3.0``); None if absent."""
+        try:
+            return int(float(self.evidence_section_id))
+        except (TypeError, ValueError):
+            return None
+
+    @property
+    def dataset(self) -> str:
+        """``infoseek`` or ``evqa``: which prompts and metric apply."""
+        return "infoseek" if self.is_infoseek else "evqa"
+
+    @property
     def is_infoseek(self) -> bool:
         return self.dataset_name.lower() in INFOSEEK_DATASETS or self.question_type == "infoseek"
 

@@ -1,16 +1,19 @@
 """Step 3, part 1: choose the context section inside the top-1 entity.
 
-Each kept section of the entity is scored by a cross-encoder on (question, section text), ``q2s`` = sigmoid
-of its logit (``BAAI/bge-reranker-v2-m3`` by default), and fused with the step-2 section scores:
+Each kept section of the entity (titles containing "external links" or "references" are dropped) is read as
+``"# Wiki Article: {title}\\n## Section Title: {section title}\\n{text}"``. A cross-encoder scores
+``(question, section)`` pairs, ``q2s = sigmoid(logit)`` (``BAAI/bge-reranker-v2-m3`` by default, in batches of 4,
+truncated at 6,000 tokens, as the published code), and the score is fused with step 2's section scores:
 ``s3 = beta * sec_sim + (1 - beta) * q2s`` (beta = 0.2 as in the paper; the official argparse default is 0).
 When the entity has no step-2 scores (no image, or a step-1 file), ``q2s`` alone decides (the official code
-crashes there).
+crashes there); this is counted.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Sequence
 
+from omgm.data.kb import Entity
 from omgm.errors import OmgmError
 
 DEFAULT_CROSS_ENCODER = "BAAI/bge-reranker-v2-m3"
@@ -23,28 +26,28 @@ class SectionMismatchError(OmgmError, ValueError):
 class CrossEncoder:
     """A transformers sequence-classification model scoring (query, passage) pairs, batched."""
 
-    def __init__(self, path: str = DEFAULT_CROSS_ENCODER, device: str | None = None, batch_size: int = 32,
-                 max_length: int = 512, dtype: str | None = None) -> None:
+    def __init__(self, path: str = DEFAULT_CROSS_ENCODER, device: str | None = None, batch_size: int = 4,
+                 max_length: int = 6000, dtype: str | None = "fp32") -> None:
         import torch
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        from omgm.devices import resolve_device, torch_dtype
+        from omgm.hub import load_pretrained
 
         self.torch = torch
-        from omgm.devices import resolve_device, torch_dtype
-
         self.device = resolve_device(device)
-        self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.model = AutoModelForSequenceClassification.from_pretrained(
-            path, dtype=torch_dtype(dtype, self.device, "fp16")).to(self.device).eval()
-        self.batch_size, self.max_length = batch_size, max_length
+        self.tokenizer = load_pretrained("AutoTokenizer", path, what="section reranker")
+        self.model = load_pretrained("AutoModelForSequenceClassification", path, what="section reranker",
+                                     dtype=torch_dtype(dtype, self.device, "fp32")).to(self.device).eval()
+        self.batch_size, self.max_length, self.name = batch_size, max_length, str(path)
 
     def scores(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
         out: list[float] = []
         for i in range(0, len(pairs), self.batch_size):
-            chunk = pairs[i:i + self.batch_size]
-            enc = self.tokenizer([q for q, _ in chunk], [p for _, p in chunk], padding=True, truncation=True,
-                                 max_length=self.max_length, return_tensors="pt").to(self.device)
+            chunk = [list(p) for p in pairs[i:i + self.batch_size]]
+            enc = self.tokenizer(chunk, padding=True, truncation=True, return_tensors="pt",
+                                 max_length=self.max_length).to(self.device)
             with self.torch.no_grad():
-                logits = self.model(**enc).logits.view(-1).float()
+                logits = self.model(**enc, return_dict=True).logits.view(-1).float()
             out.extend(self.torch.sigmoid(logits).tolist())
         return out
 
@@ -58,7 +61,8 @@ class SectionChoice:
 
 
 def fuse_sections(q2s: Sequence[float], sec_sim: Sequence[float] | None, beta: float) -> SectionChoice:
-    """``argmax`` of ``beta * sec_sim + (1 - beta) * q2s``; ``q2s`` alone when there are no step-2 scores."""
+    """``argmax`` of ``beta * sec_sim + (1 - beta) * q2s`` (first maximum on ties); ``q2s`` alone without step-2
+    scores."""
     if not q2s:
         raise SectionMismatchError("the entity has no section to choose from")
     if sec_sim:
@@ -69,3 +73,32 @@ def fuse_sections(q2s: Sequence[float], sec_sim: Sequence[float] | None, beta: f
         s3 = list(q2s)
     best = max(range(len(s3)), key=s3.__getitem__)
     return SectionChoice(best, s3, list(q2s), bool(sec_sim))
+
+
+class SectionSelector:
+    """Picks the context section of an entity: ``select(question, entity, sec_sim, sec_ids, beta)``.
+
+    ``select_many`` scores the sections of many (question, entity) pairs in one pass of the cross-encoder.
+    """
+
+    def __init__(self, cross_encoder: CrossEncoder, beta: float = 0.2) -> None:
+        self.cross, self.beta = cross_encoder, beta
+
+    def select(self, question: str, entity: Entity, sec_sim: Sequence[float] | None = None,
+               sec_ids: Sequence[int] | None = None) -> SectionChoice:
+        return self.select_many([(question, entity, sec_sim, sec_ids)])[0]
+
+    def select_many(self, items: Sequence[tuple[str, Entity, Sequence[float] | None, Sequence[int] | None]]
+                    ) -> list[SectionChoice]:
+        docs = [entity.section_documents() for _, entity, _, _ in items]
+        pairs = [(q, d) for (q, _, _, _), ds in zip(items, docs) for d in ds]
+        flat = self.cross.scores(pairs) if pairs else []
+        out, pos = [], 0
+        for (question, entity, sec_sim, sec_ids), ds in zip(items, docs):
+            q2s, pos = flat[pos:pos + len(ds)], pos + len(ds)
+            kept = [s.index for s in entity.sections()]
+            if sec_sim and sec_ids is not None and list(sec_ids) != kept:
+                raise SectionMismatchError(f"step-2 section ids {list(sec_ids)} do not match the sections of "
+                                           f"{entity.url} in this KB ({kept})")
+            out.append(fuse_sections(q2s, sec_sim, self.beta))
+        return out

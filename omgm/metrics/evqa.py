@@ -12,8 +12,8 @@ false/contradiction -> no, and apostrophe-less contractions re-expanded; whitesp
 contraction step runs after apostrophes are deleted and maps distinct words to distinct words, so it never
 changes a match; we keep it for identical normalised strings.)
 
-The official BEM model lives on TF-Hub; :class:`BemScorer` loads a PyTorch conversion from a local folder.
-Without one, accuracy is EM only, a lower bound of the official score, and is labelled so.
+The official BEM model lives on TF-Hub; :class:`omgm.metrics.bem.BemScorer` runs a PyTorch port with the
+official input. Without one, accuracy is EM only, a lower bound of the official score, and is labelled so.
 """
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 from omgm.errors import OmgmError
+from omgm.metrics.bem import BemScorer, bem_reference
 
 EVQA_QUESTION_TYPES = ("templated", "automatic", "multi_answer", "2_hop")
 _PUNCT = set(string.punctuation + "‘’´`_")
@@ -75,52 +76,37 @@ def exact_match(reference: str, candidate: str, question_type: str) -> bool:
     return single_answer_match(reference, candidate)
 
 
-class BemScorer:
-    """BEM answer equivalence from a local PyTorch checkpoint (a BERT sequence classifier, class 1 = equivalent)."""
-
-    def __init__(self, path: str, device: str | None = None) -> None:
-        import torch
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-        self.torch = torch
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.model = AutoModelForSequenceClassification.from_pretrained(path).to(self.device).eval()
-        self.types = getattr(self.model.config, "type_vocab_size", 2)
-        self.name = f"BEM ({path})"
-
-    def probability(self, question: str, reference: str, candidate: str) -> float:
-        tok = self.tokenizer
-        ids, types = [tok.cls_token_id], [0]
-        for seg, text in enumerate((candidate, reference, question)):
-            piece = tok(text, add_special_tokens=False)["input_ids"] + [tok.sep_token_id]
-            ids += piece
-            types += [min(seg, self.types - 1)] * len(piece)
-        ids, types = ids[:512], types[:512]
-        with self.torch.no_grad():
-            logits = self.model(input_ids=self.torch.tensor([ids], device=self.device),
-                                token_type_ids=self.torch.tensor([types], device=self.device)).logits[0]
-        return float(self.torch.softmax(logits.float(), -1)[1])
-
-    def __call__(self, question: str, reference: str, candidate: str, question_type: str) -> bool:
-        if question_type == "multi_answer":
-            reference = reference.replace("&&", ",")
-        return self.probability(question, reference, candidate) >= 0.5
-
-
 def score_answer(question: str, reference: str, candidate: str, question_type: str,
-                 bem: BemScorer | None = None) -> tuple[bool, str]:
-    """``(passed, how)`` over the ``|`` alternatives: EM first, then BEM if given. ``how``: em, bem or miss."""
-    if question_type not in EVQA_QUESTION_TYPES:
-        raise EvaluationError(f"question type {question_type!r} is not an E-VQA type {EVQA_QUESTION_TYPES}")
-    if not reference or not reference.strip("|"):
-        raise EvaluationError("empty reference answer")
-    alternatives = reference.split("|")
-    if any(exact_match(ref, candidate, question_type) for ref in alternatives):
-        return True, "em"
-    if bem is not None and any(bem(question, ref, candidate, question_type) for ref in alternatives):
-        return True, "bem"
-    return False, "miss"
+                 bem: "BemScorer | None" = None) -> tuple[bool, str]:
+    """``(passed, how)`` over the ``|`` alternatives: EM first, then BEM if given. ``how``: em, bem or miss.
+
+    Every alternative is checked, as the official scorer does: one that normalises to nothing is an error even
+    when another alternative matches.
+    """
+    passed, how = score_answers([(question, reference, candidate, question_type)], bem)
+    return passed[0], how[0]
+
+
+def score_answers(items: list[tuple[str, str, str, str]], bem: "BemScorer | None" = None
+                  ) -> tuple[list[bool], list[str]]:
+    """:func:`score_answer` for many ``(question, reference, candidate, question_type)``; BEM runs in batches."""
+    passed, how, pending = [], [], []
+    for n, (question, reference, candidate, qtype) in enumerate(items):
+        if qtype not in EVQA_QUESTION_TYPES:
+            raise EvaluationError(f"question type {qtype!r} is not an E-VQA type {EVQA_QUESTION_TYPES}")
+        if not reference or not reference.strip("|"):
+            raise EvaluationError("empty reference answer")
+        alternatives = reference.split("|")
+        em = [exact_match(ref, candidate, qtype) for ref in alternatives]   # all of them: each is validated
+        passed.append(any(em))
+        how.append("em" if any(em) else "miss")
+        if not any(em) and bem is not None:
+            pending += [(n, (question, bem_reference(ref, qtype), candidate)) for ref in alternatives]
+    if pending:
+        for (n, _), ok in zip(pending, bem.equivalent([t for _, t in pending])):
+            if ok and not passed[n]:
+                passed[n], how[n] = True, "bem"
+    return passed, how
 
 
 @dataclass
@@ -140,20 +126,21 @@ class EvqaReport:
 
 def evaluate_evqa(records: Iterable[dict], bem: BemScorer | None = None) -> EvqaReport:
     """Records need ``question``, ``gt_answer``, ``prediction``, ``question_type`` (and ``data_id`` for messages)."""
-    hits: dict[str, list[int]] = defaultdict(list)
-    how: Counter = Counter()
-    empty = 0
-    for i, r in enumerate(records):
-        pred = r.get("prediction") or ""
-        empty += not pred.strip()
+    records = list(records)
+    for i, r in enumerate(records):           # validate first, naming the record
         try:
-            ok, way = score_answer(r["question"], r["gt_answer"], pred, r["question_type"], bem)
+            score_answers([(r["question"], r["gt_answer"], r.get("prediction") or "", r["question_type"])])
         except EvaluationError as exc:
             raise EvaluationError(f"record {r.get('data_id', i)!r}: {exc}") from None
         except KeyError as exc:
             raise EvaluationError(f"record {r.get('data_id', i)!r}: missing field {exc}") from None
+    passed, ways = score_answers([(r["question"], r["gt_answer"], r.get("prediction") or "", r["question_type"])
+                                  for r in records], bem)
+    hits: dict[str, list[int]] = defaultdict(list)
+    for r, ok in zip(records, passed):
         hits[r["question_type"]].append(int(ok))
-        how[way] += 1
+    how = Counter(ways)
+    empty = sum(not (r.get("prediction") or "").strip() for r in records)
     allhits = [h for v in hits.values() for h in v]
     if not allhits:
         raise EvaluationError("no record to evaluate")

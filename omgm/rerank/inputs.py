@@ -11,10 +11,10 @@ from torchvision import transforms
 from torchvision.transforms import InterpolationMode
 
 from omgm.data.images import CLIP_MEAN, CLIP_STD, load_image, target_pad
+from omgm.data.kb import SECTION_TEMPLATE as CANDIDATE_TEMPLATE, section_document
 
 _PUNCT = re.compile(r"([.!\"()*#:;~])")
 _SPACES = re.compile(r"\s{2,}")
-CANDIDATE_TEMPLATE = "# Wiki Article: {title}\n## Section Title: {section_title}\n{section_text}"
 DEC_TOKEN = "[DEC]"
 
 
@@ -28,7 +28,7 @@ def clean_text(text: str, max_words: int = 512) -> str:
 
 
 def candidate_text(title: str, section_title: str, section_text: str) -> str:
-    return CANDIDATE_TEMPLATE.format(title=title, section_title=section_title, section_text=section_text)
+    return section_document(title, section_title, section_text)
 
 
 def load_tokenizer(path_or_id: str = "bert-base-uncased"):

@@ -121,11 +121,8 @@ def negative_pool(sample: Sample, entry: NegativeEntry, cache: EntityCache, wiki
     if not entry.pos_img or not (wiki_root / entry.pos_img).is_file():
         counts["no positive image"] += 1
         return None, []
-    try:
-        evidence = int(float(sample.evidence_section_id))
-    except ValueError:
-        evidence = -1
-    if evidence not in gt[0]:
+    evidence = sample.evidence_section_index
+    if evidence is None or evidence not in gt[0]:
         counts["evidence section missing or filtered"] += 1
         return None, []
     pos_img = wiki_root / entry.pos_img

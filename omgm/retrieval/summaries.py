@@ -125,9 +125,9 @@ class LLMSummarizer:
         return f"{SUMMARY_SYSTEM}\n\n{user}\n\nSummary:"
 
     def __call__(self, entities: Sequence[Entity]) -> list[str]:
-        from omgm.generate.generators import greedy_generate
+        from omgm.generate.generators.base import greedy_texts
 
-        texts = greedy_generate(self.model, self.tokenizer, [self.prompt(e) for e in entities], self.max_new_tokens)
+        texts = greedy_texts(self.model, self.tokenizer, [self.prompt(e) for e in entities], self.max_new_tokens)
         return [" ".join(t.split()) or lead_summary(e) for t, e in zip(texts, entities)]
 
 

@@ -1,0 +1,47 @@
+"""Loading transformers models and tokenizers by hub id or local folder, with errors a user can act on.
+
+``from_pretrained`` raises long ``OSError`` texts when a name is neither a folder nor reachable; on the
+offline machines this project runs on, the useful answer is which path was tried and how to supply a copy.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from omgm.errors import OmgmError
+
+
+class ModelLoadError(OmgmError, OSError):
+    """A model, tokenizer or processor that cannot be loaded; the message names the path and the fix."""
+
+
+def looks_local(path: str | os.PathLike) -> bool:
+    """A path a user meant as a folder (exists, or written like a path) rather than a hub id."""
+    s = str(path)
+    return Path(s).exists() or s.startswith((".", "/", "~")) or s.count("/") > 1 or os.sep == "\\" and "\\" in s
+
+
+def explain(path: str | os.PathLike, what: str, exc: BaseException) -> str:
+    """One line: what could not be loaded from where, and what to do."""
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    p = Path(str(path)).expanduser()
+    if looks_local(path):
+        if not p.exists():
+            return f"{what}: no such folder {p}"
+        return f"{what}: cannot load {p}: {first}"
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        return (f"{what}: {path!r} is not a local folder and is not in the Hugging Face cache (HF_HUB_OFFLINE is "
+                f"set); download it where there is internet (`hf download {path}`) or pass a local folder")
+    return f"{what}: cannot load {path!r} from the Hugging Face hub: {first}"
+
+
+def load_pretrained(cls_name: str, path: str | os.PathLike, what: str = "model", **kwargs: Any):
+    """``transformers.<cls_name>.from_pretrained(path, **kwargs)`` with :class:`ModelLoadError` on failure."""
+    import transformers
+
+    cls = getattr(transformers, cls_name)
+    try:
+        return cls.from_pretrained(str(path), **kwargs)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelLoadError(explain(path, what, exc)) from None

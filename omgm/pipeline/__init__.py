@@ -1,0 +1,1 @@
+"""The pipeline as library objects with plain data contracts (see each module)."""

@@ -1,0 +1,173 @@
+"""Step 3 as a library object: :class:`Answerer` turns samples and their retrieval entries into answer records.
+
+For each sample: the top-1 entity of its retrieval entry, the section chosen by a
+:class:`~omgm.generate.sections.SectionSelector` (cross-encoder fused with the entry's step-2 section scores),
+the context cut, the generator's answer. One record per sample, with the fields the published script writes
+(``data_id, entity_url, question, prediction, gt_answer, top1_entity_url, step3_sec_sim, top1_sec,
+step2_top1_entry_sec_sim, q2s_scores`` and, for E-VQA, ``evidence_sec`` and, where the published code sets it,
+``gt_sec_sim``) plus omgm's (``question_type, top1_entity_title, entity_hit, top1_section_id,
+top1_section_title, section_hit, context_truncated, used_step2_section_scores``). Samples that cannot be
+grounded (no retrieval entry, top-1 entity not in the KB or without sections) get an empty prediction and the
+reason in ``unanswered``; :func:`record_counts` sums what happened over records.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Callable, Mapping, Sequence
+
+from omgm.data.kb import Entity, KnowledgeBase, section_document
+from omgm.data.samples import ImageDirs, Sample
+from omgm.generate.context import CONTEXT_TOKENS, OFFICIAL_CONTEXT_TOKENIZER, OfficialContextCut, OwnTokenizerCut
+from omgm.generate.generators import GeneratorSpec, build_generator
+from omgm.generate.generators.base import GenRequest, Generator
+from omgm.generate.sections import DEFAULT_CROSS_ENCODER, CrossEncoder, SectionSelector
+from omgm.resume import PartialRecords
+
+
+def evidence_section(sample: Sample, kb: KnowledgeBase) -> str | None:
+    """The gold evidence section as step 3 reads sections (even one whose title would be skipped), or None."""
+    idx = sample.evidence_section_index
+    if sample.is_infoseek or idx is None or sample.wikipedia_url not in kb:
+        return None
+    gold = kb.get(sample.wikipedia_url)
+    if not 0 <= idx < len(gold.section_titles):
+        return None
+    return section_document(gold.title, gold.section_titles[idx], gold.section_texts[idx])
+
+
+def record_counts(records: Sequence[dict]) -> dict[str, int]:
+    """How the records were made: unanswered reasons, section choices with/without step 2, contexts cut."""
+    c: Counter = Counter(r["unanswered"] for r in records if r.get("unanswered"))
+    answered = [r for r in records if not r.get("unanswered")]
+    c["fused with step-2 scores"] = sum(bool(r.get("used_step2_section_scores")) for r in answered)
+    c["cross-encoder only (no step-2 scores)"] = len(answered) - c["fused with step-2 scores"]
+    c["context cut"] = sum(bool(r.get("context_truncated")) for r in answered)
+    return {k: v for k, v in c.items() if v}
+
+
+class Answerer:
+    """``answer(samples, entries) -> records`` (see the module docstring)."""
+
+    def __init__(self, selector: SectionSelector, generator: Generator, cut: Callable[[str], tuple[str, bool]],
+                 kb: KnowledgeBase, image_dirs: ImageDirs | None = None, batch_size: int = 1) -> None:
+        self.selector, self.generator, self.cut, self.kb = selector, generator, cut, kb
+        self.image_dirs, self.batch_size = image_dirs or ImageDirs(), batch_size
+
+    def _base(self, s: Sample) -> dict:
+        return {"data_id": s.sample_id, "entity_url": s.wikipedia_url, "question": s.question, "prediction": "",
+                "gt_answer": s.answer, "question_type": s.question_type, "top1_entity_url": None,
+                "top1_entity_title": None, "entity_hit": False, "top1_section_id": None, "top1_section_title": None,
+                "section_hit": False, "context_truncated": False, "used_step2_section_scores": False,
+                "step3_sec_sim": [], "top1_sec": None, "step2_top1_entry_sec_sim": [], "q2s_scores": [],
+                "unanswered": None}
+
+    def _top1(self, rec: dict, entry: Mapping | None) -> Entity | None:
+        if not entry or not entry.get("retrieved_entities"):
+            rec["unanswered"] = "no retrieval result"
+            return None
+        url = entry["retrieved_entities"][0]["url"]
+        rec.update(top1_entity_url=url, entity_hit=url == rec["entity_url"])
+        if url not in self.kb:
+            rec["unanswered"] = "top-1 entity not in KB"
+            return None
+        ent = self.kb.get(url)
+        rec["top1_entity_title"] = ent.title
+        if not ent.sections():
+            rec["unanswered"] = "top-1 entity has no sections"
+            return None
+        return ent
+
+    def answer(self, samples: Sequence[Sample], entries: Mapping[str, Mapping]) -> list[dict]:
+        """One record per sample, in order; ``entries`` maps sample id -> retrieval entry (step 1 or 2)."""
+        records = [self._base(s) for s in samples]
+        todo = []
+        for s, rec in zip(samples, records):
+            entry = entries.get(s.sample_id)
+            ent = self._top1(rec, entry)
+            if ent is not None:
+                todo.append((s, rec, ent, (entry.get("sec_sim") or [[]])[0], (entry.get("sec_ids") or [None])[0]))
+        choices = self.selector.select_many([(s.question, ent, sec, ids) for s, _, ent, sec, ids in todo])
+        requests = []
+        for (s, rec, ent, sec_sim, _), choice in zip(todo, choices):
+            self._fill(s, rec, ent, sec_sim, choice)
+            context, rec["context_truncated"] = self.cut(rec["top1_sec"])
+            image = self.image_dirs.resolve(s) if self.generator.needs_image else None
+            requests.append(GenRequest(s.question, context, s.dataset, image))
+        for (_, rec, _, _, _), answer in zip(todo, self.generator.generate(requests, self.batch_size)):
+            rec["prediction"] = answer
+        return records
+
+    def _fill(self, s: Sample, rec: dict, ent: Entity, sec_sim, choice) -> None:
+        section = ent.sections()[choice.index]
+        docs = ent.section_documents()
+        rec.update(top1_section_id=section.index, top1_section_title=section.title, top1_sec=docs[choice.index],
+                   used_step2_section_scores=choice.used_step2, step3_sec_sim=choice.s3,
+                   step2_top1_entry_sec_sim=list(sec_sim or []), q2s_scores=choice.q2s)
+        if s.is_infoseek:
+            return
+        rec["evidence_sec"] = evidence_section(s, self.kb)
+        rec["section_hit"] = rec["evidence_sec"] is not None and rec["evidence_sec"] == rec["top1_sec"]
+        idx = s.evidence_section_index
+        if rec["evidence_sec"] in docs and idx is not None and idx < len(docs):
+            rec["gt_sec_sim"] = choice.q2s[idx]          # the published code indexes q2s by the raw section id
+
+
+@dataclass
+class AnswerConfig:
+    """Every setting of step 3 that can change an answer (and so belongs in a resume fingerprint)."""
+
+    answer_generator: str = "llava1_5"
+    llm_checkpoint: str | None = None
+    prompt_style: str = "official"
+    step2_beta: float = 0.2
+    section_reranker: str = DEFAULT_CROSS_ENCODER
+    section_reranker_dtype: str = "fp32"
+    context_tokenizer: str | None = None
+    context_tokens: int = CONTEXT_TOKENS
+    max_new_tokens: int | None = None
+    batch_size: int = 1
+    device: str | None = None
+    dtype: str | None = None
+    attn_implementation: str | None = None
+    vision_tower: str | None = None
+
+    def generator_spec(self) -> GeneratorSpec:
+        return GeneratorSpec(self.answer_generator, self.llm_checkpoint, self.prompt_style, self.device, self.dtype,
+                             self.max_new_tokens, self.attn_implementation, self.vision_tower)
+
+
+def build_cut(cfg: AnswerConfig, generator: Generator):
+    """The context cut of the prompt style: the published LLaVA-1.5 rule, or the generator's own tokenizer."""
+    if cfg.prompt_style == "omgm":
+        return OwnTokenizerCut(generator, cfg.context_tokens)
+    source = cfg.context_tokenizer
+    if source is None and generator.family == "llava-original":
+        source = str(generator.llava.tokenizer.folder)         # a LLaVA-1.5 fine-tune keeps LLaVA-1.5's tokenizer
+    return OfficialContextCut.load(source or OFFICIAL_CONTEXT_TOKENIZER, cfg.context_tokens)
+
+
+def build_answerer(cfg: AnswerConfig, kb: KnowledgeBase, image_dirs: ImageDirs | None = None) -> Answerer:
+    """Load the cross-encoder, the generator and the context tokenizer that ``cfg`` names."""
+    generator = build_generator(cfg.generator_spec())
+    cross = CrossEncoder(cfg.section_reranker, cfg.device, dtype=cfg.section_reranker_dtype)
+    return Answerer(SectionSelector(cross, cfg.step2_beta), generator, build_cut(cfg, generator), kb, image_dirs,
+                    cfg.batch_size)
+
+
+def answer_resumably(answerer: Answerer, samples: Sequence[Sample], entries: Mapping[str, Mapping],
+                     partial: PartialRecords, done: dict[str, dict], window: int = 64,
+                     progress: bool = True) -> list[dict]:
+    """Answer the samples not in ``done`` in windows, appending each window's records to ``partial`` as soon
+    as it is finished; returns every sample's record, in sample order."""
+    from tqdm import tqdm
+
+    todo = [s for s in samples if s.sample_id not in done]
+    with tqdm(total=len(samples), initial=len(samples) - len(todo), desc="answer", unit=" q",
+              disable=not progress) as bar:
+        for i in range(0, len(todo), window):
+            records = answerer.answer(todo[i:i + window], entries)
+            partial.append(records)
+            done.update({r["data_id"]: r for r in records})
+            bar.update(len(records))
+    return [done[s.sample_id] for s in samples]
