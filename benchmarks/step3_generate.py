@@ -18,7 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from omgm.generate.generators import GenRequest, build_generator  # noqa: E402
+from omgm.generate.generators import GenRequest, GeneratorSpec, build_generator  # noqa: E402
 from utils.make_tiny_models import demo_corpus, make_tiny_causal_lm  # noqa: E402
 
 
@@ -35,19 +35,19 @@ def main(argv: list[str] | None = None) -> int:
     corpus = demo_corpus(ROOT / "assets/demo")
     with tempfile.TemporaryDirectory() as tmp:
         folder = make_tiny_causal_lm(Path(tmp) / "lm", corpus, hidden=a.hidden, layers=a.layers)
-        gen = build_generator(str(folder), device="cpu", max_new_tokens=a.new_tokens)
+        gen = build_generator(GeneratorSpec(str(folder), device="cpu", max_new_tokens=a.new_tokens))
         gen.model.generation_config.eos_token_id = None          # every answer runs to max_new_tokens
         reqs = [GenRequest(f"What is notable about item {i}?", " ".join(rng.choices(corpus, k=rng.randint(1, 4))),
-                           a.dataset == "infoseek") for i in range(a.requests)]
+                           a.dataset) for i in range(a.requests)]
         gen.generate(reqs[:2])                                    # warm-up
         t0 = time.perf_counter()
         single = [gen.generate([r])[0] for r in reqs]
         t_single = time.perf_counter() - t0
         t0 = time.perf_counter()
-        batched = [x for i in range(0, len(reqs), a.batch) for x in gen.generate(reqs[i:i + a.batch])]
+        batched = [x for i in range(0, len(reqs), a.batch) for x in gen._generate(reqs[i:i + a.batch])]
         t_batched = time.perf_counter() - t0
         t0 = time.perf_counter()
-        grouped = gen.generate_all(reqs, a.batch)
+        grouped = gen.generate(reqs, a.batch)
         t_grouped = time.perf_counter() - t0
     same = sum(x == y == z for x, y, z in zip(single, batched, grouped))
     print(f"{a.dataset}: generate {a.requests} answers x {a.new_tokens} new tokens, random {a.layers}-layer "

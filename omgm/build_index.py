@@ -18,8 +18,8 @@ import numpy as np
 from omgm import __version__
 from omgm.config import parse_with_config, require, setup_logging
 from omgm.data.kb import open_kb
-from omgm.errors import cli_errors
-from omgm.retrieval.encoders import RetrieverSpec, build_retriever
+from omgm.errors import OmgmError, cli_errors
+from omgm.retrieval.registry import add_retriever_flags, build_retriever, retriever_spec
 from omgm.retrieval.index import IndexManifest, write_index
 from omgm.retrieval.shards import encode_sharded
 from omgm.retrieval.summaries import LLMSummarizer, SummaryStore, lead_summary, write_summaries
@@ -31,9 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m omgm.build_index", description=__doc__.split("\n\n")[0])
     p.add_argument("--knowledge_base", help="KB JSON or SQLite store")
     p.add_argument("--faiss_index", help="index file to write (its manifest goes beside it)")
-    p.add_argument("--retriever_vit", default="eva-clip", help="eva-clip | hf-clip | <open_clip model name>")
-    p.add_argument("--retriever_path", default=None, help="HF id or folder for eva-clip / hf-clip")
-    p.add_argument("--retriever_pretrained", default=None, help="open_clip pretrained tag or checkpoint file")
+    add_retriever_flags(p)
     p.add_argument("--index_kind", choices=["summary", "image"], default="summary",
                    help="summary: one text vector per entity (OMGM); image: every KB image (EchoSight baseline)")
     p.add_argument("--wiki_img_csv_dir", default=None, help="image index: the wiki-image CSVs")
@@ -47,7 +45,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shard_size", type=int, default=50_000)
     p.add_argument("--batch_size", type=int, default=256, help="texts per encoder call")
     p.add_argument("--device", default="auto")
-    p.add_argument("--precision", default=None, help="fp16 | bf16 | fp32 (default: fp16 on GPU, fp32 on CPU)")
     p.add_argument("--no_progress", action="store_true")
     return p
 
@@ -72,8 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         summarize, summarizer_id = (lambda ents: [lead_summary(e) for e in ents]), "lead"
     write_summaries(kb, store, summarize, args.summary_batch_size, progress)
 
-    retriever = build_retriever(RetrieverSpec(args.retriever_vit, args.retriever_path, args.retriever_pretrained,
-                                              args.device, args.precision))
+    retriever = build_retriever(retriever_spec(args))
     work_dir = Path(args.work_dir or f"{index_path}.shards")
     info = {"model_id": retriever.model_id, "kb_url_order_hash": kb.url_order_hash(), "summaries": str(store.path)}
     shards = encode_sharded(lambda start: store.iter_texts(kb, start), len(kb), retriever.encode_texts,
@@ -107,9 +103,8 @@ def build_image_index(args, kb, index_path: Path, progress: bool) -> int:
     wiki.max = args.images_per_entity
     items = [(ent.row, str(p)) for ent in kb.entities() for p in wiki.paths(ent.title)]
     if not items:
-        raise SystemExit("error: no wiki image found on disk for any entity (see utils.check_data)")
-    retriever = build_retriever(RetrieverSpec(args.retriever_vit, args.retriever_path, args.retriever_pretrained,
-                                              args.device, args.precision))
+        raise OmgmError("no wiki image found on disk for any entity (see utils.check_data)")
+    retriever = build_retriever(retriever_spec(args))
     bad: list[str] = []
 
     def encode(paths):

@@ -28,7 +28,7 @@ def _pairs(values: list[str], flag: str) -> list[tuple[str, str]]:
     out = []
     for v in values or []:
         if "=" not in v:
-            raise SystemExit(f"error: {flag} takes NAME=PATH, got {v!r}")
+            raise OmgmError(f"{flag} takes NAME=PATH, got {v!r}")
         name, path = v.split("=", 1)
         out.append((name, path))
     return out
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = _pairs(a.run, "--run")
     results = _pairs(a.result, "--result")
     if not runs and not results:
-        raise SystemExit("error: give at least one --run or --result")
+        raise OmgmError("give at least one --run or --result")
     for name, cfg in runs:
         if not Path(cfg).is_file():
             raise OmgmError(f"--run {name}: config file not found: {cfg}")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from omgm.config import int_list, parse_with_config, setup_logging
 from omgm.data.results import RETRIEVAL_FORMAT, read_json, read_retrieval, write_json_atomic
-from omgm.errors import cli_errors
+from omgm.errors import OmgmError, cli_errors
 from omgm.metrics.evaluate import evaluate, evaluate_records, read_answers
 
 
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         from omgm.data.samples import read_samples
 
         if not args.sample_file:
-            raise SystemExit("error: a retrieval file needs --sample_file (the gold URLs)")
+            raise OmgmError("a retrieval file needs --sample_file (the gold URLs)")
         rf = read_retrieval(args.result_file)
         samples = read_samples(args.sample_file)
         result = evaluate({s.sample_id: s.wikipedia_url for s in samples}, {k: rf.urls(k) for k in rf.results},
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         records = read_answers(args.result_file)
         dataset = args.dataset or (data.get("meta", {}).get("dataset") if isinstance(data, dict) else None)
         if dataset is None:
-            raise SystemExit("error: say --dataset evqa or --dataset infoseek")
+            raise OmgmError("say --dataset evqa or --dataset infoseek")
         result = evaluate_records(records, dataset, args.bem_model, args.infoseek_val, args.infoseek_qtype)
     out = Path(args.result_file).with_suffix(".eval.json")
     write_json_atomic(out, result, indent=2)

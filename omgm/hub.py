@@ -5,11 +5,14 @@ offline machines this project runs on, the useful answer is which path was tried
 """
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
 
 from omgm.errors import OmgmError
+
+log = logging.getLogger(__name__)
 
 
 class ModelLoadError(OmgmError, OSError):
@@ -37,11 +40,29 @@ def explain(path: str | os.PathLike, what: str, exc: BaseException) -> str:
 
 
 def load_pretrained(cls_name: str, path: str | os.PathLike, what: str = "model", **kwargs: Any):
-    """``transformers.<cls_name>.from_pretrained(path, **kwargs)`` with :class:`ModelLoadError` on failure."""
+    """``transformers.<cls_name>.from_pretrained(path, **kwargs)`` with :class:`ModelLoadError` on failure.
+
+    Models are loaded strictly: a parameter the checkpoint does not fill (transformers would initialise it at
+    random and only log it) or fills with the wrong shape is an error; unused checkpoint tensors are logged.
+    """
     import transformers
 
     cls = getattr(transformers, cls_name)
+    is_model = "Model" in cls_name
     try:
-        return cls.from_pretrained(str(path), **kwargs)
+        out = cls.from_pretrained(str(path), **kwargs, **({"output_loading_info": True} if is_model else {}))
     except (OSError, ValueError, KeyError) as exc:
         raise ModelLoadError(explain(path, what, exc)) from None
+    if not is_model:
+        return out
+    model, info = out
+    missing = sorted(info.get("missing_keys") or [])
+    bad = sorted(str(k) for k in info.get("mismatched_keys") or [])
+    if missing or bad:
+        raise ModelLoadError(f"{what}: {path} does not fill the model it describes (it would run with random "
+                             f"weights): missing {missing[:6]}{' ...' if len(missing) > 6 else ''}"
+                             + (f"; wrong shape {bad[:4]}" if bad else ""))
+    if info.get("unexpected_keys"):
+        log.info("%s: %d tensors of %s are not used: %s", what, len(info["unexpected_keys"]), path,
+                 sorted(info["unexpected_keys"])[:6])
+    return model

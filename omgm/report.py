@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
     a = parse_with_config(build_parser(), argv)
     if not a.sample_file or not (a.step1 or a.step2 or a.answers):
-        raise SystemExit("error: give --sample_file and at least one of --step1, --step2, --answers")
+        raise OmgmError("give --sample_file and at least one of --step1, --step2, --answers")
     from omgm.metrics.evaluate import read_answers
 
     samples = read_samples(a.sample_file)

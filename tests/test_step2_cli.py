@@ -97,3 +97,27 @@ def test_unknown_entity_in_step1_is_scored_zero(step2_env, trained, tmp_path):
     pos = [e["url"] for e in entry["retrieved_entities"]].index("https://en.wikipedia.org/wiki/Nowhere")
     assert entry["sec_sim"][pos] == [] and entry["step2_scores"][pos] == 0.0
     assert json.loads((trained / "u.summary.json").read_text())["counts"]["entity not in KB"] == 1
+
+
+def test_the_authors_trained_file_loads(step2_env, trained, tmp_path, capsys):
+    """Their training script saves the whole state dict of their class: the LAVIS keys (ViT in fp16) plus
+    ``prompt_tokens`` [1, Q, D], a parameter no forward path uses, bare (no wrapper)."""
+    from omgm.rerank.convert import build_reranker, to_lavis_state_dict
+
+    model, _ = build_reranker(reranker_ckpt=trained / "ckpt/model_3.pth")
+    sd = to_lavis_state_dict(model)
+    sd = {k: (v.half() if k.startswith("visual_encoder.") else v) for k, v in sd.items()}
+    q = model.config.num_query_tokens
+    sd.update({"prompt_tokens": torch.zeros(1, q, model.config.qformer.hidden_size), "itm_head.weight": torch.zeros(2, 64),
+               "vision_proj.weight": torch.zeros(16, 64), "Qformer.cls.predictions.bias": torch.zeros(5)})
+    torch.save(sd, tmp_path / "model_3.pth")
+    args = _rerank_args(step2_env, trained, tmp_path / "model_3.pth", out="authors.json",
+                        extra=["--reranker-model-name", str(step2_env.config)])
+    assert step2.main(args) == 0
+    err = capsys.readouterr().err
+    assert "prompt_tokens" in err and "ignored" in err
+    assert read_retrieval(trained / "authors.json").stage == "step2"
+    torch.save({**sd, "something_else.weight": torch.zeros(1)}, tmp_path / "model_4.pth")
+    assert step2.main(_rerank_args(step2_env, trained, tmp_path / "model_4.pth", out="x.json",
+                                   extra=["--reranker-model-name", str(step2_env.config)])) == 2
+    assert "something_else.weight" in capsys.readouterr().err

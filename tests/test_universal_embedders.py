@@ -47,11 +47,16 @@ def test_vista_released_layout_loads_strictly(bge_folder, tmp_path):
     assert any(k.startswith("bge_encoder.layer.0.") for k in sd) and "visual_proj.weight" in sd
     assert any(k.startswith("model_visual.visual.blocks.0.mlp.w1") for k in sd)          # EVA-CLIP names
     assert any(k.endswith("attn.q_bias") for k in sd) and not any("fc1_g" in k for k in sd)
+    assert not any("fc_norm" in k for k in sd)              # token pooling, like the released towers
     sd["model_visual.visual.head.weight"] = torch.zeros(8, 32)                             # unused by VISTA
+    # released files may carry non-persistent buffers: rope tables and position ids
+    sd["model_visual.visual.rope.freqs_cos"] = torch.zeros(49, 16)
+    sd["bge_embeddings.position_ids"] = torch.arange(128).unsqueeze(0)
     torch.save(sd, tmp_path / "Visualized_tiny.pth")
     torch.manual_seed(1)
     b = VistaRetriever(str(bge_folder), str(tmp_path / "Visualized_tiny.pth"), device="cpu", tiny_vision=TINY_EVA)
-    assert b.ignored == ["model_visual.visual.head.weight"] and b.model_id.startswith("vista:")
+    assert set(b.ignored) == {"model_visual.visual.head.weight", "model_visual.visual.rope.freqs_cos",
+                              "bge.embeddings.position_ids"} and b.model_id.startswith("vista:")
     assert np.allclose(a.encode_composed(IMGS, ["x", "y"]), b.encode_composed(IMGS, ["x", "y"]), atol=1e-6)
     del sd["visual_proj.weight"]
     torch.save(sd, tmp_path / "broken.pth")
@@ -65,8 +70,15 @@ def test_mmret_clip_composed(tiny_hf_clip):
     img, txt = r.encode_images(IMGS), r.encode_texts(["red", "blue"])
     both = r.encode_composed(IMGS, ["red", "blue"])
     assert _unit(both) and not np.allclose(both, img) and not np.allclose(both, txt)
-    expect = (img + txt) / np.linalg.norm(img + txt, axis=1, keepdims=True)
+    # MMRet's reference rule: raw projected features summed, normalised once (not a sum of unit vectors)
+    with torch.no_grad():
+        pix = torch.stack([r.preprocess(im) for im in IMGS])
+        raw_img = r.model.get_image_features(pixel_values=pix).pooler_output
+        raw_txt = r.model.get_text_features(**r.tokenizer(["red", "blue"], padding=True, return_tensors="pt")).pooler_output
+    expect = torch.nn.functional.normalize(raw_img + raw_txt, dim=-1).numpy()
     assert np.allclose(both, expect, atol=1e-6)
+    old_rule = (img + txt) / np.linalg.norm(img + txt, axis=1, keepdims=True)
+    assert not np.allclose(both, old_rule, atol=1e-4)
 
 
 def test_mmret_mllm_last_token_embeddings(tiny_step3_models):

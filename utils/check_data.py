@@ -20,7 +20,7 @@ from omgm.data.kb import open_kb
 from omgm.data.results import read_retrieval, write_json_atomic
 from omgm.data.samples import ImageDirs, read_samples
 from omgm.data.wiki_images import wiki_images_for
-from omgm.errors import cli_errors
+from omgm.errors import OmgmError, cli_errors
 
 
 def image_state(kb, wiki, url: str) -> str:
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
     a = parse_with_config(build_parser(), argv)
     if not a.knowledge_base:
-        raise SystemExit("error: --knowledge_base (or the config's knowledge_base) is needed")
+        raise OmgmError("--knowledge_base (or the config's knowledge_base) is needed")
     kb = open_kb(a.knowledge_base)
     wiki = wiki_images_for(kb, a.wiki_img_path_prefix, a.wiki_img_csv_dir) if a.wiki_img_path_prefix else None
     dirs = ImageDirs(a.inat_dir, a.gld_dir, a.infoseek_dir)

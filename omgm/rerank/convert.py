@@ -3,7 +3,9 @@
 Accepted sources (SPEC.md, "Checkpoint layout"), any combination, earlier sources win for a key:
 - ``blip2_pretrained.pth`` (LAVIS; ``{"model": state_dict}``): trainable parameters only, no ``visual_encoder.``;
 - the EVA ViT-g file (``eva_vit_g.pth``): bare ViT keys (``blocks.N...``), 40 blocks of which 39 are used;
-- the official trained reranker (``model_*.pth``): a LAVIS-style state dict, possibly ``module.``-prefixed;
+- the authors' trained reranker (``model_*.pth``): the bare state dict of their class, i.e. the LAVIS keys (ViT
+  possibly in fp16) plus ``prompt_tokens``, which no forward path uses (ignored and reported), possibly
+  ``module.``-prefixed;
 - omgm's own checkpoints (``{"format": "omgm.it2it", ...}``), loaded by name.
 
 "Strict": every parameter of the model must be filled, and every key of the sources must be mapped or in the
@@ -44,9 +46,10 @@ RULES: list[tuple[str, str]] = [
      r"Qformer.bert.encoder.layer.\1.\2.self.\3.\4"),
     (r"qformer\.encoder\.layer\.(.+)", r"Qformer.bert.encoder.layer.\1"),
 ]
-# LAVIS keys that exist in BLIP-2 checkpoints but that IT2IT does not use
+# LAVIS keys that exist in BLIP-2 checkpoints but that IT2IT does not use; ``prompt_tokens`` [1, 32, 768] is a
+# parameter of the authors' reranker class that no forward path reads (their trained ``model_*.pth`` have it)
 UNUSED = [r"Qformer\.cls\..*", r"vision_proj\..*", r"text_proj\..*", r"itm_head\..*",
-          r"Qformer\.bert\.embeddings\.position_ids", r"visual_encoder\.(norm|fc_norm|head)\..*"]
+          r"Qformer\.bert\.embeddings\.position_ids", r"visual_encoder\.(norm|fc_norm|head)\..*", r"prompt_tokens"]
 
 
 class CheckpointError(OmgmError, ValueError):

@@ -125,16 +125,24 @@ class HFClipRetriever(Retriever):
 
     def __init__(self, path_or_id: str = EVA_CLIP_8B, processor: str | None = None, tokenizer: str | None = None,
                  device: str | None = None, dtype: str | None = None, max_length: int = 77,
-                 trust_remote_code: bool = True) -> None:
+                 trust_remote_code: bool = False) -> None:
         super().__init__()
-        from transformers import AutoModel, AutoTokenizer, CLIPImageProcessor
+        from omgm.buffers import restore_nonpersistent_buffers
+        from omgm.hub import load_pretrained
 
         self.device = resolve_device(device)
-        self.model = AutoModel.from_pretrained(path_or_id, dtype=torch_dtype(dtype, self.device, "fp16"),
-                                               trust_remote_code=trust_remote_code).to(self.device).eval()
-        # EVA-CLIP-8B ships no processor/tokenizer of its own: it uses CLIP ViT-L/14's (SPEC.md, step 1)
-        self.processor = CLIPImageProcessor.from_pretrained(processor or _own_or(path_or_id, CLIP_L14))
-        self.tokenizer = AutoTokenizer.from_pretrained(tokenizer or _own_or(path_or_id, CLIP_L14))
+        self.model = load_pretrained("AutoModel", path_or_id, what="retriever (--retriever_path)",
+                                     dtype=torch_dtype(dtype, self.device, "fp16"),
+                                     trust_remote_code=trust_remote_code)
+        # remote code (EVA-CLIP-8B) creates position ids and rope tables as non-persistent buffers, which
+        # transformers 5 leaves uninitialised when loading: recompute them
+        self.restored_buffers = restore_nonpersistent_buffers(self.model) if trust_remote_code else []
+        self.model.to(self.device).eval()
+        # EVA-CLIP-8B ships no processor/tokenizer of its own: it uses CLIP ViT-L/14's
+        self.processor = load_pretrained("CLIPImageProcessor", processor or _own_or(path_or_id, CLIP_L14),
+                                         what="retriever image processor")
+        self.tokenizer = load_pretrained("AutoTokenizer", tokenizer or _own_or(path_or_id, CLIP_L14),
+                                         what="retriever tokenizer")
         self.max_length = max_length
         self.name = str(path_or_id)
         self.model_id = f"hf:{_hf_identity(path_or_id)}"
@@ -194,38 +202,11 @@ class RetrieverSpec:
     retriever_pretrained: str | None = None  # open_clip pretrained tag or checkpoint file
     device: str | None = None
     precision: str | None = None
+    trust_remote_code: bool | None = None    # None: on for eva-clip (it needs it), off otherwise
 
 
 def build_retriever(spec: RetrieverSpec) -> Retriever:
-    """``eva-clip`` -> EVA-CLIP-8B through transformers; ``hf-clip`` -> a CLIPModel folder/id;
-    ``vista`` / ``vista-m3`` -> Visualized-BGE (``--retriever_path`` the BGE model, ``--retriever_pretrained`` the
-    released .pth); ``mmret-base`` / ``mmret-large`` / ``mmret-mllm`` -> MMRet; ``open_clip:<name>`` or a bare
-    open_clip model name -> open_clip."""
-    name = spec.retriever_vit
-    if name in ("vista", "vista-m3"):
-        from omgm.retrieval.vista import VistaRetriever
+    """The retriever ``spec`` names (see :mod:`omgm.retrieval.registry` for the names)."""
+    from omgm.retrieval.registry import build_retriever as build
 
-        bge = spec.retriever_path or ("BAAI/bge-m3" if name == "vista-m3" else "BAAI/bge-base-en-v1.5")
-        return VistaRetriever(bge, spec.retriever_pretrained, device=spec.device)
-    if name in ("mmret-base", "mmret-large"):
-        from omgm.retrieval.mmret import MMRET_IDS, MMRetClipRetriever
-
-        return MMRetClipRetriever(spec.retriever_path or MMRET_IDS[name], device=spec.device, dtype=spec.precision)
-    if name == "mmret-mllm":
-        from omgm.retrieval.mmret import MMRET_IDS, MLLMEmbedRetriever
-
-        return MLLMEmbedRetriever(spec.retriever_path or MMRET_IDS[name], device=spec.device, dtype=spec.precision)
-    if name in ("eva-clip", "eva-clip-8b"):
-        return HFClipRetriever(spec.retriever_path or EVA_CLIP_8B, device=spec.device, dtype=spec.precision)
-    if name == "hf-clip":
-        if not spec.retriever_path:
-            raise ValueError("--retriever_vit hf-clip needs --retriever_path (a transformers CLIP folder or id)")
-        return HFClipRetriever(spec.retriever_path, device=spec.device, dtype=spec.precision)
-    oc_name = name.split(":", 1)[1] if name.startswith("open_clip:") else name
-    import open_clip
-
-    open_clip.add_model_config(MODEL_CONFIG_DIR)
-    if oc_name not in open_clip.list_models():
-        raise ValueError(f"unknown retriever {name!r}: use eva-clip, hf-clip, vista, vista-m3, mmret-base, "
-                         f"mmret-large, mmret-mllm, or an open_clip model name (e.g. EVA02-L-14, omgm-tiny-eva)")
-    return OpenClipRetriever(oc_name, spec.retriever_pretrained, device=spec.device, precision=spec.precision)
+    return build(spec)

@@ -54,10 +54,9 @@ def encode_image_files(retriever: Retriever, paths: Sequence[Path], batch_size: 
                         collate_fn=_collate, shuffle=False)
     with tqdm(total=len(paths), desc="encode images", unit=" img", disable=not progress) as bar:
         for idx, pixels, bad in loader:
-            if pixels is not None and texts is not None:
-                out[idx] = retriever.encode_composed(pixels, [texts[i] for i in idx])
-            elif pixels is not None:
-                out[idx] = retriever.encode_pixels(pixels)
+            if pixels is not None:
+                out[idx] = (retriever.encode_composed(pixels, [texts[i] for i in idx]) if texts is not None
+                            else retriever.encode_pixels(pixels))
                 for i in idx:
                     ok[i] = True
             errors.update(dict(bad))

@@ -76,7 +76,7 @@ def write_index(index: faiss.Index, path: str | Path, manifest: IndexManifest) -
 def load_index(path: str | Path) -> tuple[faiss.Index, IndexManifest | None]:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"FAISS index not found: {path}")
+        raise IndexMismatchError(f"FAISS index not found: {path}")
     try:
         index = faiss.read_index(str(path))
     except RuntimeError as exc:

@@ -1,12 +1,13 @@
 """MMRet (MegaPairs) retrievers.
 
 - ``mmret-base`` / ``mmret-large``: MMRet-CLIP, CLIP-architecture checkpoints (``JUNJIE99/MMRet-base`` / ``-large``)
-  loaded as transformers ``CLIPModel`` with their own processor. A composed query (image + text) is the
-  normalised sum of the normalised image and text embeddings (our reading of MMRet-CLIP's multimodal encoding;
-  check it against the released model code before quoting numbers).
+  loaded as transformers ``CLIPModel`` with their own processor. Images and texts are the normalised projected
+  features; a composed query (image + text) follows MMRet's reference encoder: the *raw* projected image and text
+  features are summed, then normalised once.
 - ``mmret-mllm``: a LLaVA-style VLM whose last-layer hidden state at the final token is the embedding
-  (left padding, L2-normalised); queries carry a task instruction (``QUERY_TEMPLATE``; our wording, to be
-  checked against the released model card).
+  (left padding, L2-normalised), with separate prompts for queries (a task instruction, then the image and the
+  question) and candidates, as BGE-VL's usage describes. UNVERIFIED: the exact template lives in the model's
+  remote code, which we could not read; treat numbers from this path as provisional.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import torch
 from PIL import Image
 
 from omgm.devices import resolve_device, torch_dtype
-from omgm.retrieval.encoders import HFClipRetriever, Retriever, _hf_identity, l2_normalise
+from omgm.retrieval.encoders import HFClipRetriever, Retriever, _hf_identity, _pooled, l2_normalise
 
 MMRET_IDS = {"mmret-base": "JUNJIE99/MMRet-base", "mmret-large": "JUNJIE99/MMRet-large",
              "mmret-mllm": "JUNJIE99/MMRet-MLLM"}
@@ -32,11 +33,14 @@ class MMRetClipRetriever(HFClipRetriever):
         super().__init__(path_or_id, device=device, dtype=dtype, trust_remote_code=False)
         self.name = f"mmret-clip:{path_or_id}"
 
+    @torch.no_grad()
     def encode_composed(self, images: Sequence[Image.Image], texts: Sequence[str]) -> np.ndarray:
-        img = self.encode_images(images)
-        txt = self.encode_texts(texts)
-        s = img + txt
-        return (s / np.linalg.norm(s, axis=1, keepdims=True)).astype(np.float32)
+        pixels = torch.stack([self.preprocess(im) for im in images]).to(self.device, next(self.model.parameters()).dtype)
+        enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length,
+                             return_tensors="pt").to(self.device)
+        img = _pooled(self.model.get_image_features(pixel_values=pixels))
+        txt = _pooled(self.model.get_text_features(**enc))
+        return l2_normalise(img.float() + txt.float())
 
 
 class MLLMEmbedRetriever(Retriever):

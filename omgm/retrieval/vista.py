@@ -22,6 +22,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from omgm.buffers import nonpersistent_buffers
 from omgm.data.images import CLIP_MEAN, CLIP_STD
 from omgm.errors import OmgmError
 from omgm.devices import resolve_device
@@ -31,6 +32,11 @@ VARIANTS = {  # bge hidden size -> timm EVA-02 CLIP vision tower (ViT width equa
     768: "eva02_base_patch16_clip_224",
     1024: "eva02_large_patch14_clip_224",
 }
+# The tiny test tower (BGE width 32): the released towers' layout (token pooling, so no ``fc_norm``; rope with
+# a reference feature shape), a few layers wide. Only for tests and the demo; no real BGE is 32 wide.
+TINY_VISION = dict(img_size=224, patch_size=32, embed_dim=32, depth=2, num_heads=2, ref_feat_shape=(7, 7))
+_EVA_CLIP_LAYOUT = dict(qkv_fused=False, mlp_ratio=4 * 2 / 3, swiglu_mlp=True, scale_mlp=True, scale_attn_inner=True,
+                        use_rot_pos_emb=True, global_pool="token")
 # EVA-CLIP name -> timm name (timm's own EVA-CLIP conversion does the same in the other direction)
 _EVA_TO_TIMM = [("mlp.ffn_ln", "mlp.norm"), ("attn.inner_attn_ln", "attn.norm"), ("mlp.w1", "mlp.fc1_g"),
                 ("mlp.w2", "mlp.fc1_x"), ("mlp.w3", "mlp.fc2"), ("attn.q_bias", "attn.q_proj.bias"),
@@ -84,11 +90,10 @@ class VistaModel(nn.Module):
 def build_vision(hidden: int, tiny: dict | None = None) -> nn.Module:
     import timm
 
-    if tiny:
+    if tiny or hidden == TINY_VISION["embed_dim"]:
         from timm.models.eva import Eva
 
-        return Eva(num_classes=0, qkv_fused=False, mlp_ratio=4 * 2 / 3, swiglu_mlp=True, scale_mlp=True,
-                   scale_attn_inner=True, use_rot_pos_emb=True, **tiny)
+        return Eva(num_classes=0, **_EVA_CLIP_LAYOUT, **(tiny or TINY_VISION))
     if hidden not in VARIANTS:
         raise VistaCheckpointError(f"no Visualized-BGE variant for a {hidden}-d BGE model (768: base, 1024: m3)")
     return timm.create_model(VARIANTS[hidden], pretrained=False, num_classes=0)
@@ -137,6 +142,9 @@ def load_released(model: VistaModel, path: str | Path) -> list[str]:
     obj = torch.load(path, map_location="cpu", weights_only=True)
     sd = obj.get("state_dict", obj) if isinstance(obj, dict) else obj
     mapped, ignored = released_to_ours(sd)
+    buffers = set(nonpersistent_buffers(model))              # rope tables, position ids: recomputed, not loaded
+    ignored += [k for k in mapped if k in buffers]
+    mapped = {k: v for k, v in mapped.items() if k not in buffers}
     own = {k for k in model.state_dict() if "rope" not in k and not k.endswith("position_ids")}
     missing = sorted(own - set(mapped))
     unexpected = sorted(set(mapped) - set(model.state_dict()))

@@ -1,0 +1,107 @@
+"""Step 1 as a library object: :class:`EntitySearch` (retriever + FAISS index + KB) -> ranked entities.
+
+``search(samples, k)`` returns a :class:`SearchRun`: ``results`` in the published step-1 form
+(``{sample_id: {"retrieved_entities": [{"url", "title"}], "retrieval_similarities": [...]}}``, raw inner
+products, best first) plus what was skipped and why. ``query(image, question, k)`` ranks one query.
+A summary index holds one vector per KB row; an image index (EchoSight's baseline) holds several images per
+entity, mapped to KB rows, and entities are ranked by their best image (first occurrence).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from PIL import Image
+
+from omgm.data.kb import KnowledgeBase
+from omgm.data.samples import ImageDirs, Sample, resolve_images
+from omgm.errors import OmgmError
+from omgm.retrieval.encoders import Retriever
+from omgm.retrieval.image_batches import encode_image_files
+from omgm.retrieval.index import check_index, load_ids, load_index, maybe_to_gpu, search, search_entities
+
+
+class SearchError(OmgmError, ValueError):
+    """Queries that cannot be searched as asked (missing images, no composed encoding)."""
+
+
+@dataclass
+class SearchRun:
+    results: dict[str, dict]
+    skipped: dict[str, int] = field(default_factory=dict)
+    messages: list[str] = field(default_factory=list)      # the first few reasons, for the user
+
+    def run(self) -> dict[str, list[tuple[str, float]]]:
+        """BEIR-style ``{sample_id: [(url, score), ...]}``."""
+        return {sid: [(e["url"], s) for e, s in zip(v["retrieved_entities"], v["retrieval_similarities"])]
+                for sid, v in self.results.items()}
+
+
+class EntitySearch:
+    """See the module docstring. ``notes`` says what was (or could not be) checked about the index."""
+
+    def __init__(self, retriever: Retriever, index, kb: KnowledgeBase, image_rows: np.ndarray | None = None,
+                 search_batch_size: int = 1024, notes: Sequence[str] = ()) -> None:
+        self.retriever, self.index, self.kb, self.image_rows = retriever, index, kb, image_rows
+        self.search_batch_size, self.notes = search_batch_size, list(notes)
+
+    @classmethod
+    def load(cls, retriever: Retriever, index_path: str | Path, kb: KnowledgeBase, allow_model_mismatch: bool = False,
+             faiss_gpu: str = "auto", search_batch_size: int = 1024) -> "EntitySearch":
+        """Open an index (omgm's, with manifest; or a released bare one) and check it against the KB and model."""
+        index, manifest = load_index(index_path)
+        notes = check_index(index, manifest, index_path=index_path, kb_len=len(kb), kb_hash=kb.url_order_hash(),
+                            model_id=retriever.model_id, dim=retriever.dim, allow_model_mismatch=allow_model_mismatch)
+        rows = load_ids(index_path) if manifest is not None and manifest.kind == "image" else None
+        return cls(retriever, maybe_to_gpu(index, faiss_gpu), kb, rows, search_batch_size, notes)
+
+    @property
+    def kind(self) -> str:
+        return "summary" if self.image_rows is None else "image"
+
+    def rank(self, vectors: np.ndarray, k: int, progress: bool = False) -> tuple[list[list[int]], list[list[float]]]:
+        """KB rows and raw inner products of the top ``k`` entities for each query vector."""
+        if self.image_rows is not None:
+            return search_entities(self.index, self.image_rows, vectors, k, self.search_batch_size)
+        scores, ids = search(self.index, vectors, k, self.search_batch_size, progress)
+        return [[int(i) for i in r] for r in ids], [[float(s) for s in r] for r in scores]
+
+    def _entries(self, rows: list[list[int]], sims: list[list[float]]) -> list[dict]:
+        return [{"retrieved_entities": [dict(zip(("url", "title"), self.kb.url_title_at(i))) for i in r],
+                 "retrieval_similarities": s} for r, s in zip(rows, sims)]
+
+    def search(self, samples: Sequence[Sample], k: int = 20, image_dirs: ImageDirs | None = None,
+               composed: bool = False, skip_missing: bool = False, batch_size: int = 64, num_workers: int = 0,
+               progress: bool = False) -> SearchRun:
+        """Embed each sample's query image (with its question when ``composed``) and rank entities."""
+        if composed and not self.retriever.supports_composed:
+            raise SearchError(f"{self.retriever.name} has no composed (image + question) encoding")
+        paths, missing = resolve_images(samples, image_dirs or ImageDirs())
+        if missing and not skip_missing:
+            raise SearchError(f"{len(missing)} of {len(samples)} query images are missing (first: {missing[0]}); fix "
+                              f"the image folders or pass --missing_images skip")
+        todo = [s for s in samples if s.sample_id in paths]
+        emb, ok, errors = encode_image_files(self.retriever, [paths[s.sample_id] for s in todo], batch_size,
+                                             num_workers, progress, [s.question for s in todo] if composed else None)
+        if errors and not skip_missing:
+            raise SearchError(f"{len(errors)} query images cannot be decoded (first: {next(iter(errors.values()))}); "
+                              f"pass --missing_images skip to count them as misses")
+        encoded = [s for s, good in zip(todo, ok) if good]
+        rows, sims = self.rank(emb[[i for i, good in enumerate(ok) if good]], k, progress) if encoded else ([], [])
+        results = {s.sample_id: e for s, e in zip(encoded, self._entries(rows, sims))}
+        unknown = [s for s in samples if s.wikipedia_url not in self.kb]
+        skipped = {"missing_query_images": len(missing), "undecodable_query_images": len(errors),
+                   "gold_url_not_in_kb": len(unknown)}
+        messages = (missing + list(errors.values()))[:3] + [
+            f"{s.source}, row {s.row} ({s.sample_id}): {s.wikipedia_url!r} is not in the knowledge base"
+            for s in unknown[:3]]
+        return SearchRun(results, skipped, messages)
+
+    def query(self, image: Image.Image, question: str | None = None, k: int = 20) -> dict:
+        """One query: its image (and question, for a composed query). Returns a step-1 entry."""
+        r = self.retriever
+        vec = r.encode_composed([image], [question]) if question is not None else r.encode_images([image])
+        rows, sims = self.rank(vec, k)
+        return self._entries(rows, sims)[0]

@@ -1,0 +1,107 @@
+"""Every retriever by name, behind one factory (open_clip's habit): ``--retriever_vit NAME``.
+
+The help texts of the CLIs and ``omgm list-models`` are generated from :data:`REGISTRY`, so they cannot go stale.
+Any open_clip model name (``EVA02-L-14``, ``omgm-tiny-eva``, ...) is accepted too.
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from typing import Callable
+
+from omgm.errors import OmgmError
+from omgm.retrieval.encoders import (CLIP_L14, EVA_CLIP_8B, MODEL_CONFIG_DIR, HFClipRetriever, OpenClipRetriever,
+                                     Retriever, RetrieverSpec)
+
+
+class UnknownRetrieverError(OmgmError, ValueError):
+    """A retriever name that is neither registered nor an open_clip model."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    build: Callable[[RetrieverSpec], Retriever]
+    help: str
+    composed: bool = False
+
+
+def _vista(spec: RetrieverSpec, m3: bool) -> Retriever:
+    from omgm.retrieval.vista import VistaRetriever
+
+    bge = spec.retriever_path or ("BAAI/bge-m3" if m3 else "BAAI/bge-base-en-v1.5")
+    return VistaRetriever(bge, spec.retriever_pretrained, device=spec.device)
+
+
+def _mmret(spec: RetrieverSpec, name: str) -> Retriever:
+    from omgm.retrieval.mmret import MMRET_IDS, MLLMEmbedRetriever, MMRetClipRetriever
+
+    cls = MLLMEmbedRetriever if name == "mmret-mllm" else MMRetClipRetriever
+    return cls(spec.retriever_path or MMRET_IDS[name], device=spec.device, dtype=spec.precision)
+
+
+def _eva_clip(spec: RetrieverSpec) -> Retriever:
+    trust = True if spec.trust_remote_code is None else spec.trust_remote_code
+    return HFClipRetriever(spec.retriever_path or EVA_CLIP_8B, device=spec.device, dtype=spec.precision,
+                           trust_remote_code=trust)
+
+
+def _hf_clip(spec: RetrieverSpec) -> Retriever:
+    if not spec.retriever_path:
+        raise UnknownRetrieverError("--retriever_vit hf-clip needs --retriever_path (a transformers CLIP folder or id)")
+    return HFClipRetriever(spec.retriever_path, device=spec.device, dtype=spec.precision,
+                           trust_remote_code=bool(spec.trust_remote_code))
+
+
+REGISTRY: dict[str, Entry] = {
+    "eva-clip": Entry(_eva_clip, f"{EVA_CLIP_8B} through its remote code, {CLIP_L14} preprocessing (the paper)"),
+    "hf-clip": Entry(_hf_clip, "any transformers CLIP folder or hub id (--retriever_path)"),
+    "vista": Entry(lambda s: _vista(s, False), "Visualized-BGE base: --retriever_path BGE, --retriever_pretrained "
+                                               "Visualized_base_en_v1.5.pth", composed=True),
+    "vista-m3": Entry(lambda s: _vista(s, True), "Visualized-BGE m3 (--retriever_pretrained Visualized_m3.pth)",
+                      composed=True),
+    "mmret-base": Entry(lambda s: _mmret(s, "mmret-base"), "MMRet-CLIP base (JUNJIE99/MMRet-base)", composed=True),
+    "mmret-large": Entry(lambda s: _mmret(s, "mmret-large"), "MMRet-CLIP large (JUNJIE99/MMRet-large)", composed=True),
+    "mmret-mllm": Entry(lambda s: _mmret(s, "mmret-mllm"), "MMRet-MLLM (JUNJIE99/MMRet-MLLM; prompt format "
+                                                           "unverified)", composed=True),
+}
+REGISTRY["eva-clip-8b"] = REGISTRY["eva-clip"]
+
+
+def list_retrievers() -> dict[str, str]:
+    """name -> one line of help (``open_clip:<name>`` stands for every open_clip model)."""
+    out = {k: v.help + (" [composed queries]" if v.composed else "") for k, v in REGISTRY.items() if k != "eva-clip-8b"}
+    out["open_clip:<name>"] = "any open_clip model (EVA02-L-14, EVA01-g-14, omgm-tiny-eva...) with --retriever_pretrained"
+    return out
+
+
+def build_retriever(spec: RetrieverSpec) -> Retriever:
+    """The retriever that ``spec.retriever_vit`` names."""
+    name = spec.retriever_vit
+    if name in REGISTRY:
+        return REGISTRY[name].build(spec)
+    import open_clip
+
+    oc_name = name.split(":", 1)[1] if name.startswith("open_clip:") else name
+    open_clip.add_model_config(MODEL_CONFIG_DIR)
+    if oc_name not in open_clip.list_models():
+        raise UnknownRetrieverError(f"unknown retriever {name!r}: use one of {', '.join(list_retrievers())}")
+    return OpenClipRetriever(oc_name, spec.retriever_pretrained, device=spec.device, precision=spec.precision)
+
+
+def add_retriever_flags(p: argparse.ArgumentParser) -> None:
+    """The flags that name a retriever, shared by every stage that embeds (official names kept)."""
+    p.add_argument("--retriever_vit", default="eva-clip",
+                   help="; ".join(f"{k}: {v}" for k, v in list_retrievers().items()))
+    p.add_argument("--retriever_path", default=None, help="hub id or folder of the model (eva-clip, hf-clip, vista "
+                                                          "BGE, mmret)")
+    p.add_argument("--retriever_pretrained", default=None, help="open_clip pretrained tag or checkpoint file; the "
+                                                                "released Visualized-BGE .pth")
+    p.add_argument("--trust_remote_code", action=argparse.BooleanOptionalAction, default=None,
+                   help="run the model folder's own code (default: on for eva-clip, which needs it; off otherwise)")
+    p.add_argument("--precision", default=None, help="fp16 | bf16 | fp32 (default: fp16 on GPU, fp32 on CPU)")
+
+
+def retriever_spec(args: argparse.Namespace) -> RetrieverSpec:
+    device = getattr(args, "device", None)
+    return RetrieverSpec(args.retriever_vit, args.retriever_path, args.retriever_pretrained,
+                         None if device == "auto" else device, args.precision, args.trust_remote_code)
