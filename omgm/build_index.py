@@ -103,7 +103,7 @@ def build_image_index(args, kb, index_path: Path, progress: bool) -> int:
     wiki.max = args.images_per_entity
     items = [(ent.row, str(p)) for ent in kb.entities() for p in wiki.paths(ent.title)]
     if not items:
-        raise OmgmError("no wiki image found on disk for any entity (see utils.check_data)")
+        raise OmgmError("no wiki image found on disk for any entity (see omgm data check)")
     retriever = build_retriever(retriever_spec(args))
     bad: list[str] = []
 

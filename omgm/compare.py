@@ -15,13 +15,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from omgm import step1
-from omgm.config import int_list, setup_logging
-from omgm.data.results import read_retrieval, write_json_atomic
-from omgm.data.samples import read_samples
+import yaml
+
+from omgm.config import config_values, int_list, interpolate, setup_logging
+from omgm.data.results import read_retrieval, write_json_atomic, write_retrieval
+from omgm.data.samples import read_samples, samples_fingerprint
 from omgm.errors import OmgmError, cli_errors
-from omgm.metrics.recall import recall_at_k
-from omgm.report import recall_plot
+from omgm.metrics.evaluate import evaluate
+from omgm.metrics.plot import recall_plot
+from omgm.pipeline.search import SearchConfig
 
 
 def _pairs(values: list[str], flag: str) -> list[tuple[str, str]]:
@@ -42,8 +44,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--result", action="append", default=[], help="NAME=existing step-1/2 result file")
     p.add_argument("--top_ks", type=int_list, default=[1, 5, 10, 20])
     p.add_argument("--out_dir", default="outputs/compare")
-    p.add_argument("--step1_args", default="", help="extra flags for every step-1 run, e.g. '--device cpu'")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="a step-1 setting for every run, e.g. --set device=cpu (repeatable)")
     return p
+
+
+def run_search(name: str, config_files: list[str], overrides: list[str], samples, out: Path) -> Path:
+    """Step 1 for one ``--run``: its YAML on top of the shared ones, then ``--set`` values."""
+    for cfg in config_files:
+        if not Path(cfg).is_file():
+            raise OmgmError(f"--run {name}: config file not found: {cfg}")
+    values = config_values(config_files, [])
+    for kv in _pairs(overrides, "--set"):
+        values[kv[0]] = yaml.safe_load(kv[1])
+    cfg = SearchConfig.from_values(interpolate(values))
+    engine = cfg.build()
+    run = cfg.run(engine, samples)
+    meta = {"sample_file": samples[0].source if samples else "", "samples_hash": samples_fingerprint(samples),
+            "retriever": engine.retriever.model_id, "index_kind": engine.kind, "composed_query": cfg.composed_query,
+            "faiss_index": cfg.faiss_index, "skipped": run.skipped}
+    return write_retrieval(out / f"{name}.step1.json", run.results, "step1", meta)
 
 
 @cli_errors
@@ -55,21 +75,14 @@ def main(argv: list[str] | None = None) -> int:
     results = _pairs(a.result, "--result")
     if not runs and not results:
         raise OmgmError("give at least one --run or --result")
+    samples = read_samples(a.sample_file)
     for name, cfg in runs:
-        if not Path(cfg).is_file():
-            raise OmgmError(f"--run {name}: config file not found: {cfg}")
-        path = out / f"{name}.step1.json"
-        argv1 = [x for c in a.config + [cfg] for x in ("--config", c)] + [
-            "--sample_file", a.sample_file, "--save_result_path", str(path), "--no_progress",
-            "--top_ks", ",".join(map(str, a.top_ks)), *a.step1_args.split()]
-        if step1.main(argv1) != 0:
-            raise OmgmError(f"step 1 failed for --run {name} ({cfg})")
-        results.append((name, str(path)))
-    gold = {s.sample_id: s.wikipedia_url for s in read_samples(a.sample_file)}
+        results.append((name, str(run_search(name, a.config + [cfg], a.overrides, samples, out))))
+    gold = {s.sample_id: s.wikipedia_url for s in samples}
     table, curves = {}, {}
     for name, path in results:
         rf = read_retrieval(path)
-        rep = recall_at_k({k: rf.urls(k) for k in rf.results}, gold, a.top_ks)
+        rep = evaluate(gold, {k: rf.urls(k) for k in rf.results}, a.top_ks)
         table[name] = {**rep.as_dict(), "file": path, "retriever": rf.meta.get("retriever"),
                        "index_kind": rf.meta.get("index_kind"), "stage": rf.stage}
         curves[name] = rep.recall

@@ -117,8 +117,10 @@ def _validator(fn):
     return fn
 
 
-def number_in(kind: type, low: float | None = None, high: float | None = None, what: str = ""):
-    """An argparse type: a ``kind`` number within ``[low, high]`` (either bound may be open)."""
+def number_in(kind: type, low: float | None = None, high: float | None = None, what: str = "",
+              above: bool = False):
+    """An argparse type: a ``kind`` number within ``[low, high]`` (either bound may be None; ``above``: the
+    number must be strictly greater than ``low``)."""
 
     @_validator
     def parse(text: str):
@@ -126,9 +128,9 @@ def number_in(kind: type, low: float | None = None, high: float | None = None, w
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}")
-        if (low is not None and value < low) or (high is not None and value > high):
+        if (low is not None and (value <= low if above else value < low)) or (high is not None and value > high):
             span = f"between {low} and {high}" if low is not None and high is not None else (
-                f"at least {low}" if low is not None else f"at most {high}")
+                f"{'above' if above else 'at least'} {low}" if low is not None else f"at most {high}")
             raise argparse.ArgumentTypeError(f"{value} is out of range: {what or 'the value'} must be {span}")
         return value
 
@@ -139,6 +141,7 @@ def number_in(kind: type, low: float | None = None, high: float | None = None, w
 positive_int = number_in(int, 1, what="it")
 nonnegative_int = number_in(int, 0, what="it")
 fraction = number_in(float, 0.0, 1.0, what="a weight")
+positive_float = number_in(float, 0.0, what="it", above=True)
 
 
 def require(args: argparse.Namespace, *names: str) -> None:

@@ -21,6 +21,7 @@ from omgm.data.images import load_image
 from omgm.data.results import read_retrieval
 from omgm.data.samples import ImageDirs, MissingImageError, read_samples
 from omgm.errors import OmgmError, cli_errors
+from omgm.metrics.plot import recall_plot
 from omgm.metrics.recall import recall_at_k
 
 CSS = """body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}h1{margin-bottom:.2em}
@@ -118,28 +119,6 @@ def card(s, s1: dict | None, s2: dict | None, ans: dict | None, k: int, dirs: Im
                     f'{html.escape(str(ans.get("top1_entity_title")))}'
                     f'{" (gold section)" if ans.get("section_hit") else ""}</div></div>')
     return f'<div class="card" {data}>{"".join(cols)}</div>'
-
-
-def recall_plot(curves: dict[str, dict[int, float]], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.2), dpi=110)
-    for name, rec in curves.items():
-        ax.plot(list(rec), list(rec.values()), marker="o", label=name)
-    ax.set_xticks(sorted({k for rec in curves.values() for k in rec}))
-    ax.set_xlabel("k")
-    ax.set_ylabel("recall@k (%)")
-    ax.set_ylim(0, 100)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,20 +15,21 @@ import time
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from omgm import __version__
-from omgm.config import float_list, int_list, parse_with_config, require, setup_logging
+from omgm.config import (ConfigError, float_list, int_list, nonnegative_int, parse_with_config, positive_float, positive_int,
+                         require, setup_logging)
 from omgm.data.kb import open_kb
 from omgm.devices import resolve_device
 from omgm.data.results import check_made_for, read_retrieval, write_json_atomic, write_retrieval
 from omgm.data.samples import ImageDirs, read_samples, samples_fingerprint
 from omgm.data.wiki_images import WikiImages, wiki_images_for
 from omgm.errors import OmgmError, cli_errors
-from omgm.metrics.recall import recall_at_k
 from omgm.rerank.convert import build_reranker, read_checkpoint
-from omgm.rerank.inputs import image_transform, load_pixels, load_tokenizer
-from omgm.rerank.rerank import CandidateEncoder, encode_queries, entity_scores, fuse
+from omgm.io import check_writable, output_file, sibling
+from omgm.metrics.evaluate import evaluate
+from omgm.pipeline.rerank import Reranker
+from omgm.rerank.inputs import image_transform, load_tokenizer
 
 log = logging.getLogger("omgm.step2")
 
@@ -53,18 +54,18 @@ def train_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m omgm.step2 train", description="Step 2a: train the IT2IT reranker")
     p.add_argument("--train_file", help="E-VQA-format training CSV")
     p.add_argument("--knowledge_base_file", help="KB JSON or SQLite store")
-    p.add_argument("--negative_db_file", help="hard-negative JSON (the authors' file, or utils.mine_negatives)")
-    p.add_argument("--num-epochs", "--num_epochs", dest="num_epochs", type=int, default=1)
-    p.add_argument("--learning-rate", "--learning_rate", dest="learning_rate", type=float, default=1e-5)
-    p.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=8)
-    p.add_argument("--neg-num", "--neg_num", dest="neg_num", type=int, default=15)
-    p.add_argument("--save_frequency", type=float, default=0.5, help="checkpoint every this fraction of an epoch")
+    p.add_argument("--negative_db_file", help="hard-negative JSON (the authors' file, or omgm data mine-negatives)")
+    p.add_argument("--num-epochs", "--num_epochs", dest="num_epochs", type=positive_int, default=1)
+    p.add_argument("--learning-rate", "--learning_rate", dest="learning_rate", type=positive_float, default=1e-5)
+    p.add_argument("--batch-size", "--batch_size", dest="batch_size", type=positive_int, default=8)
+    p.add_argument("--neg-num", "--neg_num", dest="neg_num", type=positive_int, default=15)
+    p.add_argument("--save_frequency", type=positive_float, default=0.5, help="checkpoint every this fraction of an epoch")
     p.add_argument("--save_dir", default="outputs/reranker")
     p.add_argument("--wandb", type=int, default=0, help="1: log to Weights & Biases")
-    p.add_argument("--num_workers", type=int, default=4)
+    p.add_argument("--num_workers", type=nonnegative_int, default=4)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max_steps", type=int, default=None, help="stop after this many steps (smoke tests)")
-    p.add_argument("--log_every", type=int, default=10)
+    p.add_argument("--max_steps", type=positive_int, default=None, help="stop after this many steps (smoke tests)")
+    p.add_argument("--log_every", type=positive_int, default=10)
     _common(p)
     return p
 
@@ -81,10 +82,10 @@ def rerank_parser() -> argparse.ArgumentParser:
     p.add_argument("--query_norm", choices=["faithful", "per_token"], default="faithful",
                    help="faithful: the official rerank-time normalisation across tokens (alpha 0.9 was tuned with "
                         "it); per_token: as in training")
-    p.add_argument("--batch_size", type=int, default=64, help="texts/images per model call")
-    p.add_argument("--query_chunk", type=int, default=64,
+    p.add_argument("--batch_size", type=positive_int, default=64, help="texts/images per model call")
+    p.add_argument("--query_chunk", type=positive_int, default=64,
                    help="queries whose candidates are encoded together (their tokens are held in memory at once)")
-    p.add_argument("--cache_memory_gb", type=float, default=4.0,
+    p.add_argument("--cache_memory_gb", type=positive_float, default=4.0,
                    help="candidate tokens kept in memory across chunks (least recently used are dropped)")
     p.add_argument("--cache_dir", default=None, help="on-disk cache of candidate tokens (keyed by model hash)")
     p.add_argument("--pad_to_max", action="store_true", help="pad texts to 512 as the official code (same scores)")
@@ -148,84 +149,49 @@ def _load_for_rerank(args):
 def run_rerank(argv: list[str]) -> int:
     args = parse_with_config(rerank_parser(), argv)
     require(args, "sample_file", "step1_result", "knowledge_base_path", "save_result_path")
-    t0, device = time.time(), resolve_device(args.device)
+    t0, out = time.time(), output_file(args.save_result_path)
+    check_writable(out)
     samples = read_samples(args.sample_file)
     step1 = read_retrieval(args.step1_result)
     missing = check_made_for(step1, samples, args.sample_file)
+    if max(args.top_ks) > max((len(e["retrieved_entities"]) for e in step1.results.values()), default=0):
+        raise ConfigError(f"--top_ks {max(args.top_ks)} exceeds the {args.step1_result} candidate lists")
     kb = open_kb(args.knowledge_base_path)
     model, report = _load_for_rerank(args)
     if not args.reranker_ckpt_path:
         log.warning("no --reranker_ckpt_path: RANDOM reranker weights")
     print(report.summary() or "no checkpoint loaded", file=sys.stderr)
-    model.eval().to(device)
-    if device.type == "cuda":
-        model.half_vit()
-    tokenizer = load_tokenizer(args.tokenizer)
-    transform = image_transform(model.config.vision.image_size)
-    enc = CandidateEncoder(model, tokenizer, kb, _wiki(kb, args), transform, device, args.batch_size, args.cache_dir,
-                           memory_bytes=args.cache_memory_gb * 1e9, pad_to_max=args.pad_to_max)
-    dirs = ImageDirs(args.inat_dir, args.gld_dir, args.infoseek_dir)
-    todo = [s for s in samples if s.sample_id in step1.results]
-    sec_sims: dict[str, list[list[float]]] = {}
-    sec_ids: dict[str, list[list[int]]] = {}
-    for start in tqdm(range(0, len(todo), args.query_chunk), desc="rerank", disable=args.no_progress):
-        chunk = todo[start:start + args.query_chunk]
-        urls = [u for s in chunk for u in step1.urls(s.sample_id)]
-        ents = enc.encode(urls)
-        for i in range(0, len(chunk), args.batch_size):
-            part = chunk[i:i + args.batch_size]
-            pix = load_pixels([dirs.resolve(s) for s in part], transform)
-            q = encode_queries(model, tokenizer, pix, [s.question for s in part], args.query_norm, device,
-                               args.pad_to_max)
-            for s, qi in zip(part, q):
-                us = step1.urls(s.sample_id)
-                sec_sims[s.sample_id] = [entity_scores(qi, ents[u]) for u in us]
-                sec_ids[s.sample_id] = [ents[u].section_ids for u in us]
+    reranker = Reranker(model, load_tokenizer(args.tokenizer), kb, _wiki(kb, args),
+                        ImageDirs(args.inat_dir, args.gld_dir, args.infoseek_dir), resolve_device(args.device),
+                        args.batch_size, args.query_chunk, args.query_norm, args.cache_dir, args.cache_memory_gb,
+                        args.pad_to_max)
+    runs = reranker.rerank(samples, step1.results, args.step1_alpha, not args.no_progress)
     seconds = time.time() - t0
-    summaries = []
-    for alpha in args.step1_alpha:
-        out_path = Path(args.save_result_path)
-        if len(args.step1_alpha) > 1:
-            out_path = out_path.with_name(f"{out_path.stem}.alpha{alpha:g}{out_path.suffix}")
-        summaries.append(_write_alpha(args, alpha, out_path, todo, step1, sec_sims, sec_ids, samples))
-    write_json_atomic(Path(args.save_result_path).with_suffix(".summary.json"),
-                      {"stage": "step2", "runs": summaries, "counts": dict(enc.counts),
-                       "samples_without_step1_result": len(missing), "seconds": round(seconds, 2),
-                       "seconds_per_query": round(seconds / max(1, len(todo)), 4)}, indent=2)
+    summaries = [_write_run(args, run, _alpha_path(out, run.alpha, len(runs)), samples) for run in runs]
+    write_json_atomic(sibling(out, ".summary.json"), {
+        "stage": "step2", "runs": summaries, "counts": dict(reranker.counts), "samples_without_step1_result": len(missing),
+        "seconds": round(seconds, 2), "seconds_per_query": round(seconds / max(1, len(runs[0].results)), 4)}, indent=2)
     if missing:
         print(f"  {len(missing)} samples had no step-1 result (counted as misses), e.g. {missing[0].sample_id}")
-    print(f"  candidates: {dict(enc.counts)}")
+    print(f"  candidates: {dict(reranker.counts)}")
     return 0
 
 
-def _write_alpha(args, alpha, out_path, todo, step1, sec_sims, sec_ids, samples) -> dict:
-    results, top1_section_hits = {}, 0
-    gold = {s.sample_id: s for s in samples}
-    for s in todo:
-        entry = step1.results[s.sample_id]
-        order = fuse(entry["retrieval_similarities"], sec_sims[s.sample_id], alpha)
-        results[s.sample_id] = {
-            "retrieved_entities": [entry["retrieved_entities"][i] for i, _, _ in order],
-            "retrieval_similarities": [f for _, f, _ in order],
-            "sec_sim": [sec_sims[s.sample_id][i] for i, _, _ in order],
-            "sec_ids": [sec_ids[s.sample_id][i] for i, _, _ in order],
-            "step1_similarities": [entry["retrieval_similarities"][i] for i, _, _ in order],
-            "step2_scores": [s2 for _, _, s2 in order],
-        }
-        top = results[s.sample_id]
-        if top["retrieved_entities"][0]["url"] == s.wikipedia_url and top["sec_sim"][0]:
-            best = top["sec_ids"][0][max(range(len(top["sec_sim"][0])), key=top["sec_sim"][0].__getitem__)]
-            top1_section_hits += best == s.evidence_section_index
-    report = recall_at_k({k: [e["url"] for e in v["retrieved_entities"]] for k, v in results.items()},
-                         {sid: s.wikipedia_url for sid, s in gold.items()}, args.top_ks)
-    meta = {"omgm_version": __version__, "step1_result": str(args.step1_result), "alpha": alpha,
+def _alpha_path(out: Path, alpha: float, n: int) -> Path:
+    return out if n == 1 else out.with_name(f"{out.stem}.alpha{alpha:g}{out.suffix}")
+
+
+def _write_run(args, run, out_path: Path, samples) -> dict:
+    report = evaluate({s.sample_id: s.wikipedia_url for s in samples},
+                      {k: [e["url"] for e in v["retrieved_entities"]] for k, v in run.results.items()}, args.top_ks)
+    meta = {"omgm_version": __version__, "step1_result": str(args.step1_result), "alpha": run.alpha,
             "sample_file": str(args.sample_file), "samples_hash": samples_fingerprint(samples),
             "query_norm": args.query_norm, "reranker": str(args.reranker_ckpt_path)}
-    write_retrieval(out_path, results, "step2", meta, bare=args.bare_output)
-    section_recall = round(100.0 * top1_section_hits / len(gold), 2)
-    print(report.table(f"step 2 (alpha={alpha:g}, query_norm={args.query_norm})"))
-    print(f"top-1 evidence-section recall: {section_recall:.2f}")
-    return {"alpha": alpha, "result_file": str(out_path), **report.as_dict(), "top1_section_recall": section_recall}
+    write_retrieval(out_path, run.results, "step2", meta, bare=args.bare_output)
+    print(report.table(f"step 2 (alpha={run.alpha:g}, query_norm={args.query_norm})"))
+    print(f"top-1 evidence-section recall: {run.section_recall(len(samples)):.2f}")
+    return {"alpha": run.alpha, "result_file": str(out_path), **report.as_dict(),
+            "top1_section_recall": run.section_recall(len(samples))}
 
 
 @cli_errors

@@ -17,7 +17,7 @@ echo "== step 1 on the InfoSeek-format demo split"
 "$PY" -m omgm.step1 --sample_file assets/demo/infoseek_test.csv --save_result_path outputs/demo/infoseek_step1.json --no_progress
 echo "== step 1 on the demo train split, then mine hard negatives from it"
 "$PY" -m omgm.step1 --sample_file assets/demo/train.csv --save_result_path "$W/train_step1.json" --no_progress
-"$PY" -m utils.mine_negatives --train_file assets/demo/train.csv --step1_result "$W/train_step1.json" \
+"$PY" -m omgm.prep.mine_negatives --train_file assets/demo/train.csv --step1_result "$W/train_step1.json" \
   --out "$W/negatives.json"
 echo "== step 2a: train the tiny reranker (random init, 4 epochs on the demo train split, about a minute)"
 rm -rf "$W/reranker"
@@ -37,7 +37,7 @@ OMGM_CONFIG= "$PY" -m omgm.compare --config configs/demo.yaml --sample_file asse
   --run summary=configs/retrievers/demo_summary.yaml --run echosight_images=configs/retrievers/demo_echosight_images.yaml \
   --result omgm_step2=outputs/demo/evqa_step2.alpha0.json --out_dir outputs/demo/compare
 echo "== data check and HTML report"
-"$PY" -m utils.check_data --splits assets/demo/train.csv assets/demo/test.csv --step1_result outputs/demo/evqa_step1.json \
+"$PY" -m omgm.prep.check_data --splits assets/demo/train.csv assets/demo/test.csv --step1_result outputs/demo/evqa_step1.json \
   || echo "(the demo KB has one entity without images on purpose)"
 "$PY" -m omgm.report --sample_file assets/demo/test.csv --step1 outputs/demo/evqa_step1.json \
   --step2 outputs/demo/evqa_step2.alpha0.json --answers outputs/demo/evqa_answers.json --out outputs/demo/report.html

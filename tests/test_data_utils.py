@@ -1,7 +1,7 @@
 import json
 import os
 
-from utils import check_data, rename_inat
+from omgm.prep import check_data, rename_inat
 
 
 def test_rename_inat_links_by_id_resumes_and_counts_missing(tmp_path):

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from utils import download_wiki_images as dl
+from omgm.prep import download_wiki_images as dl
 from omgm.data.wiki_images import WikiImageError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -155,7 +155,7 @@ def test_killed_run_restarts_without_downloading_twice(tmp_path):
     try:
         csv_dir = _csvs(tmp_path / "csv", srv.port, names)
         out = tmp_path / "img"
-        cmd = [sys.executable, "-m", "utils.download_wiki_images", "--csv_dir", str(csv_dir), "--out", str(out),
+        cmd = [sys.executable, "-m", "omgm.prep.download_wiki_images", "--csv_dir", str(csv_dir), "--out", str(out),
                "--workers", "1", "--rate", "4", "--no_progress"]
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.time() + 30

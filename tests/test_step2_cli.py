@@ -6,7 +6,7 @@ import torch
 
 from omgm import step2
 from omgm.data.results import read_retrieval, write_retrieval
-from utils import mine_negatives
+from omgm.prep import mine_negatives
 
 
 @pytest.fixture(scope="module")

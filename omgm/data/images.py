@@ -31,7 +31,7 @@ def load_image(path: str | Path) -> Image.Image:
 def target_pad(image: Image.Image, ratio: float = 1.25) -> Image.Image:
     """Pad to a square with black (zeros), centred, when long/short side >= ``ratio``; else unchanged.
 
-    The reranker's TargetPad(1.25) (SPEC.md, step 2a); resize and centre-crop follow it.
+    The reranker's TargetPad(1.25); resize and centre-crop follow it.
     """
     w, h = image.size
     if max(w, h) / max(1, min(w, h)) < ratio:

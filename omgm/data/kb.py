@@ -96,6 +96,20 @@ class Entity:
         return self.section_texts[0] if self.section_texts else ""
 
 
+def check_entity(url: str, data: object, row: int, source: str = "") -> None:
+    """An entity's fields that later stages rely on: an object with equally long ``section_titles`` and
+    ``section_texts`` lists of strings. Raises :class:`KnowledgeBaseError` naming the file, row and URL."""
+    where = f"{source}: entity {url!r} (row {row})"
+    if not isinstance(data, dict):
+        raise KnowledgeBaseError(f"{where} is a {type(data).__name__}, expected an object")
+    titles, texts = data.get("section_titles"), data.get("section_texts")
+    for name, value in (("section_titles", titles), ("section_texts", texts)):
+        if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
+            raise KnowledgeBaseError(f"{where}: '{name}' must be a list of strings, got {type(value).__name__}")
+    if len(titles) != len(texts):
+        raise KnowledgeBaseError(f"{where} has {len(titles)} section titles but {len(texts)} section texts")
+
+
 class UrlOrderHash:
     """sha256 over the URLs in KB order, one per line: the KB's identity in an index manifest."""
 

@@ -21,15 +21,19 @@ from tqdm import tqdm
 
 from omgm.config import parse_with_config, require
 from omgm.data.jsonstream import iter_object_members
-from omgm.data.kb import STORE_FORMAT, STORE_VERSION, KnowledgeBaseError, UrlOrderHash
+from omgm.data.kb import STORE_FORMAT, STORE_VERSION, KnowledgeBaseError, UrlOrderHash, check_entity
+from omgm.data.kb_jsonl import entity_of, is_jsonl, iter_jsonl
 from omgm.data.wiki_images import CsvStats, iter_csv_rows
 from omgm.errors import cli_errors
+from omgm.io import atomic_write
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS entities(row INTEGER PRIMARY KEY, url TEXT NOT NULL UNIQUE, title TEXT, data TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS wiki_images(title TEXT NOT NULL, ord INTEGER NOT NULL, img_path TEXT NOT NULL,
                                        PRIMARY KEY(title, ord)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS url_images(title TEXT NOT NULL, url TEXT NOT NULL, img_path TEXT NOT NULL,
+                                      PRIMARY KEY(title, url)) WITHOUT ROWID;
 """
 
 
@@ -77,17 +81,31 @@ def _insert_batch(con: sqlite3.Connection, batch: list[tuple], offset: int, sour
     con.commit()
 
 
+def _members(source: Path, start_byte: int, images_dir: Path | None, con: sqlite3.Connection):
+    """``(url, entity, byte offset)`` from a KB JSON, or from a JSONL of your own entities (whose images go to
+    the ``wiki_images`` table as they are read)."""
+    if not is_jsonl(source):
+        yield from iter_object_members(source, start_byte=start_byte)
+        return
+    for n, line, end in iter_jsonl(source, start_byte):
+        url, entity, images = entity_of(line, n, source, images_dir)
+        con.execute("DELETE FROM wiki_images WHERE title = ?", (entity["title"],))
+        con.executemany("INSERT OR IGNORE INTO wiki_images VALUES (?, ?, ?)",
+                        [(entity["title"], i, rel) for i, (_, rel) in enumerate(images)])
+        con.executemany("INSERT OR IGNORE INTO url_images VALUES (?, ?, ?)",
+                        [(entity["title"], ref, rel) for ref, rel in images if ref != rel])
+        yield url, entity, end
+
+
 def import_entities(source: Path, con: sqlite3.Connection, start_row: int, start_byte: int,
-                    commit_every: int = 2000, progress: bool = True) -> int:
+                    commit_every: int = 2000, progress: bool = True, images_dir: Path | None = None) -> int:
     """Append entities from ``source`` starting at ``start_byte``; returns the entity count."""
     size = source.stat().st_size
     bar = tqdm(total=size, initial=start_byte, unit="B", unit_scale=True, desc=f"import {source.name}",
                disable=not progress)
     row, last, batch = start_row, start_byte, []
-    for url, value, end in iter_object_members(source, start_byte=start_byte):
-        if not isinstance(value, dict):
-            raise KnowledgeBaseError(f"{source}: entity {url!r} (row {row}) is a {type(value).__name__}, "
-                                     f"expected an object")
+    for url, value, end in _members(source, start_byte, images_dir, con):
+        check_entity(url, value, row, str(source))
         title = value.get("title") or ((value.get("section_titles") or [""])[0])
         batch.append((row, url, title, json.dumps(value, ensure_ascii=False, separators=(",", ":"))))
         row += 1
@@ -127,10 +145,14 @@ def import_wiki_images(con: sqlite3.Connection, csv_dir: Path, max_per_title: in
 
 
 def run_import(knowledge_base: str | Path, out: str | Path, wiki_img_csv_dir: str | Path | None = None,
-               overwrite: bool = False, commit_every: int = 2000, progress: bool = True) -> Path:
+               overwrite: bool = False, commit_every: int = 2000, progress: bool = True,
+               images_dir: str | Path | None = None) -> Path:
+    """Import a KB JSON (or a JSONL of your own entities, see :mod:`omgm.data.kb_jsonl`) into ``out``."""
     source, out = Path(knowledge_base), Path(out)
     if not source.is_file():
-        raise KnowledgeBaseError(f"knowledge base JSON not found: {source}")
+        raise KnowledgeBaseError(f"knowledge base file not found: {source}")
+    if is_jsonl(source) and wiki_img_csv_dir:
+        raise KnowledgeBaseError("a JSONL knowledge base lists its own images: --wiki_img_csv_dir does not apply")
     if out.exists() and not overwrite:
         raise KnowledgeBaseError(f"{out} exists; pass --overwrite to replace it")
     partial = out.with_name(out.name + ".partial")
@@ -142,8 +164,12 @@ def run_import(knowledge_base: str | Path, out: str | Path, wiki_img_csv_dir: st
     try:
         if row:
             print(f"resuming import of {source} at entity {row} (byte {offset})", file=sys.stderr)
-        count = import_entities(source, con, row, offset, commit_every, progress)
-        if wiki_img_csv_dir:
+        count = import_entities(source, con, row, offset, commit_every, progress,
+                                Path(images_dir) if images_dir else None)
+        if is_jsonl(source):
+            _set_meta(con, images_dir=str(Path(images_dir).resolve()) if images_dir else "")
+            _finish_jsonl_images(con, out)
+        elif wiki_img_csv_dir:
             stats = import_wiki_images(con, Path(wiki_img_csv_dir))
             print(f"wiki-image CSVs: {stats.files} files, {stats.rows} rows, {stats.malformed} malformed rows "
                   f"skipped" + "".join(f"\n  e.g. {e}" for e in stats.examples), file=sys.stderr)
@@ -160,9 +186,28 @@ def run_import(knowledge_base: str | Path, out: str | Path, wiki_img_csv_dir: st
     return out
 
 
+def _finish_jsonl_images(con: sqlite3.Connection, out: Path) -> None:
+    """Mark the store as carrying its own image list; write the URL images as a wiki-image CSV to download."""
+    import csv
+
+    _set_meta(con, wiki_images=1, wiki_image_csv_dir="")
+    rows = list(con.execute("SELECT title, url, img_path FROM url_images ORDER BY title, url"))
+    if rows:
+        folder = out.with_name(out.name + ".images")
+        folder.mkdir(parents=True, exist_ok=True)
+        with atomic_write(folder / "wiki_image_url_part_1_processed.csv") as tmp, open(tmp, "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["title", "image_URL", "img_path", "caption"])
+            w.writerows([(t, u, p, "") for t, u, p in rows])
+        print(f"{len(rows)} images are URLs: fetch them with `omgm data download-images --csv_dir {folder} "
+              f"--out IMAGES_DIR` (IMAGES_DIR = your --images_dir)", file=sys.stderr)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m omgm.data.kb_import", description=__doc__.split("\n\n")[0])
     p.add_argument("--kb_json", help="the KB JSON ({url: {title, section_titles, ...}})")
+    p.add_argument("--jsonl", default=None, help="or your own KB: one entity per line {url, title, sections, images}")
+    p.add_argument("--images_dir", default=None, help="--jsonl: the folder its image paths are relative to")
     p.add_argument("--out", help="the SQLite store to write (e.g. encyclopedic_kb_wiki.sqlite)")
     p.add_argument("--wiki_img_csv_dir", default=None, help="also import the wiki_image_url_part_*_processed.csv files")
     p.add_argument("--commit_every", type=int, default=2000)
@@ -173,8 +218,11 @@ def build_parser() -> argparse.ArgumentParser:
 @cli_errors
 def main(argv: list[str] | None = None) -> int:
     args = parse_with_config(build_parser(), argv)
+    if args.jsonl:
+        args.kb_json = args.jsonl
     require(args, "kb_json", "out")
-    run_import(args.kb_json, args.out, args.wiki_img_csv_dir, args.overwrite, args.commit_every)
+    run_import(args.kb_json, args.out, None if args.jsonl else args.wiki_img_csv_dir, args.overwrite,
+               args.commit_every, images_dir=args.images_dir)
     return 0
 
 

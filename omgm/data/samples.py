@@ -1,6 +1,6 @@
 """E-VQA and InfoSeek question CSVs -> :class:`Sample` records, and query-image path resolution.
 
-Faithful to the published code (SPEC.md, "Data"):
+Faithful to the published code (see docs/faithfulness.md):
 - evaluation keeps rows whose ``question_type`` is in :data:`SINGLE_HOP_TYPES` (2-hop rows dropped);
 - E-VQA sample ids are ``E-VQA_{i}`` with ``i`` the row index *after* filtering; InfoSeek rows carry ``data_id``;
 - only the first of the ``|``-separated ``dataset_image_ids`` is the query image.

@@ -2,7 +2,7 @@
 
 Each CSV has a header row and columns, by position: 0 = entity title, 1 = image URL, 2 = ``img_path``
 relative to the wiki-image root, 3 = caption. Lookup is by *title*; at most 10 distinct images that exist
-on disk are kept per title, in CSV order; the pipeline uses the first (SPEC.md, "Data").
+on disk are kept per title, in CSV order; the pipeline uses the first.
 
 Sources: the CSV folder (read into memory), or the ``wiki_images`` table of a KB store when the CSVs were
 imported with ``kb_import --wiki_img_csv_dir``. Rows with fewer than 3 columns are skipped and counted.
@@ -137,6 +137,8 @@ def wiki_images_for(kb, image_root: str | Path | None, csv_dir: str | Path | Non
     """Title lookup for ``kb``: from the CSV folder when given, else from the KB store's imported CSVs."""
     from omgm.data.kb import SqliteKnowledgeBase
 
+    if not image_root and isinstance(kb, SqliteKnowledgeBase):
+        image_root = kb.meta.get("images_dir") or None        # a JSONL KB remembers its images folder
     if not image_root:
         raise WikiImageError("no wiki-image root: pass --wiki_img_path_prefix (or set it in the config)")
     if csv_dir:

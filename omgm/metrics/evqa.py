@@ -1,4 +1,4 @@
-"""Encyclopedic-VQA accuracy as the official scorer computes it (SPEC.md, "Metric details").
+"""Encyclopedic-VQA accuracy as the official scorer computes it (see docs/faithfulness.md).
 
 A question passes on exact match (EM) after normalisation, else on BEM (an answer-equivalence BERT,
 ``[CLS] candidate [SEP] reference [SEP] question [SEP]``, pass at p >= 0.5). The reference may list

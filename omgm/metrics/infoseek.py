@@ -1,4 +1,4 @@
-"""InfoSeek accuracy with the official rules (SPEC.md, "Metric details").
+"""InfoSeek accuracy with the official rules (see docs/faithfulness.md).
 
 - String and time answers: SQuAD normalisation (lower-case, punctuation deleted, articles removed,
   whitespace collapsed) and exact match against any alias. (No +/-1 year for time, whatever its docstring says.)

@@ -105,3 +105,57 @@ class EntitySearch:
         vec = r.encode_composed([image], [question]) if question is not None else r.encode_images([image])
         rows, sims = self.rank(vec, k)
         return self._entries(rows, sims)[0]
+
+
+@dataclass
+class SearchConfig:
+    """Everything step 1 needs, from a flat mapping (a YAML file, flags): the keys are the step-1 flag names."""
+
+    knowledge_base: str = ""
+    faiss_index: str = ""
+    retriever_vit: str = "eva-clip"
+    retriever_path: str | None = None
+    retriever_pretrained: str | None = None
+    trust_remote_code: bool | None = None
+    precision: str | None = None
+    device: str | None = None
+    composed_query: bool = False
+    retrieval_top_k: int = 20
+    inat_dir: str | None = None
+    gld_dir: str | None = None
+    infoseek_dir: str | None = None
+    missing_images: str = "error"
+    batch_size: int = 64
+    num_workers: int = 0
+    search_batch_size: int = 1024
+    allow_model_mismatch: bool = False
+    faiss_gpu: str = "auto"
+
+    @classmethod
+    def from_values(cls, values: dict) -> "SearchConfig":
+        known = {k: v for k, v in values.items() if k in cls.__dataclass_fields__}
+        cfg = cls(**known)
+        if not cfg.knowledge_base or not cfg.faiss_index:
+            raise SearchError("a search needs knowledge_base and faiss_index")
+        if cfg.device == "auto":
+            cfg.device = None
+        return cfg
+
+    @property
+    def image_dirs(self) -> ImageDirs:
+        return ImageDirs(self.inat_dir, self.gld_dir, self.infoseek_dir)
+
+    def build(self, kb: KnowledgeBase | None = None) -> EntitySearch:
+        """Load the retriever, the index and (unless given) the KB that this configuration names."""
+        from omgm.data.kb import open_kb
+        from omgm.retrieval.encoders import RetrieverSpec
+        from omgm.retrieval.registry import build_retriever
+
+        retriever = build_retriever(RetrieverSpec(self.retriever_vit, self.retriever_path, self.retriever_pretrained,
+                                                  self.device, self.precision, self.trust_remote_code))
+        return EntitySearch.load(retriever, self.faiss_index, kb or open_kb(self.knowledge_base),
+                                 self.allow_model_mismatch, self.faiss_gpu, self.search_batch_size)
+
+    def run(self, engine: EntitySearch, samples: Sequence[Sample], progress: bool = False) -> SearchRun:
+        return engine.search(samples, self.retrieval_top_k, self.image_dirs, self.composed_query,
+                             self.missing_images == "skip", self.batch_size, self.num_workers, progress)

@@ -1,6 +1,6 @@
 """LAVIS BLIP-2 checkpoints <-> :class:`IT2ITReranker` parameters, loaded strictly with a report.
 
-Accepted sources (SPEC.md, "Checkpoint layout"), any combination, earlier sources win for a key:
+Accepted sources, any combination, earlier sources win for a key:
 - ``blip2_pretrained.pth`` (LAVIS; ``{"model": state_dict}``): trainable parameters only, no ``visual_encoder.``;
 - the EVA ViT-g file (``eva_vit_g.pth``): bare ViT keys (``blocks.N...``), 40 blocks of which 39 are used;
 - the authors' trained reranker (``model_*.pth``): the bare state dict of their class, i.e. the LAVIS keys (ViT

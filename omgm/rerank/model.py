@@ -3,9 +3,9 @@
 One side (query image + question, or wiki image + section text) is encoded by running the Q-Former BERT on
 the 32 learned query tokens followed by the text tokens, with the query positions cross-attending to the
 ViT features (``ln_vision`` applied); the 32 query-token outputs (768-d, no projection) are the embedding.
-Two sides are compared by late interaction, ``s(q, c) = mean_i max_j <q_i, c_j>`` (SPEC.md, step 2a).
+Two sides are compared by late interaction, ``s(q, c) = mean_i max_j <q_i, c_j>``.
 
-Parity notes (SPEC.md, checkpoint layout): LayerNorm eps 1e-6 inside the ViT, 1e-5 for ``ln_vision`` (the
+Parity notes: LayerNorm eps 1e-6 inside the ViT, 1e-5 for ``ln_vision`` (the
 vision model's ``post_layernorm`` here, set explicitly), 1e-12 in the Q-Former; no causal mask; padding the
 text does not change the query outputs.
 """

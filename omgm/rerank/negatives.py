@@ -1,4 +1,4 @@
-"""Hard negatives for training the reranker (SPEC.md, step 2a).
+"""Hard negatives for training the reranker.
 
 The negative file (the authors' format) is keyed by query image id::
 

@@ -1,4 +1,4 @@
-"""Step 2a: contrastive training of the IT2IT reranker (SPEC.md): CE over [s(q,pos), s(q,neg_1..15)] / temp.
+"""Step 2a: contrastive training of the IT2IT reranker: CE over [s(q,pos), s(q,neg_1..15)] / temp.
 
 AdamW (betas 0.9/0.98, eps 1e-7, wd 0.05) on the trainable parameters (Q-Former, query tokens, temp,
 ln_vision; the ViT is frozen), OneCycleLR (max lr, pct_start 0.3, div_factor 100), fp16 autocast with a

@@ -1,6 +1,6 @@
 """Before a long GPU run: what is missing? Query images, KB entities, wiki images, per split.
 
-    python -m utils.check_data --config configs/my_paths.yaml --config configs/evqa.yaml \
+    omgm data check --config configs/my_paths.yaml --config configs/evqa.yaml \
         [--splits test.csv train.csv] [--step1_result step1.json] [--out data_check.json]
 
 For each split CSV: rows kept, query images not found (iNat/GLD/InfoSeek rules), gold URLs not in the KB,
@@ -42,7 +42,7 @@ def check_split(path: str, kb, wiki, dirs: ImageDirs, examples: int = 3) -> dict
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m utils.check_data", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="omgm data check", description=__doc__.split("\n\n")[0])
     p.add_argument("--splits", nargs="*", default=None, help="CSV files (default: train_file, test_file, sample_file)")
     p.add_argument("--train_file", default=None)
     p.add_argument("--test_file", default=None)

@@ -1,7 +1,7 @@
 """Mine the reranker's hard-negative file from step-1 results on the training split.
 
     python -m omgm.step1 --sample_file train.csv ... --save_result_path train_step1.json
-    python -m utils.mine_negatives --train_file train.csv --step1_result train_step1.json \
+    omgm data mine-negatives --train_file train.csv --step1_result train_step1.json \
         --knowledge_base kb.sqlite --wiki_img_csv_dir csv/ --wiki_img_path_prefix wiki_images/ --out negatives.json
 
 Writes the authors' format (keyed by query image id, ``gt_entity_pos_img`` + ``top_20``), so their file and
@@ -22,7 +22,7 @@ from omgm.rerank.negatives import mine, write_negative_db
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m utils.mine_negatives", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="omgm data mine-negatives", description=__doc__.split("\n\n")[0])
     p.add_argument("--train_file")
     p.add_argument("--step1_result")
     p.add_argument("--knowledge_base")

@@ -1,6 +1,6 @@
 """Download the Wikipedia images of the 13 wiki-image CSVs into exactly their ``img_path`` layout.
 
-    python -m utils.download_wiki_images --csv_dir wiki_image_csv/ --out wiki_images/ \
+    omgm data download-images --csv_dir wiki_image_csv/ --out wiki_images/ \
         [--workers 8] [--rate 10] [--only_entities step1_results.json] [--limit 1000]
 
 - Concurrent (``--workers``) under one global rate limit (``--rate`` requests/s), with a descriptive
@@ -228,7 +228,7 @@ def run(csv_dir: str | Path, opt: Options, titles: set[str] | None = None, limit
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m utils.download_wiki_images", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="omgm data download-images", description=__doc__.split("\n\n")[0])
     p.add_argument("--csv_dir", required=True)
     p.add_argument("--out", required=True, help="wiki-image root: files land at OUT/img_path")
     p.add_argument("--workers", type=int, default=8)

@@ -1,6 +1,6 @@
 """Lay out iNaturalist images as E-VQA expects them: ``{inat_dir}/{id}.jpg``.
 
-    python -m utils.rename_inat --id2name val_id2name.json --src inaturalist_2021/ --dst inat/val [--mode symlink]
+    omgm data rename-inat --id2name val_id2name.json --src inaturalist_2021/ --dst inat/val [--mode symlink]
 
 ``--id2name`` (the ``train_id2name.json`` / ``val_id2name.json`` files) maps each image id to its file in the
 iNaturalist release (e.g. ``val/02912_Animalia_.../0a1b.jpg``); ``--src`` is the release's root. Each file is
@@ -67,7 +67,7 @@ def rename(id2name: dict[str, str], src_root: Path, dst: Path, mode: str = "syml
 
 @cli_errors
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m utils.rename_inat", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="omgm data rename-inat", description=__doc__.split("\n\n")[0])
     p.add_argument("--id2name", required=True)
     p.add_argument("--src", required=True, help="root of the iNaturalist release")
     p.add_argument("--dst", required=True, help="the inat_dir E-VQA reads")

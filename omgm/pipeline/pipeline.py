@@ -1,0 +1,112 @@
+"""The whole pipeline for one question, with every model loaded once: ``Pipeline.from_config(...).ask(image, q)``.
+
+Configuration is the flat mapping every stage reads (YAML files, ``OMGM_*`` variables, keyword overrides), with
+the stages' own key names: ``knowledge_base``, ``faiss_index``, ``retriever_vit``..., ``reranker_ckpt_path``,
+``reranker_model_name``, ``tokenizer``, ``wiki_img_csv_dir``, ``wiki_img_path_prefix``, ``step1_alpha``...,
+``answer_generator``, ``llm_checkpoint``, ``prompt_style``, ``step2_beta``, ``section_reranker``... Without a
+``reranker_ckpt_path`` step 2 is skipped (step 1's ranking is kept; the cross-encoder alone picks the section).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from omgm.data.images import load_image
+from omgm.data.samples import Sample
+from omgm.pipeline.answer import AnswerConfig, Answerer, build_answerer
+from omgm.pipeline.rerank import Reranker
+from omgm.pipeline.search import EntitySearch, SearchConfig
+
+
+class GivenImage:
+    """Image "directories" that hold one given file (for a question asked directly)."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+
+    def resolve(self, sample: Sample) -> Path | None:
+        return self.path
+
+
+def _values(config_files: tuple[str, ...], overrides: dict[str, Any]) -> dict:
+    import os
+
+    from omgm.config import config_values, interpolate
+
+    files = list(config_files) or [f for f in os.environ.get("OMGM_CONFIG", "").split(":") if f]
+    return interpolate({**config_values(files, [f.name for f in fields(AnswerConfig)]), **overrides})
+
+
+def _reranker(values: dict, search: EntitySearch) -> Reranker | None:
+    if not values.get("reranker_ckpt_path"):
+        return None
+    from omgm.data.wiki_images import wiki_images_for
+    from omgm.rerank.convert import build_reranker
+    from omgm.rerank.inputs import load_tokenizer
+
+    model, _ = build_reranker(values.get("reranker_model_name", "blip2"), reranker_ckpt=values["reranker_ckpt_path"],
+                              vit_ckpt=values.get("vit_ckpt"))
+    wiki = wiki_images_for(search.kb, values.get("wiki_img_path_prefix"), values.get("wiki_img_csv_dir"))
+    device = values.get("device") if values.get("device") not in (None, "auto") else None
+    from omgm.devices import resolve_device
+
+    return Reranker(model, load_tokenizer(values.get("tokenizer", "bert-base-uncased")), search.kb, wiki,
+                    device=resolve_device(device), query_norm=values.get("query_norm", "faithful"))
+
+
+class Pipeline:
+    """Step 1 -> step 2 (optional) -> step 3 for single questions (see the module docstring)."""
+
+    def __init__(self, search: EntitySearch, answerer: Answerer, reranker: Reranker | None = None, k: int = 20,
+                 alpha: float = 0.9) -> None:
+        self.search, self.answerer, self.reranker, self.k, self.alpha = search, answerer, reranker, k, alpha
+
+    @classmethod
+    def from_config(cls, *config_files: str, **overrides: Any) -> "Pipeline":
+        values = _values(config_files, overrides)
+        scfg = SearchConfig.from_values(values)
+        search = scfg.build()
+        reranker = _reranker(values, search)
+        acfg = AnswerConfig(**{f.name: values[f.name] for f in fields(AnswerConfig) if f.name in values})
+        if acfg.device == "auto":
+            acfg.device = None
+        alpha = values.get("step1_alpha", 0.9)
+        alpha = alpha[0] if isinstance(alpha, (list, tuple)) else float(alpha)
+        return cls(search, build_answerer(acfg, search.kb), reranker, scfg.retrieval_top_k, alpha)
+
+    def ask(self, image: str | Path | Image.Image, question: str, dataset: str = "evqa", top: int = 5) -> dict:
+        """Rank entities for the question's image, pick a section of the best, answer. Returns a plain dict."""
+        t0 = time.time()
+        if isinstance(image, Image.Image):           # the generator reads a file: keep one
+            import tempfile
+
+            path = Path(tempfile.mkstemp(suffix=".png", prefix="omgm-ask-")[1])
+            image.convert("RGB").save(path)
+        else:
+            path = Path(image)
+        img = load_image(path)
+        entry = self.search.query(img, None, self.k)
+        t1 = time.time()
+        if self.reranker is not None:
+            entry = self.reranker.query(img, question, entry, self.alpha)
+        t2 = time.time()
+        sample = Sample("ask", question, "", "", "infoseek" if dataset == "infoseek" else "ask", "automatic"
+                        if dataset != "infoseek" else "infoseek", "")
+        self.answerer.image_dirs = GivenImage(path)
+        rec = self.answerer.answer([sample], {"ask": entry})[0]
+        ents = [{"rank": i + 1, "url": e["url"], "title": e.get("title", ""),
+                 "score": entry["retrieval_similarities"][i],
+                 "step1": (entry.get("step1_similarities") or entry["retrieval_similarities"])[i],
+                 "step2": entry["step2_scores"][i] if "step2_scores" in entry else None}
+                for i, e in enumerate(entry["retrieved_entities"][:top])]
+        return {"question": question, "image": str(path) if path else None, "entities": ents,
+                "reranked": self.reranker is not None,
+                "section": {"entity": rec["top1_entity_title"], "title": rec["top1_section_title"],
+                            "text": rec["top1_sec"], "q2s": rec["q2s_scores"], "s3": rec["step3_sec_sim"]},
+                "answer": rec["prediction"], "unanswered": rec["unanswered"],
+                "seconds": {"search": round(t1 - t0, 3), "rerank": round(t2 - t1, 3),
+                            "answer": round(time.time() - t2, 3)}}

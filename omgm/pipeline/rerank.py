@@ -1,0 +1,115 @@
+"""Step 2b as a library object: :class:`Reranker` scores every section of each step-1 entity and fuses.
+
+``section_scores(samples, entries)`` runs the IT2IT reranker (the heavy part) and returns, per sample, the
+per-section step-2 scores and section ids of each entity; ``fuse(...)`` reorders a step-1 entry by
+``alpha * s1 + (1 - alpha) * max(section scores)`` (0 for an entity without image or sections) and adds
+``sec_sim``/``sec_ids``/``step1_similarities``/``step2_scores``; ``rerank(...)`` does both for several alphas
+(the scores are computed once). ``query(image, question, entry)`` reranks one query's entry.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import torch
+from PIL import Image
+
+from omgm.data.kb import KnowledgeBase
+from omgm.data.samples import ImageDirs, Sample
+from omgm.data.wiki_images import WikiImages
+from omgm.rerank.inputs import image_transform, load_pixels
+from omgm.rerank.model import IT2ITReranker
+from omgm.rerank.rerank import CandidateEncoder, encode_queries, entity_scores, fuse
+
+
+@dataclass
+class RerankedRun:
+    alpha: float
+    results: dict[str, dict]
+    top1_section_hits: int        # top-1 entity is the gold one and its best section is the evidence section
+
+    def section_recall(self, n_samples: int) -> float:
+        return round(100.0 * self.top1_section_hits / max(1, n_samples), 2)
+
+
+def fuse_entry(entry: Mapping, sec_sims: list[list[float]], sec_ids: list[list[int]], alpha: float) -> dict:
+    """A step-1 entry reordered by the fused score, with the step-2 fields (see the module docstring)."""
+    order = fuse(entry["retrieval_similarities"], sec_sims, alpha)
+    return {"retrieved_entities": [entry["retrieved_entities"][i] for i, _, _ in order],
+            "retrieval_similarities": [f for _, f, _ in order],
+            "sec_sim": [sec_sims[i] for i, _, _ in order], "sec_ids": [sec_ids[i] for i, _, _ in order],
+            "step1_similarities": [entry["retrieval_similarities"][i] for i, _, _ in order],
+            "step2_scores": [s2 for _, _, s2 in order]}
+
+
+def top1_section_hit(entry: Mapping, sample: Sample) -> bool:
+    """The fused top-1 entity is the gold one and its best-scored section is the evidence section."""
+    sec = entry["sec_sim"][0]
+    if entry["retrieved_entities"][0]["url"] != sample.wikipedia_url or not sec:
+        return False
+    best = entry["sec_ids"][0][max(range(len(sec)), key=sec.__getitem__)]
+    return best == sample.evidence_section_index
+
+
+class Reranker:
+    """See the module docstring."""
+
+    def __init__(self, model: IT2ITReranker, tokenizer, kb: KnowledgeBase, wiki: WikiImages,
+                 image_dirs: ImageDirs | None = None, device: torch.device | str = "cpu", batch_size: int = 64,
+                 query_chunk: int = 64, query_norm: str = "faithful", cache_dir: str | None = None,
+                 cache_memory_gb: float = 4.0, pad_to_max: bool = False) -> None:
+        self.model, self.tokenizer, self.kb = model.eval().to(device), tokenizer, kb
+        if torch.device(device).type == "cuda":
+            model.half_vit()                          # the ViT in fp16, as LAVIS runs it on GPU
+        self.device, self.batch_size, self.query_chunk = torch.device(device), batch_size, query_chunk
+        self.query_norm, self.pad_to_max, self.image_dirs = query_norm, pad_to_max, image_dirs or ImageDirs()
+        self.transform = image_transform(model.config.vision.image_size)
+        self.candidates = CandidateEncoder(model, tokenizer, kb, wiki, self.transform, self.device, batch_size,
+                                           cache_dir, memory_bytes=cache_memory_gb * 1e9, pad_to_max=pad_to_max)
+
+    @property
+    def counts(self):
+        return self.candidates.counts
+
+    def _queries(self, pixels: torch.Tensor, questions: Sequence[str]) -> torch.Tensor:
+        return encode_queries(self.model, self.tokenizer, pixels, questions, self.query_norm, self.device,
+                              self.pad_to_max)
+
+    def section_scores(self, samples: Sequence[Sample], entries: Mapping[str, Mapping], progress: bool = False
+                       ) -> tuple[dict[str, list[list[float]]], dict[str, list[list[int]]]]:
+        """Per sample: the step-2 score of every kept section of each of its entities, and the section ids."""
+        from tqdm import tqdm
+
+        todo = [s for s in samples if s.sample_id in entries]
+        sims, ids = {}, {}
+        for start in tqdm(range(0, len(todo), self.query_chunk), desc="rerank", disable=not progress):
+            chunk = todo[start:start + self.query_chunk]
+            urls = {s.sample_id: [e["url"] for e in entries[s.sample_id]["retrieved_entities"]] for s in chunk}
+            ents = self.candidates.encode([u for us in urls.values() for u in us])
+            for i in range(0, len(chunk), self.batch_size):
+                part = chunk[i:i + self.batch_size]
+                pix = load_pixels([self.image_dirs.resolve(s) for s in part], self.transform)
+                for s, q in zip(part, self._queries(pix, [s.question for s in part])):
+                    sims[s.sample_id] = [entity_scores(q, ents[u]) for u in urls[s.sample_id]]
+                    ids[s.sample_id] = [ents[u].section_ids for u in urls[s.sample_id]]
+        return sims, ids
+
+    def rerank(self, samples: Sequence[Sample], entries: Mapping[str, Mapping], alphas: Sequence[float] = (0.9,),
+               progress: bool = False) -> list[RerankedRun]:
+        sims, ids = self.section_scores(samples, entries, progress)
+        runs = []
+        for alpha in alphas:
+            results, hits = {}, 0
+            for s in samples:
+                if s.sample_id in sims:
+                    results[s.sample_id] = fuse_entry(entries[s.sample_id], sims[s.sample_id], ids[s.sample_id], alpha)
+                    hits += top1_section_hit(results[s.sample_id], s)
+            runs.append(RerankedRun(alpha, results, hits))
+        return runs
+
+    def query(self, image: Image.Image, question: str, entry: Mapping, alpha: float = 0.9) -> dict:
+        """Rerank one query's step-1 entry."""
+        urls = [e["url"] for e in entry["retrieved_entities"]]
+        ents = self.candidates.encode(urls)
+        q = self._queries(self.transform(image).unsqueeze(0), [question])[0]
+        return fuse_entry(entry, [entity_scores(q, ents[u]) for u in urls], [ents[u].section_ids for u in urls], alpha)

@@ -1,0 +1,1 @@
+"""Data preparation commands: ``omgm data download-images | check | rename-inat | mine-negatives``."""

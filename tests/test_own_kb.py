@@ -1,0 +1,94 @@
+"""Your own knowledge base: JSONL + images -> store -> index -> ``omgm ask`` (and the Python API), end to end."""
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from omgm import cli
+from omgm.data.kb import open_kb
+from omgm.data.wiki_images import wiki_images_for
+
+OWN = Path(__file__).resolve().parents[1] / "assets" / "own_kb"
+
+
+@pytest.fixture(scope="module")
+def own(tmp_path_factory, tiny_clip_ckpt, tiny_step3_models, bert_tokenizer):
+    w = tmp_path_factory.mktemp("own")
+    assert cli.main(["kb", "import", "--jsonl", str(OWN / "entities.jsonl"), "--images_dir", str(OWN / "images"),
+                     "--out", str(w / "kb.sqlite")]) == 0
+    assert cli.main(["index", "build", "--knowledge_base", str(w / "kb.sqlite"), "--faiss_index", str(w / "own.index"),
+                     "--retriever_vit", "omgm-tiny-eva", "--retriever_pretrained", str(tiny_clip_ckpt),
+                     "--device", "cpu", "--no_progress"]) == 0
+    import torch
+
+    from omgm.rerank.convert import save_ours
+    from omgm.rerank.model import IT2ITConfig, IT2ITReranker
+
+    torch.manual_seed(0)
+    save_ours(IT2ITReranker(IT2ITConfig.tiny(len(bert_tokenizer))), w / "reranker.pth")
+    bert_tokenizer.save_pretrained(w / "tok")
+    cfg = {"knowledge_base": str(w / "kb.sqlite"), "faiss_index": str(w / "own.index"),
+           "retriever_vit": "omgm-tiny-eva", "retriever_pretrained": str(tiny_clip_ckpt), "device": "cpu",
+           "reranker_ckpt_path": str(w / "reranker.pth"), "tokenizer": str(w / "tok"),
+           "answer_generator": str(tiny_step3_models.llava), "section_reranker": str(tiny_step3_models.cross),
+           "context_tokenizer": str(tiny_step3_models.llava), "max_new_tokens": 4, "retrieval_top_k": 5}
+    (w / "own.yaml").write_text("\n".join(f"{k}: {v}" for k, v in cfg.items()))
+    return w
+
+
+def test_import_keeps_order_sections_and_images(own):
+    kb = open_kb(own / "kb.sqlite")
+    lines = [json.loads(x) for x in (OWN / "entities.jsonl").read_text().splitlines()]
+    assert list(kb.urls()) == [x["url"] for x in lines]
+    ent = kb.get(lines[1]["url"])
+    assert ent.title == lines[1]["title"] and ent.section_texts == [s["text"] for s in lines[1]["sections"]]
+    wiki = wiki_images_for(kb, None)                     # the store remembers its images folder
+    assert wiki.first(lines[0]["title"]) == OWN / "images" / lines[0]["images"][0]
+
+
+def test_ask_end_to_end_cli_and_python(own, capsys):
+    img = OWN / "images" / "violet_ring_wren_0.jpg"
+    assert cli.main(["ask", "--config", str(own / "own.yaml"), "--image", str(img), "--question",
+                     "What colour is it?", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["reranked"] and len(out["entities"]) == 5 and out["entities"][0]["step2"] is not None
+    assert out["section"]["text"].startswith("# Wiki Article: ") and isinstance(out["answer"], str)
+    assert out["unanswered"] is None
+    from omgm.pipeline.pipeline import Pipeline
+
+    pipe = Pipeline.from_config(str(own / "own.yaml"))
+    again = pipe.ask(img, "What colour is it?")
+    assert [e["url"] for e in again["entities"]] == [e["url"] for e in out["entities"]]
+    assert again["answer"] == out["answer"]
+    assert cli.main(["ask", "--config", str(own / "own.yaml"), "--image", str(img), "--question", "q"]) == 0
+    assert "answer:" in capsys.readouterr().out
+
+
+def test_url_images_are_listed_for_download_and_bad_lines_named(tmp_path, capsys):
+    lines = [{"url": "u1", "title": "One", "sections": [{"title": "One", "text": "x"}],
+              "images": ["a.jpg", "https://example.org/img/One.png?x=1"]},
+             {"url": "u2", "title": "Two", "sections": [{"title": "Two", "text": "y"}]}]
+    src = tmp_path / "kb.jsonl"
+    src.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    assert cli.main(["kb", "import", "--jsonl", str(src), "--out", str(tmp_path / "kb.sqlite")]) == 0
+    csv_file = tmp_path / "kb.sqlite.images" / "wiki_image_url_part_1_processed.csv"
+    rows = csv_file.read_text().splitlines()
+    assert rows[0] == "title,image_URL,img_path,caption" and rows[1].startswith("One,https://example.org/img/One.png")
+    assert "url_images/" in rows[1] and rows[1].split(",")[2].endswith(".png")
+    src.write_text(json.dumps(lines[0]) + "\n" + json.dumps({"url": "u3", "title": "T", "sections": "no"}) + "\n")
+    assert cli.main(["kb", "import", "--jsonl", str(src), "--out", str(tmp_path / "k2.sqlite")]) == 2
+    assert "line 2 (u3): 'sections' must be a non-empty list" in capsys.readouterr().err
+
+
+def test_omgm_help_lists_every_command(capsys):
+    assert cli.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for cmd in ("step1", "step2 train", "step3", "kb import", "index build", "data download-images", "ask",
+                "list-models"):
+        assert cmd in out
+    assert cli.main(["nope"]) == 2
+    with pytest.raises(SystemExit) as e:
+        cli.main(["step1", "--help"])
+    assert e.value.code == 0 and "--retriever_vit" in capsys.readouterr().out
+    assert cli.main(["list-models"]) == 0 and "eva-clip" in capsys.readouterr().out
