@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from omgm.metrics import evqa, infoseek
+from omgm.metrics import infoseek
 from omgm.metrics.evqa import EvaluationError, evaluate_evqa, normalize, score_answer
 
 

@@ -1,6 +1,5 @@
 """Your own knowledge base: JSONL + images -> store -> index -> ``omgm ask`` (and the Python API), end to end."""
 import json
-import shutil
 from pathlib import Path
 
 import pytest

@@ -32,10 +32,10 @@ def make_tiny_clip(path: Path, seed: int = 0) -> Path:
     open_clip.add_model_config(MODEL_CONFIG_DIR)
     torch.manual_seed(seed)
     model = open_clip.create_model("omgm-tiny-eva", pretrained=None)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(model.state_dict(), tmp)
-    tmp.replace(path)
+    from omgm.io import atomic_write
+
+    with atomic_write(path) as tmp:
+        torch.save(model.state_dict(), tmp)
     return path
 
 

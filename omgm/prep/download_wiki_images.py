@@ -38,6 +38,7 @@ from tqdm import tqdm
 
 from omgm.data.results import write_json_atomic
 from omgm.data.wiki_images import CsvStats, iter_csv_records
+from omgm.io import atomic_write
 from omgm.errors import OmgmError, cli_errors
 
 DEFAULT_UA = "omgm-wiki-image-downloader/0.1 (research use; https://github.com/omgm; set --user_agent with your contact)"
@@ -183,13 +184,10 @@ def fetch(task: Task, opt: Options, limiter: RateLimiter) -> tuple[bool, str, in
 
 def _write_failures(path: Path, failures: list[dict]) -> None:
     """The failure manifest; if even that cannot be written (disk full), say so without hiding the first error."""
-    tmp = path.with_name(path.name + ".tmp")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text("".join(json.dumps(f) + "\n" for f in failures), encoding="utf-8")
-        os.replace(tmp, path)
+        with atomic_write(path) as tmp:
+            tmp.write_text("".join(json.dumps(f) + "\n" for f in failures), encoding="utf-8")
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         print(f"warning: could not write the failure manifest {path}: {exc}", file=sys.stderr)
 
 

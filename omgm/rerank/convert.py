@@ -23,6 +23,7 @@ from typing import Iterable
 import torch
 
 from omgm.errors import OmgmError
+from omgm.io import atomic_write
 from omgm.rerank.model import IT2ITConfig, IT2ITReranker
 
 OURS_FORMAT = "omgm.it2it"
@@ -192,10 +193,8 @@ def save_ours(model: IT2ITReranker, path: str | Path, trainable_only: bool = Fal
     sd = {k: v for k, v in model.state_dict().items() if params is None or k in params}
     obj = {"format": OURS_FORMAT, "config": model.config.to_dict(), "model": sd, "trainable_only": trainable_only,
            **(extra or {})}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)
+    with atomic_write(path) as tmp:
+        torch.save(obj, tmp)
     return path
 
 

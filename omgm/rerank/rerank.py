@@ -22,6 +22,7 @@ import torch
 from omgm.data.images import ImageLoadError, load_image
 from omgm.data.kb import KnowledgeBase
 from omgm.data.wiki_images import WikiImages
+from omgm.io import atomic_write
 from omgm.rerank.inputs import CANDIDATE_TEMPLATE, candidate_text, tokenize
 from omgm.rerank.model import IT2ITReranker, late_interaction, normalise_tokens
 
@@ -90,12 +91,9 @@ class CandidateEncoder:
     def _store(self, url: str, et: EntityTokens) -> None:
         self._remember(url, et)
         if self.cache_dir:
-            p = self._disk_path(url)
-            p.parent.mkdir(parents=True, exist_ok=True)
-            tmp = p.with_name(p.name + ".tmp")
-            torch.save({"section_ids": et.section_ids, "reason": et.reason,
-                        "tokens": et.tokens.half() if et.tokens is not None else None}, tmp)
-            tmp.replace(p)
+            with atomic_write(self._disk_path(url)) as tmp:
+                torch.save({"section_ids": et.section_ids, "reason": et.reason,
+                            "tokens": et.tokens.half() if et.tokens is not None else None}, tmp)
 
     # -- encoding ----------------------------------------------------------------------------------------
     @torch.no_grad()

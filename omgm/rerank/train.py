@@ -22,6 +22,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from omgm.io import write_json_atomic
 from omgm.rerank.convert import save_ours
 from omgm.rerank.dataset import Collate, RerankTrainSet
 from omgm.rerank.model import IT2ITReranker, normalise_tokens, paired_late_interaction
@@ -187,7 +188,7 @@ def train(model: IT2ITReranker, dataset: RerankTrainSet, tokenizer, cfg: TrainCo
     summary = {"steps": step, "total_steps": total, "steps_per_epoch": steps_per_epoch, "last_loss": last_loss,
                "examples": len(dataset), "dropped": dict(dataset.drops), "skipped_unreadable_images": skipped,
                "resumed_from": resumed, "config": asdict(cfg)}
-    (save_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
+    write_json_atomic(save_dir / "train_summary.json", summary, indent=2)
     return summary
 
 

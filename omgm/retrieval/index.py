@@ -12,7 +12,6 @@ manifest: they are accepted after checking vector count against the KB and dimen
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,7 +20,8 @@ import faiss
 import numpy as np
 from tqdm import tqdm
 
-from omgm.data.results import read_json, write_json_atomic
+from omgm.data.results import read_json
+from omgm.io import atomic_write, write_json_atomic
 from omgm.errors import OmgmError
 
 log = logging.getLogger(__name__)
@@ -65,10 +65,8 @@ def build_flat_ip(vectors: np.ndarray) -> faiss.Index:
 def write_index(index: faiss.Index, path: str | Path, manifest: IndexManifest) -> Path:
     """Write the index and its manifest, each atomically (temp file + rename)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    faiss.write_index(faiss.index_gpu_to_cpu(index) if _is_gpu(index) else index, str(tmp))
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        faiss.write_index(faiss.index_gpu_to_cpu(index) if _is_gpu(index) else index, str(tmp))
     write_json_atomic(manifest_path(path), asdict(manifest), indent=2)
     return path
 

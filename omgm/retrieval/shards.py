@@ -7,7 +7,6 @@ shards of another model or KB are refused rather than mixed.
 from __future__ import annotations
 
 import itertools
-import os
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
@@ -16,6 +15,7 @@ from tqdm import tqdm
 
 from omgm.data.results import read_json, write_json_atomic
 from omgm.errors import OmgmError
+from omgm.io import atomic_write
 
 
 class ShardError(OmgmError, ValueError):
@@ -59,9 +59,8 @@ def encode_sharded(texts_from: Callable[[int], Iterator[str]], n: int, encode: C
         if len(block) != end - start:
             raise ShardError(f"expected {end - start} texts for rows {start}..{end - 1}, got {len(block)}")
         target = shard_path(work_dir, start, end)
-        tmp = target.with_name(f".{target.name}.tmp.npy")
-        np.save(tmp, block)
-        os.replace(tmp, target)
+        with atomic_write(target, suffix=".npy") as tmp:
+            np.save(tmp, block)
     bar.close()
     return [shard_path(work_dir, s, e) for s, e in ranges]
 
