@@ -59,15 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-@cli_errors
-def main(argv: list[str] | None = None) -> int:
-    setup_logging()
-    a = parse_with_config(build_parser(), argv)
-    if not a.knowledge_base:
-        raise OmgmError("--knowledge_base (or the config's knowledge_base) is needed")
-    kb = open_kb(a.knowledge_base)
-    wiki = wiki_images_for(kb, a.wiki_img_path_prefix, a.wiki_img_csv_dir) if a.wiki_img_path_prefix else None
-    dirs = ImageDirs(a.inat_dir, a.gld_dir, a.infoseek_dir)
+def build_report(a, kb, wiki, dirs) -> tuple[dict, int]:
+    """Everything checked, and how many kinds of missing data were found."""
     splits = a.splits or [f for f in dict.fromkeys((a.train_file, a.test_file, a.sample_file)) if f]
     report = {"knowledge_base": {"path": str(a.knowledge_base), "entities": len(kb)}, "splits": {}}
     for path in splits:
@@ -84,7 +77,12 @@ def main(argv: list[str] | None = None) -> int:
     bad = sum(s.get("query_images_missing", 0) + s.get("gold_not_in_kb", 0) + s.get("gold_without_wiki_image", 0)
               + ("error" in s) for s in report["splits"].values())
     bad += report.get("faiss_index", {}).get("fits_kb") is False
-    print(f"knowledge base: {len(kb)} entities ({a.knowledge_base})")
+    return report, bad
+
+
+def print_report(report: dict, bad: int) -> None:
+    kb = report["knowledge_base"]
+    print(f"knowledge base: {kb['entities']} entities ({kb['path']})")
     print(f"{'split':40} {'rows':>7} {'no query img':>13} {'gold not in KB':>15} {'gold no wiki img':>17}")
     for path, s in report["splits"].items():
         if "error" in s:
@@ -95,14 +93,27 @@ def main(argv: list[str] | None = None) -> int:
         for e in s["query_image_examples"]:
             print(f"    missing query image: {e}")
     if "faiss_index" in report:
-        print(f"index {a.faiss_index}: {report['faiss_index']['vectors']} vectors, fits the KB: {report['faiss_index']['fits_kb']}")
+        f = report["faiss_index"]
+        print(f"index {f['path']}: {f['vectors']} vectors, fits the KB: {f['fits_kb']}")
     if "step1_entities" in report:
         print(f"step-1 entities: {report['step1_entities']}")
+    print("everything needed is present" if not bad else f"{bad} kinds of missing data found (see above)")
+
+
+@cli_errors
+def main(argv: list[str] | None = None) -> int:
+    setup_logging()
+    a = parse_with_config(build_parser(), argv)
+    if not a.knowledge_base:
+        raise OmgmError("--knowledge_base (or the config's knowledge_base) is needed")
+    kb = open_kb(a.knowledge_base)
+    wiki = wiki_images_for(kb, a.wiki_img_path_prefix, a.wiki_img_csv_dir) if a.wiki_img_path_prefix else None
     if wiki is None:
         print("wiki images not checked: set --wiki_img_path_prefix", file=sys.stderr)
+    report, bad = build_report(a, kb, wiki, ImageDirs(a.inat_dir, a.gld_dir, a.infoseek_dir))
+    print_report(report, bad)
     if a.out:
         write_json_atomic(a.out, report, indent=2)
-    print("everything needed is present" if not bad else f"{bad} kinds of missing data found (see above)")
     return 1 if bad else 0
 
 

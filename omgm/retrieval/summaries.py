@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from omgm.data.kb import Entity, KnowledgeBase
 from omgm.errors import OmgmError
+from omgm.io import append_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -80,11 +81,9 @@ class SummaryStore:
                                    f"{rec.get('row')} ({rec.get('url')!r}); the file belongs to another KB")
 
     def append(self, rows: Sequence[tuple[int, str, str]]) -> None:
+        """Append records; a last line left without its newline by a crash is completed first."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", encoding="utf-8") as fh:
-            for row, url, text in rows:
-                fh.write(json.dumps({"row": row, "url": url, "summary": text}, ensure_ascii=False) + "\n")
-            fh.flush()
+        append_jsonl(self.path, [{"row": row, "url": url, "summary": text} for row, url, text in rows])
 
     def iter_texts(self, kb: KnowledgeBase, start: int = 0) -> Iterator[str]:
         """Summaries from row ``start`` on, in row order, each checked against the KB."""
@@ -104,16 +103,16 @@ class LLMSummarizer:
 
     def __init__(self, model_path: str, device: str | None = None, dtype: str | None = None,
                  max_new_tokens: int = 96, max_words: int = 768) -> None:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
         from omgm.devices import resolve_device, torch_dtype
+        from omgm.hub import load_pretrained
 
         self.device = resolve_device(device)
-        self.tokenizer = AutoTokenizer.from_pretrained(model_path, padding_side="left")
+        self.tokenizer = load_pretrained("AutoTokenizer", model_path, what="summary model tokenizer",
+                                         padding_side="left")
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch_dtype(dtype, self.device)
-                                                          ).to(self.device).eval()
+        self.model = load_pretrained("AutoModelForCausalLM", model_path, what="summary model (--summary_model)",
+                                     dtype=torch_dtype(dtype, self.device)).to(self.device).eval()
         self.max_new_tokens, self.max_words = max_new_tokens, max_words
         self.name = f"llm:{model_path}"
 

@@ -1,0 +1,133 @@
+"""Index building as library functions: summaries or KB images -> resumable embedding shards -> FAISS + manifest.
+
+- :func:`build_summary_index`: one vector per KB entity (its summary, embedded by the retriever's text tower),
+  row i = the KB's i-th entity (OMGM's step-1 index).
+- :func:`build_image_index`: up to ``images_per_entity`` wiki images per entity, one vector each, with the
+  entity row of every vector in ``INDEX.ids.npy`` (EchoSight's baseline).
+
+Both write exact ``IndexFlatIP`` by default; ``factory`` takes a FAISS ``index_factory`` string (``HNSW32,Flat``,
+``IVF4096,Flat``, ``IVF4096,PQ64``...) built with the inner-product metric and trained on the vectors, and its
+recall@k against exact search (database vectors as queries) is measured and recorded in the manifest.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import faiss
+import numpy as np
+
+from omgm import __version__
+from omgm.data.images import ImageLoadError, load_image
+from omgm.data.kb import KnowledgeBase
+from omgm.errors import OmgmError
+from omgm.io import atomic_write
+from omgm.retrieval.encoders import Retriever
+from omgm.retrieval.index import IndexManifest, build_flat_ip, ids_path, search, write_index
+from omgm.retrieval.shards import encode_sharded
+
+
+@dataclass
+class BuildOptions:
+    work_dir: Path | None = None            # embedding shards (default: INDEX.shards/)
+    shard_size: int = 50_000
+    batch_size: int = 256
+    factory: str | None = None              # FAISS index_factory string; None: exact IndexFlatIP
+    recall_queries: int = 1000              # database vectors used as queries to measure an approximate index
+    recall_k: int = 20
+    progress: bool = True
+    notes: list[str] = field(default_factory=list)
+
+
+def assemble(vectors: np.ndarray, factory: str | None = None, opts: BuildOptions | None = None
+             ) -> tuple[faiss.Index, dict]:
+    """The index over ``vectors`` and what was measured about it (recall@k of an approximate index vs flat)."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    if not factory or factory in ("Flat", "IndexFlatIP"):
+        return build_flat_ip(vectors), {"index_type": "IndexFlatIP"}
+    opts = opts or BuildOptions()
+    try:
+        index = faiss.index_factory(vectors.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as exc:
+        raise OmgmError(f"--index_factory {factory!r}: {str(exc).splitlines()[0]}") from None
+    if not index.is_trained:
+        index.train(vectors)
+    index.add(vectors)
+    return index, {"index_type": factory, **measure_recall(vectors, index, opts.recall_queries, opts.recall_k)}
+
+
+def measure_recall(vectors: np.ndarray, index: faiss.Index, n_queries: int = 1000, k: int = 20,
+                   seed: int = 0) -> dict:
+    """recall@k of ``index`` against exact inner-product search, with database vectors as queries."""
+    rng = np.random.default_rng(seed)
+    q = vectors[rng.choice(len(vectors), size=min(n_queries, len(vectors)), replace=False)]
+    _, exact = search(build_flat_ip(vectors), q, k)
+    _, approx = search(index, q, k)
+    hits = sum(len(set(a.tolist()) & set(e.tolist())) for a, e in zip(approx, exact))
+    return {"recall_vs_flat": {f"R@{k}": round(hits / (len(q) * min(k, len(vectors))), 4)}, "recall_queries": len(q)}
+
+
+def _load_shards(shards: Sequence[Path]) -> np.ndarray:
+    return np.concatenate([np.load(s) for s in shards])
+
+
+def build_summary_index(kb: KnowledgeBase, retriever: Retriever, texts_from: Callable[[int], object], index_path: Path,
+                        texts_info: dict, opts: BuildOptions) -> IndexManifest:
+    """Embed the KB's summaries (``texts_from(row)`` yields them from ``row``) and write the index + manifest."""
+    work_dir = opts.work_dir or Path(f"{index_path}.shards")
+    info = {"model_id": retriever.model_id, "kb_url_order_hash": kb.url_order_hash(),
+            "summaries": texts_info.get("file", "")}
+    shards = encode_sharded(texts_from, len(kb), retriever.encode_texts, work_dir, info, opts.shard_size,
+                            opts.batch_size, opts.progress)
+    index, measured = assemble(_load_shards(shards), opts.factory, opts)
+    manifest = IndexManifest(model_id=retriever.model_id, dim=retriever.dim, count=index.ntotal,
+                             kb_url_order_hash=kb.url_order_hash(), kb_path=str(kb.path),
+                             index_type=measured.pop("index_type"), texts={**texts_info, **measured,
+                             "truncated_to_context": retriever.truncated_texts}, omgm_version=__version__)
+    write_index(index, index_path, manifest)
+    return manifest
+
+
+def build_image_index(kb: KnowledgeBase, retriever: Retriever, wiki, index_path: Path, images_per_entity: int,
+                      opts: BuildOptions) -> tuple[IndexManifest, list[str]]:
+    """Embed up to ``images_per_entity`` wiki images per entity; returns the manifest and undecodable files."""
+    wiki.max = images_per_entity
+    items = [(ent.row, str(p)) for ent in kb.entities() for p in wiki.paths(ent.title)]
+    if not items:
+        raise OmgmError("no wiki image found on disk for any entity (see omgm data check)")
+    bad: list[str] = []
+
+    def encode(paths):
+        images, ok = [], []
+        for p in paths:
+            try:
+                images.append(load_image(p))
+                ok.append(True)
+            except ImageLoadError as exc:
+                bad.append(str(exc))
+                ok.append(False)
+        out = np.zeros((len(paths), retriever.dim), dtype=np.float32)
+        if images:
+            out[np.array(ok)] = retriever.encode_images(images)
+        return out
+
+    info = {"model_id": retriever.model_id, "kb_url_order_hash": kb.url_order_hash(), "kind": "image",
+            "images": len(items)}
+    shards = encode_sharded(lambda start: iter(p for _, p in items[start:]), len(items), encode,
+                            opts.work_dir or Path(f"{index_path}.shards"), info, opts.shard_size, opts.batch_size,
+                            opts.progress)
+    vecs = _load_shards(shards)
+    keep = np.linalg.norm(vecs, axis=1) > 0
+    index, measured = assemble(vecs[keep], opts.factory, opts)
+    rows = np.array([r for r, _ in items], dtype=np.int64)[keep]
+    with atomic_write(ids_path(index_path), suffix=".npy") as tmp:
+        np.save(tmp, rows)
+    manifest = IndexManifest(model_id=retriever.model_id, dim=retriever.dim, count=index.ntotal, kind="image",
+                             kb_url_order_hash=kb.url_order_hash(), kb_path=str(kb.path),
+                             index_type=measured.pop("index_type"),
+                             texts={"kind": "image", "images_per_entity": images_per_entity, **measured,
+                                    "entities_with_images": int(len(set(rows.tolist()))),
+                                    "undecodable_images_skipped": int((~keep).sum())}, omgm_version=__version__)
+    write_index(index, index_path, manifest)
+    return manifest, bad
