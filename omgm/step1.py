@@ -29,7 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m omgm.step1", description=__doc__.split("\n\n")[0])
     p.add_argument("--sample_file", help="E-VQA or InfoSeek CSV")
     p.add_argument("--knowledge_base", help="KB JSON or SQLite store (row i = FAISS row i)")
-    p.add_argument("--faiss_index", help="summary index (ours with manifest, or the authors' bare file)")
+    p.add_argument("--faiss_index", help="summary index (ours with manifest, or the authors' bare file), an image "
+                                         "index, or EchoSight's released image-index folder")
     p.add_argument("--save_result_path", help="step-1 result JSON to write, or a directory for DIR/result.json")
     add_retriever_flags(p)
     p.add_argument("--top_ks", type=int_list, default=[1, 5, 10, 20], help="recall cut-offs, e.g. 1,5,10,20")
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     meta = {"omgm_version": __version__, "sample_file": str(args.sample_file), "samples_hash": samples_fingerprint(samples),
             "knowledge_base": str(args.knowledge_base), "faiss_index": str(args.faiss_index),
             "retriever": retriever.model_id, "index_kind": engine.kind, "composed_query": args.composed_query,
-            "retrieval_top_k": args.retrieval_top_k, "index_manifest": not engine.notes, "skipped": run.skipped}
+            "retrieval_top_k": args.retrieval_top_k, "index_manifest": engine.manifest is not None, "skipped": run.skipped}
     write_retrieval(out, run.results, "step1", meta, bare=args.bare_output)
     write_json_atomic(sibling(out, ".summary.json"), {
         "stage": "step1", **report.as_dict(), "skipped": run.skipped, "samples": len(samples),

@@ -43,19 +43,28 @@ class EntitySearch:
     """See the module docstring. ``notes`` says what was (or could not be) checked about the index."""
 
     def __init__(self, retriever: Retriever, index, kb: KnowledgeBase, image_rows: np.ndarray | None = None,
-                 search_batch_size: int = 1024, notes: Sequence[str] = ()) -> None:
+                 search_batch_size: int = 1024, notes: Sequence[str] = (), manifest=None) -> None:
         self.retriever, self.index, self.kb, self.image_rows = retriever, index, kb, image_rows
-        self.search_batch_size, self.notes = search_batch_size, list(notes)
+        self.search_batch_size, self.notes, self.manifest = search_batch_size, list(notes), manifest
 
     @classmethod
     def load(cls, retriever: Retriever, index_path: str | Path, kb: KnowledgeBase, allow_model_mismatch: bool = False,
              faiss_gpu: str = "auto", search_batch_size: int = 1024) -> "EntitySearch":
-        """Open an index (omgm's, with manifest; or a released bare one) and check it against the KB and model."""
+        """Open an index (omgm's, with manifest; the authors' bare summary index; EchoSight's released image-index
+        folder) and check it against the KB and model."""
+        from omgm.retrieval import echosight
+
+        released = echosight.locate(index_path)
+        if released is not None:
+            index, _ = load_index(released[0])
+            rows = echosight.read_ids(released[1], len(kb))
+            notes = echosight.check(index, rows, released[0], released[1], retriever.dim, retriever.model_id)
+            return cls(retriever, maybe_to_gpu(index, faiss_gpu), kb, rows, search_batch_size, notes)
         index, manifest = load_index(index_path)
         notes = check_index(index, manifest, index_path=index_path, kb_len=len(kb), kb_hash=kb.url_order_hash(),
                             model_id=retriever.model_id, dim=retriever.dim, allow_model_mismatch=allow_model_mismatch)
         rows = load_ids(index_path) if manifest is not None and manifest.kind == "image" else None
-        return cls(retriever, maybe_to_gpu(index, faiss_gpu), kb, rows, search_batch_size, notes)
+        return cls(retriever, maybe_to_gpu(index, faiss_gpu), kb, rows, search_batch_size, notes, manifest)
 
     @property
     def kind(self) -> str:
