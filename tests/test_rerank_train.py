@@ -82,8 +82,9 @@ def test_interrupted_training_resumes_to_the_same_state(step2_env, tmp_path):
     resumed = json.loads((tmp_path / "cut/train_summary.json").read_text())
     assert resumed["resumed_from"] == 4 and resumed["steps"] == full["steps"] == 20
     a = [json.loads(x) for x in (tmp_path / "full/train_log.jsonl").read_text().splitlines()]
-    b = [json.loads(x) for x in (tmp_path / "cut/train_log.jsonl").read_text().splitlines()][5:]   # steps 5..20
-    assert [r["step"] for r in b] == list(range(5, 21))
+    b = [json.loads(x) for x in (tmp_path / "cut/train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in b] == list(range(1, 21))              # the step logged before the kill is not repeated
+    b = b[4:]
     assert [r["lr"] for r in b] == [r["lr"] for r in a[4:]]                              # scheduler restored
     assert abs(b[0]["loss"] - a[4]["loss"]) < 1e-5                                       # same batch, same dropout
     assert max(abs(x["loss"] - y["loss"]) for x, y in zip(a[4:], b)) < 1e-5
@@ -92,3 +93,40 @@ def test_interrupted_training_resumes_to_the_same_state(step2_env, tmp_path):
     assert pa.keys() == pb.keys()
     for k in pa:
         assert torch.allclose(pa[k], pb[k], atol=1e-5), k
+
+
+def test_resume_at_an_epoch_boundary_is_exact(step2_env, tmp_path):
+    """The last checkpoint sits exactly at the end of epoch 1 (step 10 of 20)."""
+    assert step2.main(_train_args(step2_env, tmp_path / "full")) == 0
+    assert step2.main(_train_args(step2_env, tmp_path / "cut", max_steps=12)) == 0
+    for f in ("model_12.pth", "state_12.pt"):
+        (tmp_path / "cut" / f).unlink()
+    assert (tmp_path / "cut/state_10.pt").is_file()
+    assert step2.main(_train_args(step2_env, tmp_path / "cut")) == 0
+    assert json.loads((tmp_path / "cut/train_summary.json").read_text())["resumed_from"] == 10
+    a = [json.loads(x) for x in (tmp_path / "full/train_log.jsonl").read_text().splitlines()]
+    b = [json.loads(x) for x in (tmp_path / "cut/train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in b] == list(range(1, 21))
+    assert max(abs(x["loss"] - y["loss"]) for x, y in zip(a, b)) < 1e-5
+    pa = torch.load(tmp_path / "full/model_20.pth", weights_only=True)["model"]
+    pb = torch.load(tmp_path / "cut/model_20.pth", weights_only=True)["model"]
+    assert all(torch.allclose(pa[k], pb[k], atol=1e-5) for k in pa)
+
+
+class _Planted:
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("touch /tmp/omgm_planted_state",))
+
+
+def test_a_planted_training_state_is_not_unpickled(step2_env, tmp_path, capsys):
+    import os
+
+    assert step2.main(_train_args(step2_env, tmp_path / "run", max_steps=5)) == 0
+    if os.path.exists("/tmp/omgm_planted_state"):
+        os.unlink("/tmp/omgm_planted_state")
+    torch.save({"step": 5, "x": _Planted()}, tmp_path / "run/state_5.pt")
+    assert step2.main(_train_args(step2_env, tmp_path / "run") + ["--trust_checkpoint"]) == 2
+    assert "cannot resume from" in capsys.readouterr().err
+    assert not os.path.exists("/tmp/omgm_planted_state")

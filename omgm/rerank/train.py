@@ -22,7 +22,8 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from omgm.io import write_json_atomic
+from omgm.errors import OmgmError
+from omgm.io import atomic_write, read_jsonl, write_json_atomic
 from omgm.rerank.convert import save_ours
 from omgm.rerank.dataset import Collate, RerankTrainSet
 from omgm.rerank.model import IT2ITReranker, normalise_tokens, paired_late_interaction
@@ -85,16 +86,72 @@ def latest_checkpoint(save_dir: Path) -> int | None:
 
 
 def _rng_state() -> dict:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+    """Every RNG, as tensors, numbers and lists only (so the state loads with ``weights_only=True``)."""
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {"python": list(random.getstate()[1]) + [random.getstate()[0], random.getstate()[2]],
+            "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
+            "torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
 
 
 def _set_rng_state(s: dict) -> None:
-    random.setstate(s["python"])
-    np.random.set_state(s["numpy"])
+    *state, version, gauss = s["python"]
+    random.setstate((version, tuple(state), gauss))
+    name, keys, pos, has_gauss, cached = s["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(s["torch"])
     if s["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(s["cuda"])
+
+
+class ResumeStateError(OmgmError, ValueError):
+    """A training state file that cannot be read as tensors and numbers (damaged, or not one omgm wrote)."""
+
+
+def _load_state(path: Path) -> dict:
+    """``state_N.pt`` with ``weights_only=True``: tensors, numbers, strings and lists only, never code."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises several types for unsafe or unreadable files
+        raise ResumeStateError(f"cannot resume from {path}: {str(exc).splitlines()[0] if str(exc) else exc!r} "
+                               f"(a training state holds only tensors and numbers; delete the file to restart "
+                               f"from the previous checkpoint)") from None
+
+
+def _trim_log(path: Path, step: int) -> None:
+    """Drop log lines past ``step`` (written after the checkpoint a resumed run restarts from)."""
+    if not path.is_file():
+        return
+    keep = [r for r in read_jsonl(path) if r.get("step", 0) <= step]
+    with atomic_write(path) as tmp:
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in keep), encoding="utf-8")
+
+
+@dataclass
+class _Run:
+    """What a (possibly resumed) run starts from."""
+
+    step: int = 0
+    resumed: int | None = None
+    rng: dict | None = None
+
+
+def _resume(save_dir: Path, model, opt, sched, acc) -> _Run:
+    resumed = latest_checkpoint(save_dir)
+    if resumed is None:
+        return _Run()
+    state = _load_state(save_dir / f"state_{resumed}.pt")
+    ck = torch.load(save_dir / f"model_{resumed}.pth", map_location="cpu", weights_only=True)
+    bad = model.load_state_dict(ck["model"], strict=False).unexpected_keys
+    if bad:
+        raise ResumeStateError(f"{save_dir / f'model_{resumed}.pth'} does not fit this model: {bad[:5]}")
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    if acc.scaler is not None and state.get("scaler"):
+        acc.scaler.load_state_dict(state["scaler"])
+    _trim_log(save_dir / "train_log.jsonl", state["step"])
+    log.info("resumed from %s at step %d", save_dir / f"model_{resumed}.pth", state["step"])
+    return _Run(state["step"], resumed, state["rng"])
 
 
 def train(model: IT2ITReranker, dataset: RerankTrainSet, tokenizer, cfg: TrainConfig, extra_meta: dict | None = None,
@@ -108,88 +165,92 @@ def train(model: IT2ITReranker, dataset: RerankTrainSet, tokenizer, cfg: TrainCo
     acc = Accelerator(mixed_precision=mp, cpu=not use_cuda)
     save_dir = Path(cfg.save_dir)
     save_dir.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(cfg.seed)
-    random.seed(cfg.seed)
-    np.random.seed(cfg.seed)
-
+    for seed_fn in (torch.manual_seed, random.seed, np.random.seed):
+        seed_fn(cfg.seed)
     model.freeze_vision()
     if use_cuda:
         model.half_vit()
     loader = acc.prepare(DataLoader(dataset, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.num_workers,
                                     collate_fn=Collate(tokenizer, model.config.max_text_length)))
-    steps_per_epoch = len(loader)
-    total = steps_per_epoch * cfg.num_epochs
+    spe = len(loader)
+    total = spe * cfg.num_epochs
     # accelerate steps a prepared scheduler once per process for each optimiser step
     opt, sched = make_optimizer(model, cfg.learning_rate, total * acc.num_processes)
     objective, opt, sched = acc.prepare(ContrastiveObjective(model), opt, sched)
     model = acc.unwrap_model(objective).model
-    save_every = max(1, round(cfg.save_frequency * steps_per_epoch))
-
-    step, resumed, rng_state = 0, latest_checkpoint(save_dir), None
-    if resumed is not None:
-        state = torch.load(save_dir / f"state_{resumed}.pt", map_location="cpu", weights_only=False)
-        ck = torch.load(save_dir / f"model_{resumed}.pth", map_location="cpu", weights_only=True)
-        bad = model.load_state_dict(ck["model"], strict=False).unexpected_keys
-        if bad:
-            raise RuntimeError(f"{save_dir / f'model_{resumed}.pth'} does not fit this model: {bad[:5]}")
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        if acc.scaler is not None and state.get("scaler"):
-            acc.scaler.load_state_dict(state["scaler"])
-        rng_state = state["rng"]
-        step = state["step"]
-        log.info("resumed from %s at step %d of %d", save_dir / f"model_{resumed}.pth", step, total)
-
+    start = _resume(save_dir, model, opt, sched, acc)
     stop = min(total, cfg.max_steps) if cfg.max_steps else total
-    run = _wandb(cfg, extra_meta) if cfg.wandb and acc.is_main_process else None
-    log_file = (save_dir / "train_log.jsonl").open("a", encoding="utf-8")
-    skipped, t0, last_loss = 0, time.time(), float("nan")
-    bar = tqdm(total=stop, initial=step, desc="train reranker", disable=not (cfg.progress and acc.is_main_process))
-    objective.train()
-    model.vision.eval()
-    while step < stop:
-        epoch, skip = divmod(step, steps_per_epoch)
-        dataset.shuffle_for_epoch(epoch)
-        for batch in acc.skip_first_batches(loader, skip) if skip else loader:
-            if rng_state is not None:  # only now: starting the loader's iterator draws from the global RNG
-                _set_rng_state(rng_state)
-                rng_state = None
-            skipped += len(batch["errors"])
-            if batch["size"] == 0:
-                step += 1
-                continue
-            with acc.autocast():
-                loss = objective(**{k: v for k, v in batch.items() if k not in ("errors", "size")})
-            acc.backward(loss)
-            opt.step()
-            lr = sched.get_last_lr()[0]
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-            step += 1
-            last_loss = loss.item()
-            rec = {"step": step, "epoch": step / steps_per_epoch, "loss": last_loss, "lr": lr,
-                   "temp": model.temp.item(), "seconds": round(time.time() - t0, 2)}
-            log_file.write(json.dumps(rec) + "\n")
-            log_file.flush()
-            if run is not None:
-                run.log(rec, step=step)
-            if step % cfg.log_every == 0:
-                log.info("step %d/%d loss %.4f lr %.2e", step, total, last_loss, rec["lr"])
-            bar.update(1)
-            bar.set_postfix(loss=f"{last_loss:.4f}")
-            if step % save_every == 0 or step in (total, stop):
-                _save(acc, model, opt, sched, step, save_dir, extra_meta, trainable_only)
-            if step >= stop:
-                break
-    bar.close()
-    log_file.close()
-    if run is not None:
-        run.finish()
-    summary = {"steps": step, "total_steps": total, "steps_per_epoch": steps_per_epoch, "last_loss": last_loss,
-               "examples": len(dataset), "dropped": dict(dataset.drops), "skipped_unreadable_images": skipped,
-               "resumed_from": resumed, "config": asdict(cfg)}
+    loop = _Loop(acc, objective, model, opt, sched, cfg, save_dir, extra_meta, trainable_only, total, stop, spe)
+    with (save_dir / "train_log.jsonl").open("a", encoding="utf-8") as log_file:
+        loop.run(loader, dataset, start, log_file)
+    summary = {"steps": loop.step, "total_steps": total, "steps_per_epoch": spe, "last_loss": loop.last_loss,
+               "examples": len(dataset), "dropped": dict(dataset.drops), "skipped_unreadable_images": loop.skipped,
+               "resumed_from": start.resumed, "config": asdict(cfg)}
     write_json_atomic(save_dir / "train_summary.json", summary, indent=2)
     return summary
+
+
+class _Loop:
+    """The optimisation loop over epochs, with logging and checkpoints."""
+
+    def __init__(self, acc, objective, model, opt, sched, cfg: TrainConfig, save_dir: Path, meta, trainable_only,
+                 total: int, stop: int, spe: int) -> None:
+        self.acc, self.objective, self.model, self.opt, self.sched = acc, objective, model, opt, sched
+        self.cfg, self.save_dir, self.meta, self.trainable_only = cfg, save_dir, meta, trainable_only
+        self.total, self.stop, self.spe = total, stop, spe
+        self.step, self.skipped, self.last_loss, self.t0 = 0, 0, float("nan"), time.time()
+        self.save_every = max(1, round(cfg.save_frequency * spe))
+        self.wandb = _wandb(cfg, meta) if cfg.wandb and acc.is_main_process else None
+
+    def run(self, loader, dataset, start: _Run, log_file) -> None:
+        self.step, rng = start.step, start.rng
+        bar = tqdm(total=self.stop, initial=self.step, desc="train reranker",
+                   disable=not (self.cfg.progress and self.acc.is_main_process))
+        self.objective.train()
+        self.model.vision.eval()
+        while self.step < self.stop:
+            epoch, skip = divmod(self.step, self.spe)
+            dataset.shuffle_for_epoch(epoch)
+            if rng is not None and skip == 0:     # at an epoch boundary the saved RNG predates the new iterator
+                _set_rng_state(rng)
+                rng = None
+            for batch in self.acc.skip_first_batches(loader, skip) if skip else loader:
+                if rng is not None:               # mid-epoch: only now, starting the iterator draws from the RNG
+                    _set_rng_state(rng)
+                    rng = None
+                self._one(batch, log_file, bar)
+                if self.step >= self.stop:
+                    break
+        bar.close()
+        if self.wandb is not None:
+            self.wandb.finish()
+
+    def _one(self, batch: dict, log_file, bar) -> None:
+        self.skipped += len(batch["errors"])
+        if batch["size"] == 0:
+            self.step += 1
+            return
+        with self.acc.autocast():
+            loss = self.objective(**{k: v for k, v in batch.items() if k not in ("errors", "size")})
+        self.acc.backward(loss)
+        self.opt.step()
+        lr = self.sched.get_last_lr()[0]
+        self.sched.step()
+        self.opt.zero_grad(set_to_none=True)
+        self.step += 1
+        self.last_loss = loss.item()
+        rec = {"step": self.step, "epoch": self.step / self.spe, "loss": self.last_loss, "lr": lr,
+               "temp": self.model.temp.item(), "seconds": round(time.time() - self.t0, 2)}
+        log_file.write(json.dumps(rec) + "\n")
+        log_file.flush()
+        if self.wandb is not None:
+            self.wandb.log(rec, step=self.step)
+        if self.step % self.cfg.log_every == 0:
+            log.info("step %d/%d loss %.4f lr %.2e", self.step, self.total, self.last_loss, lr)
+        bar.update(1)
+        bar.set_postfix(loss=f"{self.last_loss:.4f}")
+        if self.step % self.save_every == 0 or self.step in (self.total, self.stop):
+            _save(self.acc, self.model, self.opt, self.sched, self.step, self.save_dir, self.meta, self.trainable_only)
 
 
 def _save(acc, model, opt, sched, step: int, save_dir: Path, meta: dict | None, trainable_only: bool) -> None:
@@ -199,9 +260,8 @@ def _save(acc, model, opt, sched, step: int, save_dir: Path, meta: dict | None, 
                   extra={"step": step, "init": meta or {}})
         state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": step, "rng": _rng_state(),
                  "scaler": acc.scaler.state_dict() if acc.scaler is not None else None}
-        tmp = save_dir / f".state_{step}.pt.tmp"
-        torch.save(state, tmp)
-        tmp.replace(save_dir / f"state_{step}.pt")
+        with atomic_write(save_dir / f"state_{step}.pt") as tmp:
+            torch.save(state, tmp)
         log.info("saved %s", save_dir / f"model_{step}.pth")
 
 
