@@ -12,7 +12,7 @@ import json
 
 import yaml
 
-from omgm.config import ConfigError, setup_logging
+from omgm.config import ConfigError, positive_int, setup_logging
 from omgm.errors import cli_errors
 
 
@@ -23,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", action="append", default=[], help="YAML file(s) (also $OMGM_CONFIG)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--dataset", choices=["evqa", "infoseek"], default="evqa", help="which prompts to use")
-    p.add_argument("--top", type=int, default=5, help="entities shown")
+    p.add_argument("--top", type=positive_int, default=5, help="entities shown")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     return p
 

@@ -15,12 +15,15 @@ import html
 import io
 import os
 from pathlib import Path
+from urllib.parse import quote
 
-from omgm.config import int_list, parse_with_config, setup_logging
+from omgm.config import int_list, parse_with_config, positive_int, setup_logging
 from omgm.data.images import load_image
 from omgm.data.results import read_retrieval
 from omgm.data.samples import ImageDirs, MissingImageError, read_samples
 from omgm.errors import OmgmError, cli_errors
+from omgm.io import atomic_write
+from omgm.metrics.evaluate import read_answers_file
 from omgm.metrics.plot import recall_plot
 from omgm.metrics.recall import recall_at_k
 
@@ -48,8 +51,8 @@ class Images:
     def src(self, path: Path | None) -> str | None:
         if path is None:
             return None
-        if not self.embed:
-            return Path(os.path.relpath(Path(path).resolve(), self.out_dir.resolve())).as_posix()
+        if not self.embed:       # a relative link, URL-encoded (a '#' or '?' in a folder name would break it)
+            return quote(Path(os.path.relpath(Path(path).resolve(), self.out_dir.resolve())).as_posix())
         if path not in self.cache:
             try:
                 im = load_image(path)
@@ -74,7 +77,8 @@ def _entities(entry: dict, gold: str, k: int, wiki, images: Images, extra: str =
     rows = []
     for i, (e, s) in enumerate(zip(entry["retrieved_entities"][:k], entry["retrieval_similarities"][:k])):
         thumb = images.src(wiki.first(e.get("title", ""))) if wiki else None
-        more = f" · s2 {entry['step2_scores'][i]:.3f}" if extra and "step2_scores" in entry else ""
+        s2 = entry["step2_scores"][i] if extra and "step2_scores" in entry else None
+        more = f" · s2 {s2:.3f}" if s2 is not None and abs(s2 - s) > 1e-9 else ""   # at alpha 0 they are one score
         rows.append(f'<div class="ent{" gold" if e["url"] == gold else ""}">{_img(thumb)}<span>{i + 1}. '
                     f'{html.escape(e.get("title") or e["url"])} <span class="small">{s:.3f}{more}</span></span></div>')
     return "".join(rows)
@@ -127,11 +131,45 @@ def build_parser() -> argparse.ArgumentParser:
                  "--wiki_img_path_prefix", "--inat_dir", "--gld_dir", "--infoseek_dir"):
         p.add_argument(flag, default=None)
     p.add_argument("--out", default="report.html")
-    p.add_argument("--top_k", type=int, default=5, help="entities shown per step")
+    p.add_argument("--top_k", type=positive_int, default=5, help="entities shown per step")
     p.add_argument("--top_ks", type=int_list, default=[1, 2, 3, 5, 10, 20])
-    p.add_argument("--limit", type=int, default=None, help="samples shown (all by default)")
+    p.add_argument("--limit", type=positive_int, default=None, help="samples shown (all by default)")
     p.add_argument("--embed", action="store_true", help="embed thumbnails instead of linking the images")
     return p
+
+
+def provenance(files: dict[str, tuple[str, dict]]) -> str:
+    """Which files, weights, models and prompt style produced the page."""
+    keys = ("retriever", "index_kind", "composed_query", "alpha", "query_norm", "reranker", "generator",
+            "prompt_style", "step2_beta", "section_reranker", "context_cut")
+    rows = []
+    for what, (path, meta) in files.items():
+        facts = " · ".join(f"{k}: {html.escape(str(meta[k]))}" for k in keys if meta.get(k) not in (None, ""))
+        rows.append(f"<li><b>{what}</b>: {html.escape(path)}{' — ' + facts if facts else ''}</li>")
+    return f"<ul class='small'>{''.join(rows)}</ul>"
+
+
+def _recall_table(results: dict[str, dict], gold: dict, ks: list[int], out: Path) -> tuple[str, str]:
+    curves, rows = {}, []
+    for name, res in results.items():
+        if res:
+            rep = recall_at_k({k: [e["url"] for e in v["retrieved_entities"]] for k, v in res.items()}, gold, ks)
+            curves[name] = rep.recall
+            rows.append(f"<tr><th>{name}</th>" + "".join(f"<td>{v:.2f}</td>" for v in rep.recall.values()) + "</tr>")
+    plot = recall_plot(curves, out.with_name(out.stem + "_files") / "recall.png") if curves else None
+    head = ("<table class='sum'><tr><th></th>" + "".join(f"<th>R@{k}</th>" for k in ks) + "</tr>" + "".join(rows)
+            + "</table>") if rows else ""
+    return head, f'<p><img src="{quote(plot.relative_to(out.parent).as_posix())}"></p>' if plot else ""
+
+
+def _wiki(a):
+    if not (a.wiki_img_path_prefix and (a.wiki_img_csv_dir or a.knowledge_base)):
+        return None
+    from omgm.data.kb import open_kb
+    from omgm.data.wiki_images import wiki_images_for
+
+    return wiki_images_for(open_kb(a.knowledge_base) if a.knowledge_base else None, a.wiki_img_path_prefix,
+                           a.wiki_img_csv_dir)
 
 
 @cli_errors
@@ -140,46 +178,29 @@ def main(argv: list[str] | None = None) -> int:
     a = parse_with_config(build_parser(), argv)
     if not a.sample_file or not (a.step1 or a.step2 or a.answers):
         raise OmgmError("give --sample_file and at least one of --step1, --step2, --answers")
-    from omgm.metrics.evaluate import read_answers
-
-    samples = read_samples(a.sample_file)
-    out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    s1 = read_retrieval(a.step1).results if a.step1 else {}
-    s2 = read_retrieval(a.step2).results if a.step2 else {}
-    answers = {r["data_id"]: r for r in read_answers(a.answers)} if a.answers else {}
-    wiki = None
-    if a.wiki_img_path_prefix and (a.wiki_img_csv_dir or a.knowledge_base):
-        from omgm.data.kb import open_kb
-        from omgm.data.wiki_images import wiki_images_for
-
-        wiki = wiki_images_for(open_kb(a.knowledge_base) if a.knowledge_base else None, a.wiki_img_path_prefix,
-                               a.wiki_img_csv_dir)
-    gold = {s.sample_id: s.wikipedia_url for s in samples}
-    curves, rows = {}, []
-    for name, res in (("step 1", s1), ("step 2", s2)):
-        if res:
-            rep = recall_at_k({k: [e["url"] for e in v["retrieved_entities"]] for k, v in res.items()}, gold, a.top_ks)
-            curves[name] = rep.recall
-            rows.append(f"<tr><th>{name}</th>" + "".join(f"<td>{v:.2f}</td>" for v in rep.recall.values()) + "</tr>")
-    plot = recall_plot(curves, out.with_name(out.stem + "_files") / "recall.png") if curves else None
+    samples, out = read_samples(a.sample_file), Path(a.out)
+    rf1, rf2 = (read_retrieval(p) if p else None for p in (a.step1, a.step2))
+    s1, s2 = (rf.results if rf else {} for rf in (rf1, rf2))
+    records, ans_meta = read_answers_file(a.answers) if a.answers else ([], {})
+    answers = {r["data_id"]: r for r in records}
+    head, plot_html = _recall_table({"step 1": s1, "step 2": s2}, {s.sample_id: s.wikipedia_url for s in samples},
+                                    a.top_ks, out)
+    files = {k: (p, meta) for k, p, meta in (("step 1", a.step1, rf1.meta if rf1 else {}),
+             ("step 2", a.step2, rf2.meta if rf2 else {}), ("answers", a.answers, ans_meta)) if p}
     acc = ""
     if answers:
         oks = [_answer_ok(r) for r in answers.values()]
         acc = f"<p>answer accuracy (exact match only): <b>{100.0 * sum(oks) / len(oks):.2f}</b> over {len(oks)}</p>"
-    images = Images(out.parent, a.embed)
-    dirs = ImageDirs(a.inat_dir, a.gld_dir, a.infoseek_dir)
+    images, dirs, wiki = Images(out.parent, a.embed), ImageDirs(a.inat_dir, a.gld_dir, a.infoseek_dir), _wiki(a)
     cards = [card(s, s1.get(s.sample_id), s2.get(s.sample_id), answers.get(s.sample_id), a.top_k, dirs, wiki, images)
              for s in samples[: a.limit]]
-    head = ("<table class='sum'><tr><th></th>" + "".join(f"<th>R@{k}</th>" for k in a.top_ks) + "</tr>"
-            + "".join(rows) + "</table>") if rows else ""
-    plot_html = f'<p><img src="{html.escape(plot.relative_to(out.parent).as_posix())}"></p>' if plot else ""
     buttons = "".join(f'<button onclick="f(\'{k}\')">{label}</button>' for k, label in FILTERS)
     doc = (f"<!doctype html><html><head><meta charset='utf-8'><title>omgm report</title><style>{CSS}</style>"
            f"<script>{JS}</script></head><body><h1>omgm report</h1><p class='small'>{html.escape(a.sample_file)} · "
-           f"{len(samples)} samples</p>{head}{plot_html}{acc}<p>{buttons} <span id='shown'>{len(cards)}</span> shown</p>"
-           + "".join(cards) + "</body></html>")
-    out.write_text(doc, encoding="utf-8")
+           f"{len(samples)} samples</p>{provenance(files)}{head}{plot_html}{acc}<p>{buttons} <span id='shown'>"
+           f"{len(cards)}</span> shown</p>" + "".join(cards) + "</body></html>")
+    with atomic_write(out) as tmp:
+        tmp.write_text(doc, encoding="utf-8")
     print(f"wrote {out} ({len(cards)} samples)")
     return 0
 

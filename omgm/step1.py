@@ -19,7 +19,7 @@ from omgm.data.kb import open_kb
 from omgm.data.results import write_retrieval
 from omgm.data.samples import ImageDirs, read_samples, samples_fingerprint
 from omgm.errors import cli_errors
-from omgm.io import check_writable, output_file, sibling, write_json_atomic
+from omgm.io import OutputLock, check_writable, output_file, sibling, write_json_atomic
 from omgm.metrics.evaluate import evaluate
 from omgm.pipeline.search import EntitySearch
 from omgm.retrieval.registry import add_retriever_flags, build_retriever, retriever_spec
@@ -63,35 +63,44 @@ def main(argv: list[str] | None = None) -> int:
         raise ConfigError(f"--top_ks {max(args.top_ks)} exceeds --retrieval_top_k {args.retrieval_top_k}")
     t0, out = time.time(), output_file(args.save_result_path)
     check_writable(out)
-    samples = read_samples(args.sample_file)
-    kb = open_kb(args.knowledge_base)
-    retriever = build_retriever(retriever_spec(args))
-    engine = EntitySearch.load(retriever, args.faiss_index, kb, args.allow_model_mismatch, args.faiss_gpu,
-                               args.search_batch_size)
-    for note in engine.notes:
-        print(note, file=sys.stderr)
-    run = engine.search(samples, args.retrieval_top_k, ImageDirs(args.inat_dir, args.gld_dir, args.infoseek_dir),
-                        args.composed_query, args.missing_images == "skip", args.batch_size, args.num_workers,
-                        not args.no_progress)
-    seconds = time.time() - t0
-    report = evaluate({s.sample_id: s.wikipedia_url for s in samples}, run.run(), args.top_ks)
-    meta = {"omgm_version": __version__, "sample_file": str(args.sample_file), "samples_hash": samples_fingerprint(samples),
-            "knowledge_base": str(args.knowledge_base), "faiss_index": str(args.faiss_index),
-            "retriever": retriever.model_id, "index_kind": engine.kind, "composed_query": args.composed_query,
-            "retrieval_top_k": args.retrieval_top_k, "index_manifest": engine.manifest is not None, "skipped": run.skipped}
-    write_retrieval(out, run.results, "step1", meta, bare=args.bare_output)
-    write_json_atomic(sibling(out, ".summary.json"), {
-        "stage": "step1", **report.as_dict(), "skipped": run.skipped, "samples": len(samples),
-        "seconds": round(seconds, 2), "seconds_per_query": round(seconds / max(1, len(run.results)), 4),
-        "result_file": str(out)}, indent=2)
-    print(report.table(f"step 1 ({retriever.model_id})"))
+    with OutputLock(out):
+        samples = read_samples(args.sample_file)
+        kb = open_kb(args.knowledge_base)
+        retriever = build_retriever(retriever_spec(args))
+        engine = EntitySearch.load(retriever, args.faiss_index, kb, args.allow_model_mismatch, args.faiss_gpu,
+                                   args.search_batch_size)
+        for note in engine.notes:
+            print(note, file=sys.stderr)
+        run = engine.search(samples, args.retrieval_top_k, ImageDirs(args.inat_dir, args.gld_dir, args.infoseek_dir),
+                            args.composed_query, args.missing_images == "skip", args.batch_size, args.num_workers,
+                            not args.no_progress)
+        seconds = time.time() - t0
+        report = evaluate({s.sample_id: s.wikipedia_url for s in samples}, run.run(), args.top_ks)
+        write_retrieval(out, run.results, "step1", _meta(args, samples, engine, run), bare=args.bare_output)
+        write_json_atomic(sibling(out, ".summary.json"), {
+            "stage": "step1", **report.as_dict(), "skipped": run.skipped, "samples": len(samples),
+            "seconds": round(seconds, 2), "seconds_per_query": round(seconds / max(1, len(run.results)), 4),
+            "result_file": str(out)}, indent=2)
+    _show(report.table(f"step 1 ({retriever.model_id})"), run, out)
+    return 0
+
+
+def _meta(args, samples, engine: EntitySearch, run) -> dict:
+    return {"omgm_version": __version__, "sample_file": str(args.sample_file),
+            "samples_hash": samples_fingerprint(samples), "knowledge_base": str(args.knowledge_base),
+            "faiss_index": str(args.faiss_index), "retriever": engine.retriever.model_id, "index_kind": engine.kind,
+            "composed_query": args.composed_query, "retrieval_top_k": args.retrieval_top_k,
+            "index_manifest": engine.manifest is not None, "skipped": run.skipped}
+
+
+def _show(table: str, run, out) -> None:
+    print(table)
     for what, n in run.skipped.items():
         if n:
             print(f"  {what.replace('_', ' ')}: {n} (counted as misses)")
     for msg in run.messages:
         print(f"  e.g. {msg}")
     print(f"wrote {out}")
-    return 0
 
 
 if __name__ == "__main__":

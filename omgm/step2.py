@@ -26,7 +26,7 @@ from omgm.data.samples import ImageDirs, read_samples, samples_fingerprint
 from omgm.data.wiki_images import WikiImages, wiki_images_for
 from omgm.errors import OmgmError, cli_errors
 from omgm.rerank.convert import build_reranker, read_checkpoint
-from omgm.io import check_writable, output_file, sibling
+from omgm.io import OutputLock, check_writable, output_file, sibling
 from omgm.metrics.evaluate import evaluate
 from omgm.pipeline.rerank import Reranker
 from omgm.rerank.inputs import image_transform, load_tokenizer
@@ -61,7 +61,7 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--neg-num", "--neg_num", dest="neg_num", type=positive_int, default=15)
     p.add_argument("--save_frequency", type=positive_float, default=0.5, help="checkpoint every this fraction of an epoch")
     p.add_argument("--save_dir", default="outputs/reranker")
-    p.add_argument("--wandb", type=int, default=0, help="1: log to Weights & Biases")
+    p.add_argument("--wandb", type=int, choices=[0, 1], default=0, help="1: log to Weights & Biases")
     p.add_argument("--num_workers", type=nonnegative_int, default=4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max_steps", type=positive_int, default=None, help="stop after this many steps (smoke tests)")
@@ -153,24 +153,25 @@ def run_rerank(argv: list[str]) -> int:
     check_writable(out)
     samples = read_samples(args.sample_file)
     step1 = read_retrieval(args.step1_result)
-    missing = check_made_for(step1, samples, args.sample_file)
+    kb = open_kb(args.knowledge_base_path)
+    missing = check_made_for(step1, samples, args.sample_file, kb)
     if max(args.top_ks) > max((len(e["retrieved_entities"]) for e in step1.results.values()), default=0):
         raise ConfigError(f"--top_ks {max(args.top_ks)} exceeds the {args.step1_result} candidate lists")
-    kb = open_kb(args.knowledge_base_path)
-    model, report = _load_for_rerank(args)
-    if not args.reranker_ckpt_path:
-        log.warning("no --reranker_ckpt_path: RANDOM reranker weights")
-    print(report.summary() or "no checkpoint loaded", file=sys.stderr)
-    reranker = Reranker(model, load_tokenizer(args.tokenizer), kb, _wiki(kb, args),
-                        ImageDirs(args.inat_dir, args.gld_dir, args.infoseek_dir), resolve_device(args.device),
-                        args.batch_size, args.query_chunk, args.query_norm, args.cache_dir, args.cache_memory_gb,
-                        args.pad_to_max)
-    runs = reranker.rerank(samples, step1.results, args.step1_alpha, not args.no_progress)
-    seconds = time.time() - t0
-    summaries = [_write_run(args, run, _alpha_path(out, run.alpha, len(runs)), samples) for run in runs]
-    write_json_atomic(sibling(out, ".summary.json"), {
-        "stage": "step2", "runs": summaries, "counts": dict(reranker.counts), "samples_without_step1_result": len(missing),
-        "seconds": round(seconds, 2), "seconds_per_query": round(seconds / max(1, len(runs[0].results)), 4)}, indent=2)
+    with OutputLock(out):
+        model, report = _load_for_rerank(args)
+        if not args.reranker_ckpt_path:
+            log.warning("no --reranker_ckpt_path: RANDOM reranker weights")
+        print(report.summary() or "no checkpoint loaded", file=sys.stderr)
+        reranker = Reranker(model, load_tokenizer(args.tokenizer), kb, _wiki(kb, args),
+                            ImageDirs(args.inat_dir, args.gld_dir, args.infoseek_dir), resolve_device(args.device),
+                            args.batch_size, args.query_chunk, args.query_norm, args.cache_dir, args.cache_memory_gb,
+                            args.pad_to_max)
+        runs = reranker.rerank(samples, step1.results, args.step1_alpha, not args.no_progress)
+        seconds = time.time() - t0
+        summaries = [_write_run(args, run, _alpha_path(out, run.alpha, len(runs)), samples) for run in runs]
+        write_json_atomic(sibling(out, ".summary.json"), {
+            "stage": "step2", "runs": summaries, "counts": dict(reranker.counts), "samples_without_step1_result": len(missing),
+            "seconds": round(seconds, 2), "seconds_per_query": round(seconds / max(1, len(runs[0].results)), 4)}, indent=2)
     if missing:
         print(f"  {len(missing)} samples had no step-1 result (counted as misses), e.g. {missing[0].sample_id}")
     print(f"  candidates: {dict(reranker.counts)}")

@@ -97,10 +97,10 @@ def main(argv: list[str] | None = None) -> int:
     t0, out, cfg = time.time(), output_file(args.output_file), answer_config(args)
     everything, samples, dataset = load_samples(args.test_file, args.limit)
     retrieval = read_retrieval(args.retrieval_results_file)
-    unretrieved = [s for s in check_made_for(retrieval, everything, args.test_file) if s in samples]
+    kb = open_kb(args.knowledge_base_path)
+    unretrieved = [s for s in check_made_for(retrieval, everything, args.test_file, kb) if s in samples]
     check_writable(out)
     with OutputLock(out):
-        kb = open_kb(args.knowledge_base_path)
         settings = {**asdict(cfg), "samples": samples_fingerprint(everything), "kb": kb.url_order_hash(),
                     "retrieval": file_sha256(args.retrieval_results_file)}
         partial = PartialRecords(out.with_name(out.name + ".partial.jsonl"), settings)
@@ -108,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         if done:
             print(f"resuming: {len(done)} answers already in {partial.path}", file=sys.stderr)
         answerer = build_answerer(cfg, kb, ImageDirs(args.inat_dir, args.gld_dir, args.infoseek_dir))
+        answerer.source = str(args.retrieval_results_file)
         records = answer_resumably(answerer, samples, retrieval.results, partial, done, args.window,
                                    not args.no_progress)
         meta = {"omgm_version": __version__, "test_file": str(args.test_file), "dataset": dataset, **settings,

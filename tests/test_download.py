@@ -201,5 +201,17 @@ def test_subset_by_entities_and_bad_csv(server, tmp_path):
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "wiki_image_url_part_1_processed.csv").write_text("title,url\nx,y\n")
-    with pytest.raises(WikiImageError, match="wiki_image_url_part_1_processed.csv: expected a header of at least 3"):
+    with pytest.raises(WikiImageError, match="wiki_image_url_part_1_processed.csv: the header .* does not fit"):
         dl.plan(bad, tmp_path / "img")
+
+
+def test_rows_that_would_write_outside_out_are_refused(server, tmp_path):
+    csv_dir = _csvs(tmp_path / "csv", server.port, ["good0.jpg"])
+    f = csv_dir / "wiki_image_url_part_1_processed.csv"
+    url = f.read_text().splitlines()[1].split(",")[1]
+    f.write_text(f.read_text() + f"T,{url},../../escape.jpg,c\nT,{url},/tmp/abs_escape.jpg,c\n")
+    s = dl.run(csv_dir, dl.Options(tmp_path / "img", rate=100), progress=False)
+    assert s["downloaded"] == 1 and s["malformed_csv_rows"] == 2
+    assert "leaves the image folder" in s["malformed_examples"][0] and "line 3" in s["malformed_examples"][0]
+    assert not (tmp_path / "escape.jpg").exists() and not (tmp_path.parent / "escape.jpg").exists()
+    assert not Path("/tmp/abs_escape.jpg").exists()

@@ -71,7 +71,21 @@ def test_step1_file_of_another_split_is_refused(step2_env, trained, tmp_path, ca
     args = _rerank_args(step2_env, trained, trained / "ckpt/model_3.pth")
     args[args.index("--step1_result") + 1] = str(tmp_path / "bare.json")
     assert step2.main(args) == 2
-    assert "has no result for any sample" in capsys.readouterr().err
+    assert "80 of its 80 samples have no result" in capsys.readouterr().err
+    # the bug: a bare TRAIN-split file has the test split's ids too (E-VQA ids are positions)
+    write_retrieval(tmp_path / "bare_train.json", bare, "step1", bare=True)
+    args[args.index("--step1_result") + 1] = str(tmp_path / "bare_train.json")
+    assert step2.main(args) == 2
+    err = capsys.readouterr().err
+    assert "was not made for" in err and f"{len(bare) - 80} of its {len(bare)} ids are not samples" in err
+    # a bare file of the right split but another KB
+    test_bare = read_retrieval(step2_env.dir / "test_step1.json").results
+    first = next(iter(test_bare))
+    test_bare[first]["retrieved_entities"][0]["url"] = "https://en.wikipedia.org/wiki/Not_in_this_KB"
+    write_retrieval(tmp_path / "bare_kb.json", test_bare, "step1", bare=True)
+    args[args.index("--step1_result") + 1] = str(tmp_path / "bare_kb.json")
+    assert step2.main(args) == 2
+    assert "ranks 1 entities that are not in the knowledge base" in capsys.readouterr().err
 
 
 def test_checkpoint_of_the_wrong_architecture(step2_env, trained, tmp_path, capsys):

@@ -25,7 +25,7 @@ from omgm.data.kb import STORE_FORMAT, STORE_VERSION, KnowledgeBaseError, UrlOrd
 from omgm.data.kb_jsonl import entity_of, is_jsonl, iter_jsonl
 from omgm.data.wiki_images import CsvStats, iter_csv_rows
 from omgm.errors import cli_errors
-from omgm.io import atomic_write
+from omgm.io import OutputLock, atomic_write, check_writable
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT);
@@ -155,6 +155,13 @@ def run_import(knowledge_base: str | Path, out: str | Path, wiki_img_csv_dir: st
         raise KnowledgeBaseError("a JSONL knowledge base lists its own images: --wiki_img_csv_dir does not apply")
     if out.exists() and not overwrite:
         raise KnowledgeBaseError(f"{out} exists; pass --overwrite to replace it")
+    check_writable(out)
+    with OutputLock(out):
+        return _import_locked(source, out, wiki_img_csv_dir, overwrite, commit_every, progress, images_dir)
+
+
+def _import_locked(source: Path, out: Path, wiki_img_csv_dir, overwrite: bool, commit_every: int, progress: bool,
+                   images_dir) -> Path:
     partial = out.with_name(out.name + ".partial")
     if overwrite:
         for p in (partial, Path(str(partial) + "-wal"), Path(str(partial) + "-shm")):

@@ -113,11 +113,26 @@ def write_retrieval(path: str | Path, results: dict[str, dict], stage: str, meta
                                     "meta": meta or {}, "results": results})
 
 
-def check_made_for(rf: RetrievalFile, samples: list, sample_file: str | Path) -> list:
+def _check_bare(rf: RetrievalFile, samples: list, sample_file: str | Path, kb) -> None:
+    ids = {s.sample_id for s in samples}
+    extra, absent = set(rf.results) - ids, ids - set(rf.results)
+    if extra or absent:
+        raise ResultFileError(f"{rf.path} (no omgm header) was not made for {sample_file}: {len(extra)} of its "
+                              f"{len(rf.results)} ids are not samples of it (e.g. {sorted(extra)[:2]}) and "
+                              f"{len(absent)} of its {len(ids)} samples have no result (e.g. {sorted(absent)[:2]})")
+    if kb is not None:
+        unknown = {e["url"] for v in rf.results.values() for e in v["retrieved_entities"] if e["url"] not in kb}
+        if unknown:
+            raise ResultFileError(f"{rf.path} (no omgm header) ranks {len(unknown)} entities that are not in the "
+                                  f"knowledge base {kb.path} (e.g. {sorted(unknown)[0]!r}): a file of another KB?")
+
+
+def check_made_for(rf: RetrievalFile, samples: list, sample_file: str | Path, kb=None) -> list:
     """Refuse a retrieval file made for other samples; return the samples it has no result for.
 
     omgm files carry a fingerprint of their samples (E-VQA ids are positions, so a train-split file has the
-    same ids as the test split); bare files are checked by ids only.
+    same ids as the test split). Bare files (the authors') must hold exactly the sample file's ids, and, when
+    ``kb`` is given, only entities of that KB.
     """
     from omgm.data.samples import samples_fingerprint
 
@@ -126,6 +141,8 @@ def check_made_for(rf: RetrievalFile, samples: list, sample_file: str | Path) ->
         source = f" ({rf.meta['sample_file']})" if rf.meta.get("sample_file") else ""
         raise ResultFileError(f"{rf.path} was made for other samples{source} than {sample_file}: "
                               f"E-VQA ids are positions, so they would silently mismatch")
+    if not made_for and rf.meta.get("note", "").startswith("bare"):
+        _check_bare(rf, samples, sample_file, kb)
     missing = [s for s in samples if s.sample_id not in rf.results]
     if samples and len(missing) == len(samples):
         raise ResultFileError(f"{rf.path} has no result for any sample of {sample_file} (e.g. "

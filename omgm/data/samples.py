@@ -75,16 +75,24 @@ class Sample:
 def read_samples(path: str | Path, single_hop_only: bool = True) -> list[Sample]:
     """Read an E-VQA or InfoSeek CSV (InfoSeek in E-VQA form, with ``data_id``) into samples.
 
-    Raises :class:`SampleFileError` naming the file and row for a missing column or a malformed row.
+    Raises :class:`SampleFileError` naming the file and row for a missing column, a malformed row, a file that is
+    not UTF-8, or a file without any usable row. A UTF-8 byte-order mark is accepted.
     """
-    return list(iter_samples(path, single_hop_only))
+    try:
+        samples = list(iter_samples(path, single_hop_only))
+    except UnicodeDecodeError as exc:
+        raise SampleFileError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason}); save it as UTF-8") from None
+    if not samples:
+        kept = " of the kept question types (automatic, templated, multi_answer, infoseek)" if single_hop_only else ""
+        raise SampleFileError(f"{path}: no question rows{kept}")
+    return samples
 
 
 def iter_samples(path: str | Path, single_hop_only: bool = True) -> Iterator[Sample]:
     path = Path(path)
     if not path.is_file():
         raise SampleFileError(f"sample file not found: {path}")
-    with path.open(newline="", encoding="utf-8") as fh:
+    with path.open(newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
         header = reader.fieldnames or []
         missing = [c for c in REQUIRED_COLUMNS if c not in header]

@@ -49,25 +49,46 @@ def csv_files(csv_dir: str | Path) -> list[Path]:
 def iter_csv_records(csv_dir: str | Path, stats: CsvStats | None = None) -> Iterator[tuple[str, str, str]]:
     """Yield ``(title, image_url, img_path)`` in file and row order; malformed rows are counted in ``stats``.
 
-    A file whose header has fewer than 3 columns is an error naming it (a wrong file, not a bad row).
+    A file whose header does not name title, URL and path columns in that order is an error naming it (a wrong
+    file, not a bad row).
     """
     stats = stats if stats is not None else CsvStats()
     for f in csv_files(csv_dir):
         stats.files += 1
-        with f.open(newline="", encoding="utf-8") as fh:
+        with f.open(newline="", encoding="utf-8-sig") as fh:
             reader = csv.reader(fh)
             header = next(reader, None)
-            if header is None or len(header) < 3:
-                raise WikiImageError(f"{f}: expected a header of at least 3 columns (title, image_URL, img_path, "
-                                     f"caption), found {header}")
+            if not _header_fits(header):
+                raise WikiImageError(f"{f}: the header {header} does not fit the wiki-image CSV layout (title, "
+                                     f"image_URL, img_path, caption: a title column, an URL column, then a path "
+                                     f"column); a wrong file?")
             for row in reader:
                 stats.rows += 1
-                if len(row) < 3 or not row[0] or not row[2]:
+                why = "fewer than 3 fields or an empty title/img_path" if len(row) < 3 or not row[0] or not row[2] \
+                    else ("img_path leaves the image folder (absolute, or with '..')" if not safe_relative(row[2])
+                          else "")
+                if why:
                     stats.malformed += 1
                     if len(stats.examples) < 5:
-                        stats.examples.append(f"{f}, line {reader.line_num}: {row[:3]}")
+                        stats.examples.append(f"{f}, line {reader.line_num}: {why}: {row[:3]}")
                     continue
                 yield row[0], row[1], row[2]
+
+
+def safe_relative(rel: str) -> bool:
+    """A path that stays inside the folder it is joined to: relative, no ``..`` part, no drive."""
+    from pathlib import PurePosixPath, PureWindowsPath
+
+    p = PurePosixPath(rel.replace("\\", "/"))
+    return bool(rel) and not p.is_absolute() and ".." not in p.parts and not PureWindowsPath(rel).drive
+
+
+def _header_fits(header: list[str] | None) -> bool:
+    """The columns are read by position: check that they are the ones expected there."""
+    if header is None or len(header) < 3:
+        return False
+    names = [h.strip().lower().lstrip("\ufeff") for h in header[:3]]
+    return "title" in names[0] and "url" in names[1] and "path" in names[2]
 
 
 def iter_csv_rows(csv_dir: str | Path, stats: CsvStats | None = None) -> Iterator[tuple[str, str]]:

@@ -88,17 +88,22 @@ class SectionSelector:
                sec_ids: Sequence[int] | None = None) -> SectionChoice:
         return self.select_many([(question, entity, sec_sim, sec_ids)])[0]
 
-    def select_many(self, items: Sequence[tuple[str, Entity, Sequence[float] | None, Sequence[int] | None]]
-                    ) -> list[SectionChoice]:
+    def select_many(self, items: Sequence[tuple[str, Entity, Sequence[float] | None, Sequence[int] | None]],
+                    names: Sequence[str] | None = None) -> list[SectionChoice]:
+        """``names`` (e.g. sample ids) label the items in error messages."""
         docs = [entity.section_documents() for _, entity, _, _ in items]
         pairs = [(q, d) for (q, _, _, _), ds in zip(items, docs) for d in ds]
         flat = self.cross.scores(pairs) if pairs else []
         out, pos = [], 0
-        for (question, entity, sec_sim, sec_ids), ds in zip(items, docs):
+        for n, ((question, entity, sec_sim, sec_ids), ds) in enumerate(zip(items, docs)):
             q2s, pos = flat[pos:pos + len(ds)], pos + len(ds)
             kept = [s.index for s in entity.sections()]
+            where = f"{names[n]}: " if names else ""
             if sec_sim and sec_ids is not None and list(sec_ids) != kept:
-                raise SectionMismatchError(f"step-2 section ids {list(sec_ids)} do not match the sections of "
+                raise SectionMismatchError(f"{where}step-2 section ids {list(sec_ids)} do not match the sections of "
                                            f"{entity.url} in this KB ({kept})")
-            out.append(fuse_sections(q2s, sec_sim, self.beta))
+            try:
+                out.append(fuse_sections(q2s, sec_sim, self.beta))
+            except SectionMismatchError as exc:
+                raise SectionMismatchError(f"{where}{exc} of {entity.url}") from None
         return out

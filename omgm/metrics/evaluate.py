@@ -25,13 +25,18 @@ def evaluate(gold: Mapping[str, str], run: Mapping[str, Sequence], ks: Sequence[
     return recall_at_k(rankings, gold, ks)
 
 
-def read_answers(path: str | Path) -> list[dict]:
-    data = read_json(path)
+def read_answers_file(path: str | Path) -> tuple[list[dict], dict]:
+    """``(records, meta)`` of an answers file; the published bare list has no meta."""
+    data, meta = read_json(path), {}
     if isinstance(data, dict) and data.get("format") == ANSWERS_FORMAT:
-        data = data.get("records")
+        data, meta = data.get("records"), data.get("meta") or {}
     if not isinstance(data, list) or not all(isinstance(r, dict) and "data_id" in r for r in data):
         raise ResultFileError(f"{path}: expected answer records (a list of objects with data_id and prediction)")
-    return data
+    return data, meta
+
+
+def read_answers(path: str | Path) -> list[dict]:
+    return read_answers_file(path)[0]
 
 
 def _approximate_infoseek(records: list[dict]) -> dict:

@@ -50,8 +50,9 @@ class Answerer:
     """``answer(samples, entries) -> records`` (see the module docstring)."""
 
     def __init__(self, selector: SectionSelector, generator: Generator, cut: Callable[[str], tuple[str, bool]],
-                 kb: KnowledgeBase, image_dirs: ImageDirs | None = None, batch_size: int = 1) -> None:
-        self.selector, self.generator, self.cut, self.kb = selector, generator, cut, kb
+                 kb: KnowledgeBase, image_dirs: ImageDirs | None = None, batch_size: int = 1,
+                 source: str = "") -> None:
+        self.selector, self.generator, self.cut, self.kb, self.source = selector, generator, cut, kb, source
         self.image_dirs, self.batch_size = image_dirs or ImageDirs(), batch_size
 
     def _base(self, s: Sample) -> dict:
@@ -87,7 +88,8 @@ class Answerer:
             ent = self._top1(rec, entry)
             if ent is not None:
                 todo.append((s, rec, ent, (entry.get("sec_sim") or [[]])[0], (entry.get("sec_ids") or [None])[0]))
-        choices = self.selector.select_many([(s.question, ent, sec, ids) for s, _, ent, sec, ids in todo])
+        names = [f"{self.source + ', ' if self.source else ''}sample {s.sample_id}" for s, *_ in todo]
+        choices = self.selector.select_many([(s.question, ent, sec, ids) for s, _, ent, sec, ids in todo], names)
         requests = []
         for (s, rec, ent, sec_sim, _), choice in zip(todo, choices):
             self._fill(s, rec, ent, sec_sim, choice)

@@ -38,6 +38,7 @@ from tqdm import tqdm
 
 from omgm.data.results import write_json_atomic
 from omgm.data.wiki_images import CsvStats, iter_csv_records
+from omgm.config import nonnegative_int, positive_float, positive_int
 from omgm.io import atomic_write
 from omgm.errors import OmgmError, cli_errors
 
@@ -219,7 +220,7 @@ def run(csv_dir: str | Path, opt: Options, titles: set[str] | None = None, limit
         _write_failures(failures_path, failures)
     summary = {"planned": len(todo), "already_on_disk": done, "downloaded": counts["downloaded"],
                "failed": counts["failed"], "retries": counts["retries"], "csv_rows": stats.rows,
-               "malformed_csv_rows": stats.malformed, "failure_reasons": dict(Counter(f["reason"] for f in failures)),
+               "malformed_csv_rows": stats.malformed, "malformed_examples": stats.examples, "failure_reasons": dict(Counter(f["reason"] for f in failures)),
                "failures_file": str(failures_path), "seconds": round(time.time() - t0, 1)}
     write_json_atomic(opt.out / "download_summary.json", summary, indent=2)
     return summary
@@ -229,14 +230,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="omgm data download-images", description=__doc__.split("\n\n")[0])
     p.add_argument("--csv_dir", required=True)
     p.add_argument("--out", required=True, help="wiki-image root: files land at OUT/img_path")
-    p.add_argument("--workers", type=int, default=8)
-    p.add_argument("--rate", type=float, default=10.0, help="requests per second, all workers together")
-    p.add_argument("--timeout", type=float, default=30.0)
-    p.add_argument("--retries", type=int, default=5)
-    p.add_argument("--backoff", type=float, default=1.0, help="first retry delay (doubles each time)")
+    p.add_argument("--workers", type=positive_int, default=8)
+    p.add_argument("--rate", type=positive_float, default=10.0, help="requests per second, all workers together")
+    p.add_argument("--timeout", type=positive_float, default=30.0)
+    p.add_argument("--retries", type=nonnegative_int, default=5)
+    p.add_argument("--backoff", type=positive_float, default=1.0, help="first retry delay (doubles each time)")
     p.add_argument("--user_agent", default=DEFAULT_UA)
     p.add_argument("--only_entities", default=None, help="step-1/2 result JSON or a text file of titles")
-    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--limit", type=positive_int, default=None)
     p.add_argument("--failures", default=None, help="failure manifest (default OUT/download_failures.jsonl)")
     p.add_argument("--no_progress", action="store_true")
     return p

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from omgm.config import parse_with_config, require, setup_logging
+from omgm.config import parse_with_config, positive_int, require, setup_logging
 from omgm.data.kb import open_kb
 from omgm.data.results import read_retrieval
 from omgm.data.samples import read_samples
@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wiki_img_csv_dir", default=None)
     p.add_argument("--wiki_img_path_prefix")
     p.add_argument("--out")
-    p.add_argument("--top_k", type=int, default=20)
+    p.add_argument("--top_k", type=positive_int, default=20)
     return p
 
 

@@ -107,8 +107,12 @@ def read_checkpoint(path: str | Path, trust: bool = False) -> dict:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=not trust)
     except Exception as exc:  # noqa: BLE001 - torch raises several types for unreadable/unsafe files
-        hint = "" if trust else " (if you trust this file, pass --trust_checkpoint to allow pickled objects)"
-        raise CheckpointError(f"cannot read checkpoint {path}: {str(exc).splitlines()[0]}{hint}") from None
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if "Unsupported global" in str(exc) and not trust:
+            raise CheckpointError(f"cannot read checkpoint {path}: it holds pickled objects besides tensors; if you "
+                                  f"trust this file, pass --trust_checkpoint to allow them") from None
+        raise CheckpointError(f"cannot read checkpoint {path}: not a PyTorch checkpoint, or a damaged/truncated "
+                              f"one ({first})") from None
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: expected a state dict, got {type(obj).__name__}")
     return obj
