@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 from omgm.config import parse_with_config, positive_int, require, setup_logging
@@ -17,6 +18,7 @@ from omgm.data.kb import open_kb
 from omgm.data.wiki_images import wiki_images_for
 from omgm.errors import cli_errors
 from omgm.io import OutputLock, check_writable
+from omgm.parallel import context, device_for
 from omgm.retrieval.builder import BuildOptions, build_image_index, build_summary_index
 from omgm.retrieval.registry import add_retriever_flags, build_retriever, retriever_spec
 from omgm.retrieval.summaries import LLMSummarizer, SummaryStore, lead_summary, write_summaries
@@ -47,6 +49,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _image_index(args, kb, index_path: Path, opts: BuildOptions) -> int:
+    wiki = wiki_images_for(kb, args.wiki_img_path_prefix, args.wiki_img_csv_dir)
+    manifest, bad = build_image_index(kb, build_retriever(retriever_spec(args)), wiki, index_path,
+                                      args.images_per_entity, opts)
+    if manifest is not None:
+        print(f"wrote image index {index_path}: {manifest.count} images of {manifest.texts['entities_with_images']} "
+              f"entities; {len(bad)} undecodable images skipped" + (f" (e.g. {bad[0]})" if bad else ""),
+              file=sys.stderr)
+    return 0
+
+
 def _summarizer(args):
     if args.summarizer == "llm":
         require(args, "summary_model")
@@ -60,26 +73,24 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
     args = parse_with_config(build_parser(), argv)
     require(args, "knowledge_base", "faiss_index")
-    index_path = Path(args.faiss_index)
+    index_path, ctx = Path(args.faiss_index), context()
+    args.device = device_for(ctx, args.device)
     check_writable(index_path)
     kb = open_kb(args.knowledge_base)
     opts = BuildOptions(Path(args.work_dir) if args.work_dir else None, args.shard_size, args.batch_size,
-                        args.index_factory, progress=not args.no_progress)
-    with OutputLock(index_path):
+                        args.index_factory, progress=not args.no_progress, ctx=ctx)
+    with OutputLock(index_path) if ctx.main else nullcontext():
         if args.index_kind == "image":
-            wiki = wiki_images_for(kb, args.wiki_img_path_prefix, args.wiki_img_csv_dir)
-            manifest, bad = build_image_index(kb, build_retriever(retriever_spec(args)), wiki, index_path,
-                                              args.images_per_entity, opts)
-            print(f"wrote image index {index_path}: {manifest.count} images of "
-                  f"{manifest.texts['entities_with_images']} entities; {len(bad)} undecodable images skipped"
-                  + (f" (e.g. {bad[0]})" if bad else ""), file=sys.stderr)
-            return 0
+            return _image_index(args, kb, index_path, opts)
         store = SummaryStore(Path(args.summary_file or f"{index_path}.summaries.jsonl"))
         summarize, summarizer_id = _summarizer(args)
-        write_summaries(kb, store, summarize, args.summary_batch_size, opts.progress)
+        write_summaries(kb, store, summarize, args.summary_batch_size, opts.progress, ctx, summarizer_id)
+        ctx.barrier()                   # rank 0 has merged the summaries
         retriever = build_retriever(retriever_spec(args))
         manifest = build_summary_index(kb, retriever, lambda start: store.iter_texts(kb, start), index_path,
                                        {"kind": "summary", "summarizer": summarizer_id, "file": str(store.path)}, opts)
+    if manifest is None:                # another rank wrote the index
+        return 0
     recall = manifest.texts.get("recall_vs_flat")
     print(f"wrote {index_path} ({manifest.count} x {manifest.dim}, {manifest.index_type}) and its manifest; "
           f"{manifest.texts['truncated_to_context']} summaries were cut to the text tower's context this run"

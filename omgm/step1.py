@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from contextlib import nullcontext
 
 from omgm import __version__
 from omgm.config import (ConfigError, int_list, nonnegative_int, parse_with_config, positive_int, require,
@@ -21,6 +22,7 @@ from omgm.data.samples import ImageDirs, read_samples, samples_fingerprint
 from omgm.errors import cli_errors
 from omgm.io import OutputLock, check_writable, output_file, sibling, write_json_atomic
 from omgm.metrics.evaluate import evaluate
+from omgm.parallel import context, device_for, remove_parts
 from omgm.pipeline.search import EntitySearch
 from omgm.retrieval.registry import add_retriever_flags, build_retriever, retriever_spec
 
@@ -61,26 +63,33 @@ def main(argv: list[str] | None = None) -> int:
     require(args, "sample_file", "knowledge_base", "faiss_index", "save_result_path")
     if max(args.top_ks) > args.retrieval_top_k:
         raise ConfigError(f"--top_ks {max(args.top_ks)} exceeds --retrieval_top_k {args.retrieval_top_k}")
-    t0, out = time.time(), output_file(args.save_result_path)
+    t0, out, ctx = time.time(), output_file(args.save_result_path), context()
+    args.device = device_for(ctx, args.device)
     check_writable(out)
-    with OutputLock(out):
+    with OutputLock(out) if ctx.main else nullcontext():
         samples = read_samples(args.sample_file)
         kb = open_kb(args.knowledge_base)
         retriever = build_retriever(retriever_spec(args))
         engine = EntitySearch.load(retriever, args.faiss_index, kb, args.allow_model_mismatch, args.faiss_gpu,
                                    args.search_batch_size)
-        for note in engine.notes:
+        for note in engine.notes if ctx.main else []:
             print(note, file=sys.stderr)
+        settings = {"samples": samples_fingerprint(samples), "kb": kb.url_order_hash(), "model": retriever.model_id,
+                    "index": str(args.faiss_index), "k": args.retrieval_top_k, "composed": args.composed_query,
+                    "unit": args.search_batch_size, "batch_size": args.batch_size}
         run = engine.search(samples, args.retrieval_top_k, ImageDirs(args.inat_dir, args.gld_dir, args.infoseek_dir),
                             args.composed_query, args.missing_images == "skip", args.batch_size, args.num_workers,
-                            not args.no_progress)
+                            not args.no_progress, (ctx, out.with_name(out.name + ".parts"), settings))
+        if run is None:                  # another rank merges
+            return 0
         seconds = time.time() - t0
         report = evaluate({s.sample_id: s.wikipedia_url for s in samples}, run.run(), args.top_ks)
         write_retrieval(out, run.results, "step1", _meta(args, samples, engine, run), bare=args.bare_output)
         write_json_atomic(sibling(out, ".summary.json"), {
             "stage": "step1", **report.as_dict(), "skipped": run.skipped, "samples": len(samples),
             "seconds": round(seconds, 2), "seconds_per_query": round(seconds / max(1, len(run.results)), 4),
-            "result_file": str(out)}, indent=2)
+            "result_file": str(out), "processes": ctx.world}, indent=2)
+        remove_parts(out.with_name(out.name + ".parts"))
     _show(report.table(f"step 1 ({retriever.model_id})"), run, out)
     return 0
 

@@ -12,6 +12,7 @@ import argparse
 import logging
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -26,7 +27,9 @@ from omgm.data.samples import ImageDirs, read_samples, samples_fingerprint
 from omgm.data.wiki_images import WikiImages, wiki_images_for
 from omgm.errors import OmgmError, cli_errors
 from omgm.rerank.convert import build_reranker, read_checkpoint
-from omgm.io import OutputLock, check_writable, output_file, sibling
+from omgm.io import OutputLock, check_writable, file_sha256, output_file, sibling
+from omgm.parallel import context, device_for, remove_parts
+from omgm.rerank.rerank import model_hash
 from omgm.metrics.evaluate import evaluate
 from omgm.pipeline.rerank import Reranker
 from omgm.rerank.inputs import image_transform, load_tokenizer
@@ -146,32 +149,44 @@ def _load_for_rerank(args):
                           vit_ckpt=vit, trust=args.trust_checkpoint)
 
 
+def _reranker(args, kb, device) -> Reranker:
+    model, report = _load_for_rerank(args)
+    if not args.reranker_ckpt_path:
+        log.warning("no --reranker_ckpt_path: RANDOM reranker weights")
+    print(report.summary() or "no checkpoint loaded", file=sys.stderr)
+    return Reranker(model, load_tokenizer(args.tokenizer), kb, _wiki(kb, args),
+                    ImageDirs(args.inat_dir, args.gld_dir, args.infoseek_dir), resolve_device(device),
+                    args.batch_size, args.query_chunk, args.query_norm, args.cache_dir, args.cache_memory_gb,
+                    args.pad_to_max)
+
+
 def run_rerank(argv: list[str]) -> int:
     args = parse_with_config(rerank_parser(), argv)
     require(args, "sample_file", "step1_result", "knowledge_base_path", "save_result_path")
-    t0, out = time.time(), output_file(args.save_result_path)
+    t0, out, ctx = time.time(), output_file(args.save_result_path), context()
     check_writable(out)
-    samples = read_samples(args.sample_file)
-    step1 = read_retrieval(args.step1_result)
+    samples, step1 = read_samples(args.sample_file), read_retrieval(args.step1_result)
     kb = open_kb(args.knowledge_base_path)
     missing = check_made_for(step1, samples, args.sample_file, kb)
     if max(args.top_ks) > max((len(e["retrieved_entities"]) for e in step1.results.values()), default=0):
         raise ConfigError(f"--top_ks {max(args.top_ks)} exceeds the {args.step1_result} candidate lists")
-    with OutputLock(out):
-        model, report = _load_for_rerank(args)
-        if not args.reranker_ckpt_path:
-            log.warning("no --reranker_ckpt_path: RANDOM reranker weights")
-        print(report.summary() or "no checkpoint loaded", file=sys.stderr)
-        reranker = Reranker(model, load_tokenizer(args.tokenizer), kb, _wiki(kb, args),
-                            ImageDirs(args.inat_dir, args.gld_dir, args.infoseek_dir), resolve_device(args.device),
-                            args.batch_size, args.query_chunk, args.query_norm, args.cache_dir, args.cache_memory_gb,
-                            args.pad_to_max)
-        runs = reranker.rerank(samples, step1.results, args.step1_alpha, not args.no_progress)
+    with OutputLock(out) if ctx.main else nullcontext():
+        reranker = _reranker(args, kb, device_for(ctx, args.device))
+        settings = {"samples": samples_fingerprint(samples), "kb": kb.url_order_hash(),
+                    "model": model_hash(reranker.model), "step1": file_sha256(args.step1_result),
+                    "query_norm": args.query_norm, "unit": args.query_chunk, "batch_size": args.batch_size,
+                    "pad_to_max": args.pad_to_max} if ctx.world > 1 else {}
+        runs = reranker.rerank(samples, step1.results, args.step1_alpha, not args.no_progress,
+                               (ctx, out.with_name(out.name + ".parts"), settings))
+        if runs is None:                 # another rank merges
+            return 0
         seconds = time.time() - t0
         summaries = [_write_run(args, run, _alpha_path(out, run.alpha, len(runs)), samples) for run in runs]
         write_json_atomic(sibling(out, ".summary.json"), {
-            "stage": "step2", "runs": summaries, "counts": dict(reranker.counts), "samples_without_step1_result": len(missing),
-            "seconds": round(seconds, 2), "seconds_per_query": round(seconds / max(1, len(runs[0].results)), 4)}, indent=2)
+            "stage": "step2", "runs": summaries, "counts": dict(reranker.counts), "processes": ctx.world,
+            "samples_without_step1_result": len(missing), "seconds": round(seconds, 2),
+            "seconds_per_query": round(seconds / max(1, len(runs[0].results)), 4)}, indent=2)
+        remove_parts(out.with_name(out.name + ".parts"))
     if missing:
         print(f"  {len(missing)} samples had no step-1 result (counted as misses), e.g. {missing[0].sample_id}")
     print(f"  candidates: {dict(reranker.counts)}")

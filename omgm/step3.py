@@ -16,6 +16,7 @@ import argparse
 import json
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, fields
 
 from omgm import __version__
@@ -28,7 +29,8 @@ from omgm.generate.generators import list_generators
 from omgm.generate.prompts import PROMPT_STYLES
 from omgm.io import OutputLock, check_writable, file_sha256, output_file, sibling, write_json_atomic
 from omgm.metrics.evaluate import ANSWERS_FORMAT, ANSWERS_VERSION, evaluate_records
-from omgm.pipeline.answer import AnswerConfig, answer_resumably, build_answerer, record_counts
+from omgm.parallel import context, device_for, remove_parts, use_parts
+from omgm.pipeline.answer import AnswerConfig, answer_in_parallel, answer_resumably, build_answerer, record_counts
 from omgm.resume import PartialRecords
 
 
@@ -94,35 +96,48 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
     args = parse_with_config(build_parser(), argv)
     require(args, "test_file", "retrieval_results_file", "knowledge_base_path", "output_file")
-    t0, out, cfg = time.time(), output_file(args.output_file), answer_config(args)
+    t0, out, cfg, ctx = time.time(), output_file(args.output_file), answer_config(args), context()
+    cfg.device = device_for(ctx, cfg.device)
     everything, samples, dataset = load_samples(args.test_file, args.limit)
     retrieval = read_retrieval(args.retrieval_results_file)
     kb = open_kb(args.knowledge_base_path)
     unretrieved = [s for s in check_made_for(retrieval, everything, args.test_file, kb) if s in samples]
     check_writable(out)
-    with OutputLock(out):
-        settings = {**asdict(cfg), "samples": samples_fingerprint(everything), "kb": kb.url_order_hash(),
-                    "retrieval": file_sha256(args.retrieval_results_file)}
-        partial = PartialRecords(out.with_name(out.name + ".partial.jsonl"), settings)
-        done = partial.open(args.restart)
-        if done:
-            print(f"resuming: {len(done)} answers already in {partial.path}", file=sys.stderr)
-        answerer = build_answerer(cfg, kb, ImageDirs(args.inat_dir, args.gld_dir, args.infoseek_dir))
-        answerer.source = str(args.retrieval_results_file)
-        records = answer_resumably(answerer, samples, retrieval.results, partial, done, args.window,
-                                   not args.no_progress)
+    with OutputLock(out) if ctx.main else nullcontext():
+        settings = {**asdict(cfg), "device": (cfg.device or "auto").split(":")[0], "samples": samples_fingerprint(everything),
+                    "kb": kb.url_order_hash(), "retrieval": file_sha256(args.retrieval_results_file)}
+        records, answerer = _answer(args, cfg, ctx, kb, samples, retrieval, settings, out)
+        if records is None:              # another rank merges
+            return 0
         meta = {"omgm_version": __version__, "test_file": str(args.test_file), "dataset": dataset, **settings,
                 "limit": args.limit, "retrieval_results_file": str(args.retrieval_results_file),
-                "generator": answerer.generator.name, "context_cut": answerer.cut.name,
+                "generator": answerer.generator.name, "context_cut": answerer.cut.name, "processes": ctx.world,
                 "rendering": getattr(answerer.generator, "rendering", None), "counts": record_counts(records),
                 "samples_without_retrieval": len(unretrieved)}
         write_json_atomic(out, records if args.bare_output else
                           {"format": ANSWERS_FORMAT, "version": ANSWERS_VERSION, "meta": meta, "records": records})
-        partial.remove()
         summary = _summary(args, records, meta, dataset, samples, time.time() - t0)
         write_json_atomic(sibling(out, ".summary.json"), summary, indent=2)
+        remove_parts(out.with_name(out.name + ".parts"))
     print(json.dumps(summary, indent=2))
     return 0
+
+
+def _answer(args, cfg, ctx, kb, samples, retrieval, settings, out):
+    """The records (on the rank that writes them), answered in one process (resumable) or by every rank."""
+    answerer = build_answerer(cfg, kb, ImageDirs(args.inat_dir, args.gld_dir, args.infoseek_dir))
+    answerer.source = str(args.retrieval_results_file)
+    parallel = (ctx, out.with_name(out.name + ".parts"), settings)
+    if use_parts(parallel):
+        return answer_in_parallel(answerer, samples, retrieval.results, parallel, args.window,
+                                  not args.no_progress), answerer
+    partial = PartialRecords(out.with_name(out.name + ".partial.jsonl"), settings)
+    done = partial.open(args.restart)
+    if done:
+        print(f"resuming: {len(done)} answers already in {partial.path}", file=sys.stderr)
+    records = answer_resumably(answerer, samples, retrieval.results, partial, done, args.window, not args.no_progress)
+    partial.remove()
+    return records, answerer
 
 
 def _summary(args, records, meta, dataset, samples, seconds) -> dict:

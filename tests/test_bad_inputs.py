@@ -4,7 +4,6 @@ import csv
 import json
 import os
 import shutil
-from pathlib import Path
 
 import pytest
 

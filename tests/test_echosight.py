@@ -1,5 +1,4 @@
 """EchoSight's released image index (kb_index.faiss + kb_index_ids.pkl), read without unpickling code."""
-import json
 import os
 import pickle
 import shutil

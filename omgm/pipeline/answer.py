@@ -22,6 +22,7 @@ from omgm.generate.context import CONTEXT_TOKENS, OFFICIAL_CONTEXT_TOKENIZER, Of
 from omgm.generate.generators import GeneratorSpec, build_generator
 from omgm.generate.generators.base import GenRequest, Generator
 from omgm.generate.sections import DEFAULT_CROSS_ENCODER, CrossEncoder, SectionSelector
+from omgm.parallel import run_units, units_of
 from omgm.resume import PartialRecords
 
 
@@ -160,16 +161,27 @@ def build_answerer(cfg: AnswerConfig, kb: KnowledgeBase, image_dirs: ImageDirs |
 def answer_resumably(answerer: Answerer, samples: Sequence[Sample], entries: Mapping[str, Mapping],
                      partial: PartialRecords, done: dict[str, dict], window: int = 64,
                      progress: bool = True) -> list[dict]:
-    """Answer the samples not in ``done`` in windows, appending each window's records to ``partial`` as soon
-    as it is finished; returns every sample's record, in sample order."""
+    """Answer in fixed windows of ``window`` samples (the same windows whatever was done before, so a resumed
+    run computes exactly what an uninterrupted one does); a window whose answers are all in ``done`` is skipped,
+    each finished window is appended to ``partial`` at once. Returns every sample's record, in sample order."""
     from tqdm import tqdm
 
-    todo = [s for s in samples if s.sample_id not in done]
-    with tqdm(total=len(samples), initial=len(samples) - len(todo), desc="answer", unit=" q",
+    units = units_of(len(samples), window)
+    todo = [(a, b) for a, b in units if any(s.sample_id not in done for s in samples[a:b])]
+    with tqdm(total=len(samples), initial=len(samples) - sum(b - a for a, b in todo), desc="answer", unit=" q",
               disable=not progress) as bar:
-        for i in range(0, len(todo), window):
-            records = answerer.answer(todo[i:i + window], entries)
+        for a, b in todo:
+            records = answerer.answer(samples[a:b], entries)
             partial.append(records)
             done.update({r["data_id"]: r for r in records})
-            bar.update(len(records))
+            bar.update(b - a)
     return [done[s.sample_id] for s in samples]
+
+
+def answer_in_parallel(answerer: Answerer, samples: Sequence[Sample], entries: Mapping[str, Mapping], parallel: tuple,
+                       window: int = 64, progress: bool = True) -> list[dict] | None:
+    """The same windows, spread over the ranks of a torchrun job (see :mod:`omgm.parallel`); every record on
+    rank 0, None elsewhere."""
+    parts = run_units(*parallel, units_of(len(samples), window),
+                      lambda a, b: {"records": answerer.answer(samples[a:b], entries)}, progress, "answer")
+    return None if parts is None else [r for p in parts for r in p["records"]]

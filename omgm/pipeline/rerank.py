@@ -17,6 +17,7 @@ from PIL import Image
 from omgm.data.kb import KnowledgeBase
 from omgm.data.samples import ImageDirs, Sample
 from omgm.data.wiki_images import WikiImages
+from omgm.parallel import run_units, units_of, use_parts
 from omgm.rerank.inputs import image_transform, load_pixels
 from omgm.rerank.model import IT2ITReranker
 from omgm.rerank.rerank import CandidateEncoder, encode_queries, entity_scores, fuse
@@ -75,28 +76,47 @@ class Reranker:
         return encode_queries(self.model, self.tokenizer, pixels, questions, self.query_norm, self.device,
                               self.pad_to_max)
 
-    def section_scores(self, samples: Sequence[Sample], entries: Mapping[str, Mapping], progress: bool = False
-                       ) -> tuple[dict[str, list[list[float]]], dict[str, list[list[int]]]]:
-        """Per sample: the step-2 score of every kept section of each of its entities, and the section ids."""
+    def _chunk_scores(self, chunk: Sequence[Sample], entries: Mapping[str, Mapping]) -> dict:
+        urls = {s.sample_id: [e["url"] for e in entries[s.sample_id]["retrieved_entities"]] for s in chunk}
+        ents = self.candidates.encode([u for us in urls.values() for u in us])
+        sims, ids = {}, {}
+        for i in range(0, len(chunk), self.batch_size):
+            part = chunk[i:i + self.batch_size]
+            pix = load_pixels([self.image_dirs.resolve(s) for s in part], self.transform)
+            for s, q in zip(part, self._queries(pix, [s.question for s in part])):
+                sims[s.sample_id] = [entity_scores(q, ents[u]) for u in urls[s.sample_id]]
+                ids[s.sample_id] = [ents[u].section_ids for u in urls[s.sample_id]]
+        return {"sims": sims, "ids": ids}
+
+    def section_scores(self, samples: Sequence[Sample], entries: Mapping[str, Mapping], progress: bool = False,
+                       parallel: tuple | None = None) -> tuple[dict, dict] | None:
+        """Per sample: the step-2 score of every kept section of each of its entities, and the section ids.
+
+        Samples go in chunks of ``query_chunk`` (the same chunks with one process or many); ``parallel = (context,
+        parts folder, settings)`` scores this rank's chunks and returns the merged scores on rank 0, None elsewhere.
+        """
         from tqdm import tqdm
 
         todo = [s for s in samples if s.sample_id in entries]
-        sims, ids = {}, {}
-        for start in tqdm(range(0, len(todo), self.query_chunk), desc="rerank", disable=not progress):
-            chunk = todo[start:start + self.query_chunk]
-            urls = {s.sample_id: [e["url"] for e in entries[s.sample_id]["retrieved_entities"]] for s in chunk}
-            ents = self.candidates.encode([u for us in urls.values() for u in us])
-            for i in range(0, len(chunk), self.batch_size):
-                part = chunk[i:i + self.batch_size]
-                pix = load_pixels([self.image_dirs.resolve(s) for s in part], self.transform)
-                for s, q in zip(part, self._queries(pix, [s.question for s in part])):
-                    sims[s.sample_id] = [entity_scores(q, ents[u]) for u in urls[s.sample_id]]
-                    ids[s.sample_id] = [ents[u].section_ids for u in urls[s.sample_id]]
-        return sims, ids
+        units = units_of(len(todo), self.query_chunk)
+
+        def work(a: int, b: int) -> dict:
+            return self._chunk_scores(todo[a:b], entries)
+
+        if use_parts(parallel):
+            parts = run_units(*parallel, units, work, progress, "rerank")
+        else:
+            parts = [work(a, b) for a, b in tqdm(units, desc="rerank", disable=not progress)]
+        if parts is None:
+            return None
+        return ({k: v for p in parts for k, v in p["sims"].items()}, {k: v for p in parts for k, v in p["ids"].items()})
 
     def rerank(self, samples: Sequence[Sample], entries: Mapping[str, Mapping], alphas: Sequence[float] = (0.9,),
-               progress: bool = False) -> list[RerankedRun]:
-        sims, ids = self.section_scores(samples, entries, progress)
+               progress: bool = False, parallel: tuple | None = None) -> list[RerankedRun] | None:
+        scores = self.section_scores(samples, entries, progress, parallel)
+        if scores is None:
+            return None
+        sims, ids = scores
         runs = []
         for alpha in alphas:
             results, hits = {}, 0

@@ -18,6 +18,7 @@ from PIL import Image
 from omgm.data.kb import KnowledgeBase
 from omgm.data.samples import ImageDirs, Sample, resolve_images
 from omgm.errors import OmgmError
+from omgm.parallel import run_units, units_of, use_parts
 from omgm.retrieval.encoders import Retriever
 from omgm.retrieval.image_batches import encode_image_files
 from omgm.retrieval.index import check_index, load_ids, load_index, maybe_to_gpu, search, search_entities
@@ -37,6 +38,21 @@ class SearchRun:
         """BEIR-style ``{sample_id: [(url, score), ...]}``."""
         return {sid: [(e["url"], s) for e, s in zip(v["retrieved_entities"], v["retrieval_similarities"])]
                 for sid, v in self.results.items()}
+
+    def as_dict(self) -> dict:
+        return {"results": self.results, "skipped": self.skipped, "messages": self.messages}
+
+    @classmethod
+    def combine(cls, parts: Sequence["SearchRun | dict"]) -> "SearchRun":
+        """One run from the runs of consecutive units (in order)."""
+        out = cls({})
+        for p in parts:
+            p = p if isinstance(p, SearchRun) else cls(p["results"], p["skipped"], p["messages"])
+            out.results.update(p.results)
+            for k, v in p.skipped.items():
+                out.skipped[k] = out.skipped.get(k, 0) + v
+            out.messages += p.messages[: max(0, 6 - len(out.messages))]
+        return out
 
 
 class EntitySearch:
@@ -83,27 +99,49 @@ class EntitySearch:
 
     def search(self, samples: Sequence[Sample], k: int = 20, image_dirs: ImageDirs | None = None,
                composed: bool = False, skip_missing: bool = False, batch_size: int = 64, num_workers: int = 0,
-               progress: bool = False) -> SearchRun:
-        """Embed each sample's query image (with its question when ``composed``) and rank entities."""
+               progress: bool = False, parallel: "tuple | None" = None) -> SearchRun | None:
+        """Embed each sample's query image (with its question when ``composed``) and rank entities.
+
+        The samples are processed in units of ``search_batch_size`` (the same units with one process or many);
+        ``parallel = (context, parts folder, settings)`` runs this rank's units (see :mod:`omgm.parallel`) and
+        returns the merged run on rank 0, None elsewhere.
+        """
         if composed and not self.retriever.supports_composed:
             raise SearchError(f"{self.retriever.name} has no composed (image + question) encoding")
-        paths, missing = resolve_images(samples, image_dirs or ImageDirs())
+        dirs = image_dirs or ImageDirs()
+        paths, missing = resolve_images(samples, dirs)
         if missing and not skip_missing:
             raise SearchError(f"{len(missing)} of {len(samples)} query images are missing (first: {missing[0]}); fix "
                               f"the image folders or pass --missing_images skip")
+        units = units_of(len(samples), self.search_batch_size)
+
+        def work(a: int, b: int) -> dict:
+            return self._search_unit(samples[a:b], paths, k, composed, skip_missing, batch_size, num_workers).as_dict()
+
+        if use_parts(parallel):
+            parts = run_units(*parallel, units, work, progress, "search")
+            return None if parts is None else SearchRun.combine(parts)
+        from tqdm import tqdm
+
+        return SearchRun.combine([work(a, b) for a, b in tqdm(units, desc="search", disable=not progress)])
+
+    def _search_unit(self, samples: Sequence[Sample], paths: dict, k: int, composed: bool, skip_missing: bool,
+                     batch_size: int, num_workers: int) -> SearchRun:
         todo = [s for s in samples if s.sample_id in paths]
         emb, ok, errors = encode_image_files(self.retriever, [paths[s.sample_id] for s in todo], batch_size,
-                                             num_workers, progress, [s.question for s in todo] if composed else None)
+                                             num_workers, False, [s.question for s in todo] if composed else None)
         if errors and not skip_missing:
             raise SearchError(f"{len(errors)} query images cannot be decoded (first: {next(iter(errors.values()))}); "
                               f"pass --missing_images skip to count them as misses")
         encoded = [s for s, good in zip(todo, ok) if good]
-        rows, sims = self.rank(emb[[i for i, good in enumerate(ok) if good]], k, progress) if encoded else ([], [])
+        rows, sims = self.rank(emb[[i for i, good in enumerate(ok) if good]], k) if encoded else ([], [])
         results = {s.sample_id: e for s, e in zip(encoded, self._entries(rows, sims))}
         unknown = [s for s in samples if s.wikipedia_url not in self.kb]
+        missing = [s for s in samples if s.sample_id not in paths]
         skipped = {"missing_query_images": len(missing), "undecodable_query_images": len(errors),
                    "gold_url_not_in_kb": len(unknown)}
-        messages = (missing + list(errors.values()))[:3] + [
+        messages = ([f"{s.source}, row {s.row} ({s.sample_id}): query image {s.image_id!r} not found" for s in missing]
+                    + list(errors.values()))[:3] + [
             f"{s.source}, row {s.row} ({s.sample_id}): {s.wikipedia_url!r} is not in the knowledge base"
             for s in unknown[:3]]
         return SearchRun(results, skipped, messages)

@@ -4,7 +4,8 @@ Results equal scoring each (section, image) pair on its own (:func:`naive_sectio
 but the work is shared:
 - the ViT runs once per unique wiki image (all sections of an entity share its first image, and entities
   recur across queries);
-- section texts of many entities go through the Q-Former together, sorted by length to limit padding;
+- an entity's sections go through the Q-Former together, sorted by length to limit padding; each entity is
+  encoded on its own, so its tokens are the same whichever entities share a run, a cache or a process;
 - candidate tokens are kept in an in-memory LRU and, optionally, on disk keyed by (model hash, entity), so
   repeated runs and alpha sweeps do not recompute them.
 """
@@ -123,46 +124,33 @@ class CandidateEncoder:
         return out
 
     def _encode_new(self, todo: list[tuple[str, object, Path]]) -> dict[str, EntityTokens]:
-        if not todo:
-            return {}
-        images = list(dict.fromkeys(img for _, _, img in todo))
-        image_pos = {img: i for i, img in enumerate(images)}
-        feats, bad = self._image_features(images)
-        texts, owner = [], []
+        """Each entity on its own (its image, then its sections in length-sorted batches): the tokens do not
+        depend on which other entities are encoded in the same run, cached, or handled by another process."""
         result: dict[str, EntityTokens] = {}
+        feats: dict[Path, torch.Tensor | str] = {}
         for url, ent, img in todo:
-            if img in bad:
+            if img not in feats:
+                feats[img] = self._image_feature(img)
+            if isinstance(feats[img], str):
                 self.counts["wiki image undecodable"] += 1
-                result[url] = EntityTokens([], None, f"wiki image undecodable: {bad[img]}")
-                continue
-            secs = ent.sections()
-            result[url] = EntityTokens([s.index for s in secs], None)
-            for j, s in enumerate(secs):
-                texts.append(candidate_text(ent.title, s.title, s.text))
-                owner.append((url, j, image_pos[img]))
-        tokens = self._text_tokens(texts, [o[2] for o in owner], feats)
-        per: dict[str, list] = {}
-        for (url, j, _), t in zip(owner, tokens):
-            per.setdefault(url, []).append(t)
-        for url, rows in per.items():
-            result[url].tokens = torch.stack(rows)
-        for url, et in result.items():
-            self._store(url, et)
-        self.counts["entities encoded"] += len(per)
-        self.counts["images encoded"] += len(images) - len(bad)
+                result[url] = EntityTokens([], None, f"wiki image undecodable: {feats[img]}")
+            else:
+                secs = ent.sections()
+                texts = [candidate_text(ent.title, s.title, s.text) for s in secs]
+                tokens = self._text_tokens(texts, [0] * len(texts), feats[img])
+                result[url] = EntityTokens([s.index for s in secs], torch.stack(tokens))
+                self.counts["entities encoded"] += 1
+            self._store(url, result[url])
+        self.counts["images encoded"] += sum(not isinstance(f, str) for f in feats.values())
         return result
 
-    def _image_features(self, paths: list[Path]) -> tuple[torch.Tensor, dict[Path, str]]:
-        pix, bad = [], {}
-        for p in paths:
-            try:
-                pix.append(self.transform(load_image(p)))
-            except ImageLoadError as exc:
-                bad[p] = str(exc)
-                pix.append(torch.zeros(3, self.model.config.vision.image_size, self.model.config.vision.image_size))
-        feats = [self.model.vision_features(torch.stack(pix[i:i + self.batch_size]).to(self.device))
-                 for i in range(0, len(pix), self.batch_size)]
-        return torch.cat(feats), bad
+    def _image_feature(self, path: Path) -> torch.Tensor | str:
+        """ViT tokens ``[1, T, D]`` of one image, or why it cannot be read."""
+        try:
+            pix = self.transform(load_image(path)).unsqueeze(0)
+        except ImageLoadError as exc:
+            return str(exc)
+        return self.model.vision_features(pix.to(self.device))
 
     def _text_tokens(self, texts: list[str], img_idx: list[int], feats: torch.Tensor) -> list[torch.Tensor]:
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))

@@ -37,6 +37,7 @@ class BuildOptions:
     recall_queries: int = 1000              # database vectors used as queries to measure an approximate index
     recall_k: int = 20
     progress: bool = True
+    ctx: object = None                      # omgm.parallel.Context under torchrun
     notes: list[str] = field(default_factory=list)
 
 
@@ -73,13 +74,15 @@ def _load_shards(shards: Sequence[Path]) -> np.ndarray:
 
 
 def build_summary_index(kb: KnowledgeBase, retriever: Retriever, texts_from: Callable[[int], object], index_path: Path,
-                        texts_info: dict, opts: BuildOptions) -> IndexManifest:
+                        texts_info: dict, opts: BuildOptions) -> IndexManifest | None:
     """Embed the KB's summaries (``texts_from(row)`` yields them from ``row``) and write the index + manifest."""
     work_dir = opts.work_dir or Path(f"{index_path}.shards")
     info = {"model_id": retriever.model_id, "kb_url_order_hash": kb.url_order_hash(),
             "summaries": texts_info.get("file", "")}
     shards = encode_sharded(texts_from, len(kb), retriever.encode_texts, work_dir, info, opts.shard_size,
-                            opts.batch_size, opts.progress)
+                            opts.batch_size, opts.progress, opts.ctx)
+    if shards is None:                      # another rank assembles the index
+        return None
     index, measured = assemble(_load_shards(shards), opts.factory, opts)
     manifest = IndexManifest(model_id=retriever.model_id, dim=retriever.dim, count=index.ntotal,
                              kb_url_order_hash=kb.url_order_hash(), kb_path=str(kb.path),
@@ -90,7 +93,7 @@ def build_summary_index(kb: KnowledgeBase, retriever: Retriever, texts_from: Cal
 
 
 def build_image_index(kb: KnowledgeBase, retriever: Retriever, wiki, index_path: Path, images_per_entity: int,
-                      opts: BuildOptions) -> tuple[IndexManifest, list[str]]:
+                      opts: BuildOptions) -> tuple[IndexManifest | None, list[str]]:
     """Embed up to ``images_per_entity`` wiki images per entity; returns the manifest and undecodable files."""
     wiki.max = images_per_entity
     items = [(ent.row, str(p)) for ent in kb.entities() for p in wiki.paths(ent.title)]
@@ -116,7 +119,9 @@ def build_image_index(kb: KnowledgeBase, retriever: Retriever, wiki, index_path:
             "images": len(items)}
     shards = encode_sharded(lambda start: iter(p for _, p in items[start:]), len(items), encode,
                             opts.work_dir or Path(f"{index_path}.shards"), info, opts.shard_size, opts.batch_size,
-                            opts.progress)
+                            opts.progress, opts.ctx)
+    if shards is None:                      # another rank assembles the index
+        return None, bad
     vecs = _load_shards(shards)
     keep = np.linalg.norm(vecs, axis=1) > 0
     index, measured = assemble(vecs[keep], opts.factory, opts)

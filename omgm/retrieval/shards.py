@@ -44,13 +44,24 @@ def _check_or_write_info(work_dir: Path, info: dict) -> None:
 
 def encode_sharded(texts_from: Callable[[int], Iterator[str]], n: int, encode: Callable[[Sequence[str]], np.ndarray],
                    work_dir: str | Path, info: dict, shard_size: int = 50_000, batch_size: int = 256,
-                   progress: bool = True) -> list[Path]:
-    """Encode ``n`` texts (``texts_from(start)`` yields them from row ``start``) into shards; return their paths."""
+                   progress: bool = True, ctx=None) -> list[Path] | None:
+    """Encode ``n`` texts (``texts_from(start)`` yields them from row ``start``) into shards; return their paths.
+
+    Under torchrun (``ctx``) shard ``i`` is encoded by rank ``i % world``; after a barrier rank 0 gets every
+    shard's path, the other ranks (and a rank run alone) None.
+    """
+    from omgm.parallel import Context
+
+    ctx = ctx or Context()
     work_dir = Path(work_dir)
-    work_dir.mkdir(parents=True, exist_ok=True)
-    _check_or_write_info(work_dir, {**info, "count": n, "shard_size": shard_size})
     ranges = shard_ranges(n, shard_size)
-    todo = [(s, e) for s, e in ranges if not shard_path(work_dir, s, e).is_file()]
+    if ctx.main or ctx.alone:
+        work_dir.mkdir(parents=True, exist_ok=True)
+        _check_or_write_info(work_dir, {**info, "count": n, "shard_size": shard_size})
+    ctx.barrier()
+    if not (ctx.main or ctx.alone):
+        _check_or_write_info(work_dir, {**info, "count": n, "shard_size": shard_size})
+    todo = [(s, e) for i, (s, e) in enumerate(ranges) if ctx.owns(i) and not shard_path(work_dir, s, e).is_file()]
     bar = tqdm(total=n, initial=n - sum(e - s for s, e in todo), desc="encode", unit=" texts", disable=not progress)
     for start, end in todo:
         texts = itertools.islice(texts_from(start), end - start)
@@ -62,6 +73,13 @@ def encode_sharded(texts_from: Callable[[int], Iterator[str]], n: int, encode: C
         with atomic_write(target, suffix=".npy") as tmp:
             np.save(tmp, block)
     bar.close()
+    ctx.barrier()
+    if ctx.alone or not ctx.main:
+        return None
+    missing = [shard_path(work_dir, s, e) for s, e in ranges if not shard_path(work_dir, s, e).is_file()]
+    if missing:
+        raise ShardError(f"{work_dir}: {len(missing)} shards are missing (e.g. {missing[0].name}); run the ranks "
+                         f"that made them again")
     return [shard_path(work_dir, s, e) for s, e in ranges]
 
 

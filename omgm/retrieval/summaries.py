@@ -10,6 +10,7 @@ order), appended and flushed batch by batch, so a killed run resumes at the firs
 """
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from tqdm import tqdm
 
 from omgm.data.kb import Entity, KnowledgeBase
 from omgm.errors import OmgmError
-from omgm.io import append_jsonl
+from omgm.io import append_jsonl, atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,14 @@ class SummaryStore:
             raise SummaryFileError(f"{self.path}, line {n + 1}: expected row {n} ({url!r}), found row "
                                    f"{rec.get('row')} ({rec.get('url')!r}); the file belongs to another KB")
 
+    def keep_rows(self, n: int) -> None:
+        """Cut the file back to its first ``n`` lines (a crash left a partial batch after them)."""
+        with self.path.open("rb") as fh:
+            lines = fh.readlines()[:n]
+        with atomic_write(self.path) as tmp:
+            tmp.write_bytes(b"".join(lines))
+        log.info("%s: cut back to %d rows (the last batch was incomplete)", self.path, n)
+
     def append(self, rows: Sequence[tuple[int, str, str]]) -> None:
         """Append records; a last line left without its newline by a crash is completed first."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -131,23 +140,67 @@ class LLMSummarizer:
 
 
 def write_summaries(kb: KnowledgeBase, store: SummaryStore, summarize: Callable[[Sequence[Entity]], list[str]],
-                    batch_size: int = 16, progress: bool = True) -> int:
-    """Summarise every entity not yet in ``store``; returns how many were written in this call."""
-    done = store.count_done(kb)
+                    batch_size: int = 16, progress: bool = True, ctx=None, summarizer_id: str = "") -> int | None:
+    """Summarise every entity not yet in ``store``; returns how many were written in this call (None on a rank
+    that does not merge).
+
+    Batches start at multiples of ``batch_size`` (a store left mid-batch by a crash is cut back to the last whole
+    batch), so a resumed or data-parallel run summarises exactly the batches an uninterrupted one does. Under
+    torchrun (``ctx``), blocks of 64 batches are spread over the ranks and rank 0 appends them in order.
+    """
+    from omgm.parallel import Context
+
+    ctx = ctx or Context()
+    if ctx.main or ctx.alone:
+        done = store.count_done(kb)
+        if done % batch_size:
+            store.keep_rows(done - done % batch_size)
+    ctx.barrier()
+    done = store.count_done(kb) if ctx.main or ctx.alone else _rows_in(store)
     if done:
         log.info("summaries: %d of %d already in %s, resuming", done, len(kb), store.path)
+    if ctx.world > 1 or store.path.with_name(store.path.name + ".parts").is_dir():
+        return _write_parallel(kb, store, summarize, batch_size, progress, ctx, done, summarizer_id)
     bar = tqdm(total=len(kb), initial=done, desc="summaries", unit=" entities", disable=not progress)
-    batch: list[Entity] = []
     written = 0
-    for ent in kb.entities(start=done):
-        batch.append(ent)
-        if len(batch) == batch_size:
-            written += _flush(store, batch, summarize, bar)
-            batch = []
-    if batch:
+    for a in range(done, len(kb), batch_size):
+        batch = list(itertools.islice(kb.entities(start=a), batch_size))
         written += _flush(store, batch, summarize, bar)
     bar.close()
     return written
+
+
+def _rows_in(store: SummaryStore) -> int:
+    if not store.path.is_file():
+        return 0
+    with store.path.open("rb") as fh:
+        return sum(1 for line in fh if line.endswith(b"\n"))
+
+
+def _write_parallel(kb, store, summarize, batch_size, progress, ctx, done, summarizer_id) -> int | None:
+    from omgm.parallel import remove_parts, run_units, units_of
+
+    def work(a: int, b: int) -> dict:
+        rows = []
+        for s in range(a, b, batch_size):
+            batch = list(itertools.islice(kb.entities(start=done + s), min(batch_size, b - s)))
+            rows += [[e.row, e.url, t] for e, t in zip(batch, summarize(batch))]
+        return {"rows": rows}
+
+    settings = {"kb": kb.url_order_hash(), "summarizer": summarizer_id, "batch_size": batch_size, "start": done}
+    parts = run_units(ctx, store.path.with_name(store.path.name + ".parts"), settings,
+                      units_of(len(kb) - done, 64 * batch_size), work, progress, "summaries")
+    if parts is None:
+        return None
+    rows = [r for p in parts for r in p["rows"]]
+    with atomic_write(store.path) as tmp:      # the old rows and the new ones, replaced in one step
+        if store.path.is_file():
+            import shutil
+
+            shutil.copyfile(store.path, tmp)
+        append_jsonl(tmp, [{"row": r, "url": u, "summary": t} for r, u, t in rows])
+    remove_parts(store.path.with_name(store.path.name + ".parts"))
+    return len(rows)
 
 
 def _flush(store: SummaryStore, batch: list[Entity], summarize, bar) -> int:
