@@ -130,3 +130,19 @@ def test_cross_encoder_sigmoid_scores_and_batching(tiny_step3_models):
     assert len(s) == 3 and all(0.0 < x < 1.0 for x in s) and s[0] == pytest.approx(s[2], abs=1e-6)
     ce.batch_size = 4
     assert ce.scores(pairs) == pytest.approx(s, abs=1e-6)                # batching does not change scores
+
+
+def test_shared_prefix_cache_is_computed_once_and_changes_no_answer(tiny_step3_models):
+    from omgm.generate.generators.base import greedy_ids
+    from omgm.generate.generators.prefix import common_prefix
+
+    llm = build_generator(GeneratorSpec(str(tiny_step3_models.llm), device="cpu", max_new_tokens=5))
+    reqs = [GenRequest(f"question {i}?", "context " * (3 * i + 1), "infoseek") for i in range(6)]
+    rows = [llm.input_ids(r) for r in reqs]
+    n = common_prefix(rows)
+    assert n > 100 and all(r[:n] == rows[0][:n] for r in rows)     # the system prompt and worked example
+    alone = [greedy_ids(llm.model, [r], llm.pad_id, 5, llm.eos_ids)[0] for r in rows]
+    assert llm.shared.generate(rows[:3], llm.pad_id, 5, llm.eos_ids) == alone[:3]
+    assert llm.shared.generate(rows[3:], llm.pad_id, 5, llm.eos_ids) == alone[3:]
+    assert llm.shared.prefix_runs == 1                               # the second batch reused the prefix cache
+    assert llm.shared.generate([[1, 2, 3], [1, 2, 4]], llm.pad_id, 5) is None    # too short to share

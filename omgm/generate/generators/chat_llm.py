@@ -16,6 +16,7 @@ from typing import Sequence
 
 from omgm.devices import resolve_device, torch_dtype
 from omgm.generate.generators.base import GenRequest, Generator, attn_implementation, greedy_ids
+from omgm.generate.generators.prefix import SharedPrefixGenerator
 from omgm.generate.prompts import chat_messages, check_style, merge_system
 from omgm.hub import load_pretrained
 
@@ -39,6 +40,7 @@ class ChatLLMGenerator(Generator):
         self.pad_id = 2 if kind == "mistral" else tok.eos_token_id
         self.max_new_tokens, self.name = max_new_tokens, f"{kind}:{path}"
         self.rendering = "chat template with a system message"
+        self.shared = SharedPrefixGenerator(self.model)      # batches share the prompts' common prefix
 
     def render(self, req: GenRequest) -> str:
         msgs = chat_messages(req.question, req.context, req.dataset)
@@ -56,7 +58,9 @@ class ChatLLMGenerator(Generator):
         return len(self.input_ids(req))
 
     def _generate(self, reqs: Sequence[GenRequest]) -> list[str]:
-        out = greedy_ids(self.model, [self.input_ids(r) for r in reqs], self.pad_id, self.max_new_tokens,
-                         self.eos_ids)
+        rows = [self.input_ids(r) for r in reqs]
+        out = self.shared.generate(rows, self.pad_id, self.max_new_tokens, self.eos_ids)
+        if out is None:
+            out = greedy_ids(self.model, rows, self.pad_id, self.max_new_tokens, self.eos_ids)
         texts = [self.tokenizer.decode(o, skip_special_tokens=True) for o in out]
         return texts if self.style == "official" else [t.strip() for t in texts]

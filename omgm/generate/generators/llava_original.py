@@ -23,6 +23,7 @@ from omgm.data.images import load_image
 from omgm.devices import resolve_device, torch_dtype
 from omgm.generate.generators.base import GenRequest, Generator, greedy_ids, left_pad
 from omgm.generate.generators.llava_convert import load_original_llava
+from omgm.generate.generators.prefix import SharedPrefixGenerator
 from omgm.generate.prompts import check_style, llava_v1_prompt, vlm_text
 
 IMAGE_MARKER = "<image>"
@@ -53,6 +54,7 @@ class OriginalLlavaGenerator(Generator):
         self.model, self.tokenizer = self.llava.model, self.llava.tokenizer
         self.max_new_tokens, self.name = max_new_tokens, f"llava-original:{folder}"
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        self.shared = SharedPrefixGenerator(self.model)
 
     def render(self, req: GenRequest) -> str:
         text = vlm_text(req.question, req.context, req.dataset)
@@ -80,8 +82,10 @@ class OriginalLlavaGenerator(Generator):
         rows = [self.slots(r) for r in reqs]
         if not any(IMAGE_SLOT in r for r in rows):            # text only: the image has no effect
             limit = self._limit()
-            out = greedy_ids(self.model, [r[:limit] if limit else r for r in rows], self.pad_id,
-                             self.max_new_tokens)
+            rows = [r[:limit] if limit else r for r in rows]
+            eos = self.llava.generation_config.eos_token_id
+            out = self.shared.generate(rows, self.pad_id, self.max_new_tokens, eos) or \
+                greedy_ids(self.model, rows, self.pad_id, self.max_new_tokens)
         else:
             out = self._generate_with_images(rows, [r.image for r in reqs])
         return [self.tokenizer.decode(o, skip_special_tokens=True).strip() for o in out]
