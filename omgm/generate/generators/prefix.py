@@ -88,6 +88,11 @@ class SharedPrefixGenerator:
         self._caches: OrderedDict[tuple[int, ...], object] = OrderedDict()
         self.prefix_runs = 0
 
+    def _cached_prefix(self, rows: Sequence[Sequence[int]]) -> tuple[int, ...] | None:
+        """The longest remembered prefix that every row starts with (and goes beyond)."""
+        fits = [p for p in self._caches if all(len(r) > len(p) and tuple(r[:len(p)]) == p for r in rows)]
+        return max(fits, key=len) if fits else None
+
     @torch.no_grad()
     def _prefix_cache(self, prefix: tuple[int, ...]):
         if prefix in self._caches:
@@ -108,10 +113,15 @@ class SharedPrefixGenerator:
     def generate(self, rows: Sequence[Sequence[int]], pad_id: int, max_new_tokens: int,
                  eos_ids: Sequence[int] | int | None = None) -> list[list[int]] | None:
         """New ids per row, or None when the rows share too short a prefix (then generate the usual way)."""
-        n = common_prefix(rows)
-        if len(rows) < 2 or n < MIN_SHARED:
+        if len(rows) < 2:
             return None
-        prefix = tuple(rows[0][:n])
+        prefix = self._cached_prefix(rows)
+        if prefix is None:
+            n = common_prefix(rows)
+            if n < MIN_SHARED:
+                return None
+            prefix = tuple(rows[0][:n])
+        n = len(prefix)
         tails = [list(r[n:]) for r in rows]
         width = max(len(t) for t in tails)
         cache = batch_cache(self._prefix_cache(prefix), len(rows), n + width + max_new_tokens)
