@@ -38,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--summary_model", default=None, help="causal LM id or folder for --summarizer llm")
     p.add_argument("--summary_file", default=None, help="summaries JSONL (default: INDEX.summaries.jsonl)")
     p.add_argument("--summary_batch_size", type=positive_int, default=16)
+    p.add_argument("--engine", choices=["transformers", "vllm"], default="transformers",
+                   help="LLM summaries with vLLM (optional, CUDA only; prefix caching); transformers is the reference")
     p.add_argument("--work_dir", default=None, help="embedding shards (default: INDEX.shards/)")
     p.add_argument("--shard_size", type=positive_int, default=50_000)
     p.add_argument("--batch_size", type=positive_int, default=256, help="texts per encoder call")
@@ -63,7 +65,8 @@ def _image_index(args, kb, index_path: Path, opts: BuildOptions) -> int:
 def _summarizer(args):
     if args.summarizer == "llm":
         require(args, "summary_model")
-        summarize = LLMSummarizer(args.summary_model, device=None if args.device == "auto" else args.device)
+        summarize = LLMSummarizer(args.summary_model, device=None if args.device == "auto" else args.device,
+                                  engine=args.engine)
         return summarize, summarize.name
     return (lambda ents: [lead_summary(e) for e in ents]), "lead"
 

@@ -66,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default=None, help="bf16 | fp16 | fp32 (default: bf16 on GPU, LLaVA fp16; fp32 on CPU)")
     p.add_argument("--attn_implementation", default=None, help="sdpa (default) or flash_attention_2 if installed")
+    p.add_argument("--engine", choices=["transformers", "vllm"], default="transformers",
+                   help="vllm: optional, CUDA only, chat LLMs and llava-hf VLMs (the transformers path is the reference)")
     p.add_argument("--limit", type=positive_int, default=None, help="answer only the first N samples")
     p.add_argument("--restart", action="store_true", help="discard answers a previous run left in OUTPUT.partial.jsonl")
     p.add_argument("--no_eval", action="store_true", help="skip the metric at the end")

@@ -134,10 +134,11 @@ class AnswerConfig:
     dtype: str | None = None
     attn_implementation: str | None = None
     vision_tower: str | None = None
+    engine: str = "transformers"
 
     def generator_spec(self) -> GeneratorSpec:
         return GeneratorSpec(self.answer_generator, self.llm_checkpoint, self.prompt_style, self.device, self.dtype,
-                             self.max_new_tokens, self.attn_implementation, self.vision_tower)
+                             self.max_new_tokens, self.attn_implementation, self.vision_tower, self.engine)
 
 
 def build_cut(cfg: AnswerConfig, generator: Generator):

@@ -65,7 +65,8 @@ class EntitySearch:
 
     @classmethod
     def load(cls, retriever: Retriever, index_path: str | Path, kb: KnowledgeBase, allow_model_mismatch: bool = False,
-             faiss_gpu: str = "auto", search_batch_size: int = 1024) -> "EntitySearch":
+             faiss_gpu: str = "auto", search_batch_size: int = 1024, faiss_fp16: bool = False,
+             gpu: int | None = None) -> "EntitySearch":
         """Open an index (omgm's, with manifest; the authors' bare summary index; EchoSight's released image-index
         folder) and check it against the KB and model."""
         from omgm.retrieval import echosight
@@ -75,12 +76,12 @@ class EntitySearch:
             index, _ = load_index(released[0])
             rows = echosight.read_ids(released[1], len(kb))
             notes = echosight.check(index, rows, released[0], released[1], retriever.dim, retriever.model_id)
-            return cls(retriever, maybe_to_gpu(index, faiss_gpu), kb, rows, search_batch_size, notes)
+            return cls(retriever, maybe_to_gpu(index, faiss_gpu, faiss_fp16, gpu), kb, rows, search_batch_size, notes)
         index, manifest = load_index(index_path)
         notes = check_index(index, manifest, index_path=index_path, kb_len=len(kb), kb_hash=kb.url_order_hash(),
                             model_id=retriever.model_id, dim=retriever.dim, allow_model_mismatch=allow_model_mismatch)
         rows = load_ids(index_path) if manifest is not None and manifest.kind == "image" else None
-        return cls(retriever, maybe_to_gpu(index, faiss_gpu), kb, rows, search_batch_size, notes, manifest)
+        return cls(retriever, maybe_to_gpu(index, faiss_gpu, faiss_fp16, gpu), kb, rows, search_batch_size, notes, manifest)
 
     @property
     def kind(self) -> str:
@@ -177,6 +178,7 @@ class SearchConfig:
     search_batch_size: int = 1024
     allow_model_mismatch: bool = False
     faiss_gpu: str = "auto"
+    faiss_fp16: bool = False
 
     @classmethod
     def from_values(cls, values: dict) -> "SearchConfig":
@@ -201,7 +203,7 @@ class SearchConfig:
         retriever = build_retriever(RetrieverSpec(self.retriever_vit, self.retriever_path, self.retriever_pretrained,
                                                   self.device, self.precision, self.trust_remote_code))
         return EntitySearch.load(retriever, self.faiss_index, kb or open_kb(self.knowledge_base),
-                                 self.allow_model_mismatch, self.faiss_gpu, self.search_batch_size)
+                                 self.allow_model_mismatch, self.faiss_gpu, self.search_batch_size, self.faiss_fp16)
 
     def run(self, engine: EntitySearch, samples: Sequence[Sample], progress: bool = False) -> SearchRun:
         return engine.search(samples, self.retrieval_top_k, self.image_dirs, self.composed_query,

@@ -176,15 +176,32 @@ def _is_gpu(index: faiss.Index) -> bool:
     return "Gpu" in type(index).__name__
 
 
-def maybe_to_gpu(index: faiss.Index, use_gpu: str = "auto") -> faiss.Index:
-    """Move the index to all GPUs when faiss-gpu is installed and GPUs are visible (``use_gpu``: auto/yes/no)."""
+def gpu_options(mode: str, fp16: bool = False):
+    """Cloner options for ``faiss.index_cpu_to_all_gpus``: ``shard`` splits the vectors over the GPUs (2M x 1280
+    fits several small cards), ``replicate`` copies them to each (faster for many queries); ``fp16`` stores them
+    in half precision (half the memory)."""
+    co = faiss.GpuMultipleClonerOptions()
+    co.shard = mode == "shard"
+    co.useFloat16 = fp16
+    return co
+
+
+def maybe_to_gpu(index: faiss.Index, use_gpu: str = "auto", fp16: bool = False, gpu: int | None = None) -> faiss.Index:
+    """Move the index to all visible GPUs when faiss-gpu is installed: ``auto`` (replicate if there are GPUs),
+    ``replicate``, ``shard``, ``no`` (``yes`` = ``replicate``). ``gpu``: only that GPU (one rank of a torchrun
+    job searches on its own GPU)."""
     n = getattr(faiss, "get_num_gpus", lambda: 0)()
     if use_gpu == "no" or (use_gpu == "auto" and n == 0):
         return index
     if n == 0:
-        raise RuntimeError("--faiss_gpu yes but faiss sees no GPU (is faiss-gpu installed?)")
-    log.info("moving the FAISS index to %d GPU(s)", n)
-    return faiss.index_cpu_to_all_gpus(index)
+        raise IndexMismatchError(f"--faiss_gpu {use_gpu} but faiss sees no GPU (is faiss-gpu installed?)")
+    if gpu is not None:
+        co = faiss.GpuClonerOptions()
+        co.useFloat16 = fp16
+        return faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), gpu % n, index, co)
+    mode = "shard" if use_gpu == "shard" else "replicate"
+    log.info("moving the FAISS index to %d GPU(s), %s%s", n, mode, ", fp16" if fp16 else "")
+    return faiss.index_cpu_to_all_gpus(index, co=gpu_options(mode, fp16))
 
 
 def search(index: faiss.Index, queries: np.ndarray, k: int, batch_size: int = 1024,

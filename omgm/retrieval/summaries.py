@@ -111,7 +111,7 @@ class LLMSummarizer:
     """Batched greedy summaries with a transformers causal LM (left padding, chat template if it has one)."""
 
     def __init__(self, model_path: str, device: str | None = None, dtype: str | None = None,
-                 max_new_tokens: int = 96, max_words: int = 768) -> None:
+                 max_new_tokens: int = 96, max_words: int = 768, engine: str = "transformers") -> None:
         from omgm.devices import resolve_device, torch_dtype
         from omgm.hub import load_pretrained
 
@@ -120,8 +120,14 @@ class LLMSummarizer:
                                          padding_side="left")
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = load_pretrained("AutoModelForCausalLM", model_path, what="summary model (--summary_model)",
-                                     dtype=torch_dtype(dtype, self.device)).to(self.device).eval()
+        self.engine, self.llm, self.model = engine, None, None
+        if engine == "vllm":                      # optional, CUDA only; the transformers path is the reference
+            from omgm.generate.generators.vllm_engine import make_llm
+
+            self.llm = make_llm(model_path, dtype)
+        else:
+            self.model = load_pretrained("AutoModelForCausalLM", model_path, what="summary model (--summary_model)",
+                                         dtype=torch_dtype(dtype, self.device)).to(self.device).eval()
         self.max_new_tokens, self.max_words = max_new_tokens, max_words
         self.name = f"llm:{model_path}"
 
@@ -133,6 +139,16 @@ class LLMSummarizer:
         return f"{SUMMARY_SYSTEM}\n\n{user}\n\nSummary:"
 
     def __call__(self, entities: Sequence[Entity]) -> list[str]:
+        if self.llm is not None:
+            from vllm import SamplingParams
+            from vllm.inputs import TokensPrompt
+
+            prompts = [TokensPrompt(prompt_token_ids=self.tokenizer(self.prompt(e), add_special_tokens=False)["input_ids"])
+                       for e in entities]
+            outs = self.llm.generate(prompts, SamplingParams(temperature=0.0, max_tokens=self.max_new_tokens,
+                                                             stop_token_ids=[self.tokenizer.eos_token_id]),
+                                     use_tqdm=False)
+            return [" ".join(o.outputs[0].text.split()) or lead_summary(e) for o, e in zip(outs, entities)]
         from omgm.generate.generators.base import greedy_texts
 
         texts = greedy_texts(self.model, self.tokenizer, [self.prompt(e) for e in entities], self.max_new_tokens)

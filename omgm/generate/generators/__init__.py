@@ -51,6 +51,7 @@ class GeneratorSpec:
     max_new_tokens: int | None = None
     attn_implementation: str | None = None
     vision_tower: str | None = None
+    engine: str = "transformers"            # or "vllm" (optional, CUDA)
 
 
 def list_generators() -> dict[str, str]:
@@ -103,6 +104,10 @@ def build_generator(spec: GeneratorSpec) -> Generator:
     path, layout, kind = resolve(spec)
     n = spec.max_new_tokens or NEW_TOKENS[layout]
     common = dict(style=spec.prompt_style, device=spec.device, dtype=spec.dtype, max_new_tokens=n)
+    if spec.engine not in ("transformers", "vllm"):
+        raise GeneratorError(f"unknown engine {spec.engine!r}: transformers or vllm")
+    if spec.engine == "vllm" and layout in ("llava-original", "internvl-remote"):
+        raise GeneratorError(f"--engine vllm does not serve {layout} folders ({path}); use --engine transformers")
     if layout == "llava-original":
         from omgm.generate.generators.llava_original import OriginalLlavaGenerator
 
@@ -113,10 +118,17 @@ def build_generator(spec: GeneratorSpec) -> Generator:
         from omgm.generate.generators.internvl import InternVLGenerator
 
         return InternVLGenerator(path, **common)
+    vllm = spec.engine == "vllm"
     if layout in ("llava-hf", "vlm-hf"):
         from omgm.generate.generators.llava_hf import HFVisionGenerator
 
-        return HFVisionGenerator(path, attn=spec.attn_implementation, **common)
-    from omgm.generate.generators.chat_llm import ChatLLMGenerator
+        base = HFVisionGenerator(path, attn=spec.attn_implementation, load_model=not vllm, **common)
+    else:
+        from omgm.generate.generators.chat_llm import ChatLLMGenerator
 
-    return ChatLLMGenerator(path, kind=kind, attn=spec.attn_implementation, **common)
+        base = ChatLLMGenerator(path, kind=kind, attn=spec.attn_implementation, load_model=not vllm, **common)
+    if not vllm:
+        return base
+    from omgm.generate.generators.vllm_engine import VllmGenerator
+
+    return VllmGenerator(base, path, spec.dtype)

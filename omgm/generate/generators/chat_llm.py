@@ -27,20 +27,22 @@ class ChatLLMGenerator(Generator):
     family = "chat-llm"
 
     def __init__(self, path: str | Path, kind: str = "llama3", style: str = "official", device: str | None = None,
-                 dtype: str | None = None, max_new_tokens: int = 128, attn: str | None = None) -> None:
+                 dtype: str | None = None, max_new_tokens: int = 128, attn: str | None = None,
+                 load_model: bool = True) -> None:
         self.style, self.kind = check_style(style), kind
         self.device = resolve_device(device)
         self.tokenizer = load_pretrained("AutoTokenizer", path, what="generator tokenizer")
         self.model = load_pretrained("AutoModelForCausalLM", path, what="generator",
                                      dtype=torch_dtype(dtype, self.device),
-                                     attn_implementation=attn_implementation(attn)).to(self.device).eval()
+                                     attn_implementation=attn_implementation(attn)).to(self.device).eval() \
+            if load_model else None
         tok = self.tokenizer
         eot = tok.convert_tokens_to_ids("<|eot_id|>")
         self.eos_ids = [i for i in (tok.eos_token_id, eot) if i is not None]
         self.pad_id = 2 if kind == "mistral" else tok.eos_token_id
         self.max_new_tokens, self.name = max_new_tokens, f"{kind}:{path}"
         self.rendering = "chat template with a system message"
-        self.shared = SharedPrefixGenerator(self.model)      # batches share the prompts' common prefix
+        self.shared = SharedPrefixGenerator(self.model) if load_model else None   # batches share the prefix
 
     def render(self, req: GenRequest) -> str:
         msgs = chat_messages(req.question, req.context, req.dataset)

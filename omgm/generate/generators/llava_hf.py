@@ -27,7 +27,7 @@ class HFVisionGenerator(Generator):
     needs_image = True
 
     def __init__(self, path: str | Path, style: str = "official", device: str | None = None, dtype: str | None = None,
-                 max_new_tokens: int = 200, attn: str | None = None) -> None:
+                 max_new_tokens: int = 200, attn: str | None = None, load_model: bool = True) -> None:
         self.style = check_style(style)
         self.device = resolve_device(device)
         self.processor = load_pretrained("AutoProcessor", path, what="generator processor")
@@ -37,7 +37,8 @@ class HFVisionGenerator(Generator):
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.model = load_pretrained("AutoModelForImageTextToText", path, what="generator",
                                      dtype=torch_dtype(dtype, self.device),
-                                     attn_implementation=attn_implementation(attn)).to(self.device).eval()
+                                     attn_implementation=attn_implementation(attn)).to(self.device).eval() \
+            if load_model else None
         self.max_new_tokens, self.name = max_new_tokens, f"hf-vlm:{path}"
 
     def render(self, req: GenRequest) -> str:
