@@ -84,8 +84,9 @@ def read_jsonl(path: str | Path) -> list[dict]:
     return out
 
 
-def append_jsonl(path: str | Path, records: Iterable[dict]) -> None:
-    """Append records, one per line, after completing a last line that lacks its newline; flushed and synced."""
+def append_jsonl(path: str | Path, records: Iterable[dict], sync: bool = True) -> None:
+    """Append records, one per line, after completing a last line that lacks its newline; flushed, and synced to
+    disk unless ``sync`` is false (for cheap records a reader can recompute: a torn tail is dropped on reading)."""
     path = Path(path)
     with open(path, "ab+") as fh:
         fh.seek(0, os.SEEK_END)
@@ -96,7 +97,8 @@ def append_jsonl(path: str | Path, records: Iterable[dict]) -> None:
         for r in records:
             fh.write((json.dumps(r, ensure_ascii=False) + "\n").encode("utf-8"))
         fh.flush()
-        os.fsync(fh.fileno())
+        if sync:
+            os.fsync(fh.fileno())
 
 
 def output_file(value: str | Path, name: str = RESULT_NAME) -> Path:

@@ -92,7 +92,7 @@ class SummaryStore:
     def append(self, rows: Sequence[tuple[int, str, str]]) -> None:
         """Append records; a last line left without its newline by a crash is completed first."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        append_jsonl(self.path, [{"row": row, "url": url, "summary": text} for row, url, text in rows])
+        append_jsonl(self.path, [{"row": row, "url": url, "summary": text} for row, url, text in rows], sync=False)
 
     def iter_texts(self, kb: KnowledgeBase, start: int = 0) -> Iterator[str]:
         """Summaries from row ``start`` on, in row order, each checked against the KB."""
