@@ -31,6 +31,11 @@ echo "== step 2b: rerank the test split's step-1 top 20 (alpha 1 = step 1 alone;
 echo "== step 3: best section of the top entity -> tiny LLaVA (RANDOM weights: its answers are gibberish) -> E-VQA metric"
 "$PY" -m omgm.step3 --test_file assets/demo/test.csv --retrieval_results_file outputs/demo/evqa_step2.alpha0.json \
   --output_file outputs/demo/evqa_answers.json --max_new_tokens 8 --no_progress
+echo "== fine-tune the tiny LLaVA on the demo train split (step 3's own prompts; exact match before -> after)"
+rm -rf "$W/llava_sft"
+"$PY" -m omgm.step3_train --train_file assets/demo/train.csv --output_dir "$W/llava_sft" --sft_file "$W/sft.jsonl" \
+  --train_section evidence --num_epochs 20 --batch_size 4 --global_batch_size 8 --learning_rate 1e-2 \
+  --max_length 1024 --eval_examples 24 --no_progress | grep -E "exact match|last_loss|first_loss"
 echo "== retriever comparison: summaries (OMGM step 1) vs every KB image (EchoSight baseline) vs OMGM step 2"
 "$PY" -m omgm.build_index --index_kind image --faiss_index "$W/image_tiny.index" --no_progress
 OMGM_CONFIG= "$PY" -m omgm.compare --config configs/demo.yaml --sample_file assets/demo/test.csv \

@@ -70,7 +70,7 @@ def test_index_build_summaries_and_vectors_are_identical(world):
 
 
 def test_step1_step2_step3_merged_outputs_equal_one_process(world):
-    w, m = world["w"], world["m"]
+    w = world["w"]
     s1 = ["--sample_file", str(world["d"] / "test.csv"), "--knowledge_base", world["kb"], "--faiss_index",
           str(w / "one/s.index"), *world["clip"], *world["imgs"], "--search_batch_size", "16", "--num_workers", "0",
           "--no_progress"]

@@ -13,13 +13,15 @@ name            default model                           family (layout)         
 
 ``--llm_checkpoint`` replaces the default model; its layout is read from its ``config.json``, so the paper's
 fine-tuned LLaVA-1.5-7B (original LLaVA format) loads with ``--answer_generator llava1_5 --llm_checkpoint DIR``.
-A local folder may also be given as ``--answer_generator`` itself.
+A local folder may also be given as ``--answer_generator`` itself. A LoRA adapter folder (``adapter_config.json``)
+loads its base model (``base_model_name_or_path``) and merges the adapter into it.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
+from omgm.generate.generators.adapters import adapter_base, apply_adapter, is_adapter_folder
 from omgm.generate.generators.base import GenRequest, Generator, GeneratorError
 from omgm.generate.layouts import detect_layout, layout_of
 from omgm.generate.prompts import check_style
@@ -75,7 +77,7 @@ def resolve(spec: GeneratorSpec) -> tuple[str, str, str]:
     if name in KNOWN:
         hub_id, default_layout, _ = KNOWN[name]
         path = spec.llm_checkpoint or hub_id
-    elif (Path(name) / "config.json").is_file():
+    elif (Path(name) / "config.json").is_file() or is_adapter_folder(name):
         path, default_layout = spec.llm_checkpoint or name, None
     else:
         raise GeneratorError(f"unknown generator {name!r}: use one of {', '.join(KNOWN)} or a local model folder "
@@ -101,6 +103,9 @@ def resolve(spec: GeneratorSpec) -> tuple[str, str, str]:
 def build_generator(spec: GeneratorSpec) -> Generator:
     """The generator a spec names, loaded strictly (see the module docstring)."""
     check_style(spec.prompt_style)
+    adapter = _adapter_of(spec)
+    if adapter:
+        return _with_adapter(spec, adapter)
     path, layout, kind = resolve(spec)
     n = spec.max_new_tokens or NEW_TOKENS[layout]
     common = dict(style=spec.prompt_style, device=spec.device, dtype=spec.dtype, max_new_tokens=n)
@@ -132,3 +137,30 @@ def build_generator(spec: GeneratorSpec) -> Generator:
     from omgm.generate.generators.vllm_engine import VllmGenerator
 
     return VllmGenerator(base, path, spec.dtype)
+
+
+def _adapter_of(spec: GeneratorSpec) -> str | None:
+    path = spec.llm_checkpoint or spec.answer_generator
+    return path if is_adapter_folder(path) else None
+
+
+def _with_adapter(spec: GeneratorSpec, adapter: str) -> Generator:
+    """The base model's generator with the adapter merged into its weights."""
+    from dataclasses import replace
+
+    if spec.engine != "transformers":
+        raise GeneratorError(f"{adapter}: a LoRA adapter runs with --engine transformers; merge it first "
+                             f"(omgm step3 train --merge_lora 1) to serve it with {spec.engine}")
+    base = adapter_base(adapter)
+    if is_adapter_folder(base):
+        raise GeneratorError(f"{adapter}: its base {base} is itself an adapter folder")
+    name = spec.answer_generator if spec.llm_checkpoint else \
+        next((n for n, (hub, _, _) in KNOWN.items() if hub == base), base)
+    gen = build_generator(replace(spec, answer_generator=name, llm_checkpoint=base if spec.llm_checkpoint else None))
+    if gen.family not in ("llava-hf", "chat-llm"):
+        raise GeneratorError(f"{adapter}: adapters are applied to llava-hf LLaVA or chat-LLM models; {base} is "
+                             f"{gen.family}")
+    gen.model = apply_adapter(gen.model, adapter)
+    gen.name = f"{gen.name}+{Path(adapter).name}"
+    return gen
+

@@ -1,0 +1,129 @@
+"""Data-parallel scaling on the CPU: one process vs two (torchrun, gloo) for index encoding and reranking.
+
+Tiny random models, a synthetic KB (``--entities``) and the demo's test questions repeated (``--repeat``). Each
+process uses one thread (``OMP_NUM_THREADS=1``), as each rank of a multi-GPU job uses one device, so the ratio
+measures how well the work splits; one process with every core (intra-op threads) is printed beside it.
+Wall times include starting Python and loading the models. Prints JSON: median and range over ``--repeats``.
+
+    python benchmarks/scale_out.py [--entities 100000] [--repeat 100] [--repeats 3]
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def _env(threads: int | None) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "OMGM_CONFIG")}
+    env.update(PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1", WANDB_MODE="disabled")
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    else:
+        env.pop("OMP_NUM_THREADS", None)
+    return env
+
+
+def timed(cmd: list[str], threads: int | None) -> float:
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, env=_env(threads), capture_output=True, text=True)
+    if proc.returncode:
+        raise SystemExit(proc.stderr[-2000:])
+    return time.perf_counter() - t0
+
+
+def compare(name: str, module: str, args_for, work: Path, repeats: int) -> dict:
+    times = {"1 process, 1 thread": [], "2 processes, 1 thread each": [], "1 process, all cores": []}
+    for r in range(repeats):
+        for mode, launcher, threads in (("1 process, 1 thread", [sys.executable, "-m"], 1),
+                                        ("2 processes, 1 thread each", [sys.executable, "-m", "torch.distributed.run",
+                                                                        "--standalone", "--nproc_per_node=2", "-m"], 1),
+                                        ("1 process, all cores", [sys.executable, "-m"], None)):
+            out = work / f"{name}-{r}-{len(times[mode])}-{mode.split()[0]}"
+            times[mode].append(timed([*launcher, module, *args_for(out)], threads))
+            shutil.rmtree(out, ignore_errors=True)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    ratios = [a / b for a, b in zip(times["1 process, 1 thread"], times["2 processes, 1 thread each"])]
+    return {"stage": name, "wall_s_median": {k: round(v, 2) for k, v in med.items()},
+            "speedup_2_vs_1_process": round(statistics.median(ratios), 2),
+            "speedup_range": [round(min(ratios), 2), round(max(ratios), 2)],
+            "speedup_2_processes_vs_1_process_all_cores": round(med["1 process, all cores"] /
+                                                                med["2 processes, 1 thread each"], 2),
+            "repeats": repeats, "cpu_cores": os.cpu_count()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--entities", type=int, default=100_000)
+    p.add_argument("--repeat", type=int, default=100, help="copies of the demo's test questions to rerank")
+    p.add_argument("--repeats", type=int, default=3)
+    a = p.parse_args(argv)
+    from omgm.data.kb_import import run_import
+    from utils.make_tiny_models import demo_corpus, make_tiny_clip, make_tiny_reranker_files
+    from utils.synthetic_kb import write_synthetic_kb
+
+    demo = ROOT / "assets" / "demo"
+    with tempfile.TemporaryDirectory() as tmp:
+        w = Path(tmp)
+        kb = run_import(write_synthetic_kb(w / "kb.json", a.entities), w / "kb.sqlite", progress=False)
+        clip = make_tiny_clip(w / "clip.pt")
+        index_args = lambda out: ["omgm.build_index", "--knowledge_base", str(kb), "--faiss_index",
+                                  str(out / "s.index"), "--retriever_vit", "omgm-tiny-eva", "--retriever_pretrained",
+                                  str(clip), "--device", "cpu", "--summarizer", "lead", "--shard_size", "4096",
+                                  "--no_progress"][1:]
+        print(json.dumps(compare("index encoding", "omgm.build_index", index_args, w, a.repeats)), flush=True)
+        rerank_args = _rerank_world(w, demo, a.repeat, make_tiny_reranker_files, demo_corpus)
+        print(json.dumps(compare("reranking", "omgm.step2", rerank_args, w, a.repeats)), flush=True)
+    return 0
+
+
+def _rerank_world(w: Path, demo: Path, repeat: int, make_reranker, corpus):
+    """The demo's test questions repeated, a step-1 file ranking 20 demo entities for each, a tiny reranker."""
+    import random
+
+    import torch
+
+    from omgm.data.kb_import import run_import
+    from omgm.data.results import write_retrieval
+    from omgm.data.samples import read_samples, samples_fingerprint
+    from omgm.rerank.convert import save_ours
+    from omgm.rerank.model import IT2ITConfig, IT2ITReranker
+
+    kb = run_import(demo / "kb.json", w / "demo.sqlite", demo / "wiki_image_csv", progress=False)
+    rows = list(csv.DictReader((demo / "test.csv").open()))
+    with (w / "many.csv").open("w", newline="") as fh:
+        out = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        out.writeheader()
+        out.writerows(rows * repeat)
+    samples = read_samples(w / "many.csv")
+    urls = list(json.loads((demo / "kb.json").read_text()))
+    rng = random.Random(0)
+    res = {s.sample_id: {"retrieved_entities": [{"url": u, "title": ""} for u in rng.sample(urls, 20)],
+                         "retrieval_similarities": sorted((rng.random() for _ in range(20)), reverse=True)}
+           for s in samples}
+    write_retrieval(w / "s1.json", res, "step1", {"samples_hash": samples_fingerprint(samples)})
+    tok, cfg = make_reranker(w / "models", corpus(demo))
+    torch.manual_seed(0)
+    from omgm.rerank.inputs import load_tokenizer
+
+    save_ours(IT2ITReranker(IT2ITConfig.tiny(len(load_tokenizer(str(tok))))), w / "reranker.pth")
+    return lambda out: ["rerank", "--sample_file", str(w / "many.csv"), "--step1_result", str(w / "s1.json"),
+                        "--knowledge_base_path", str(kb), "--reranker_ckpt_path", str(w / "reranker.pth"),
+                        "--tokenizer", str(tok), "--wiki_img_path_prefix", str(demo / "wiki_images"),
+                        "--inat_dir", str(demo / "images/inat"), "--gld_dir", str(demo / "images/gld"),
+                        "--save_result_path", str(out / "s2.json"), "--device", "cpu", "--no_progress"]
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

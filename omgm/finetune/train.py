@@ -1,0 +1,266 @@
+"""Supervised fine-tuning of a step-3 generator (llava-hf LLaVA-1.5 or a chat LLM), full or LoRA, on accelerate.
+
+Defaults follow LLaVA-1.5's published fine-tuning recipe (the OMGM paper does not give its own): one epoch,
+global batch 128, AdamW without weight decay, cosine schedule with 3 % warm-up, lr 2e-5 for full fine-tuning
+(language model + projector; the vision tower frozen) or 2e-4 for LoRA (r 128, alpha 256, dropout 0.05, on the
+language model's attention and MLP projections), bf16 and gradient checkpointing on GPU, 2,048 tokens.
+
+Every ``save_steps`` optimiser steps the trainable weights (``trainable_{step}.safetensors``) and the optimiser,
+scheduler, RNG and position (``state_{step}.pt``, weights-only loadable) are saved; a run started again in the
+same output folder resumes from the last pair and reaches the state of an uninterrupted run. The output folder
+loads in ``omgm step3 --llm_checkpoint OUT`` (full fine-tuning: the model itself; LoRA: the adapter folder, or
+``OUT/merged`` with ``merge_lora``).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from omgm.finetune.tokens import Collate, encode
+from omgm.io import atomic_write, read_jsonl, write_json_atomic
+
+log = logging.getLogger(__name__)
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+@dataclass
+class SftConfig:
+    output_dir: str = "outputs/generator"
+    tuning: str = "full"                 # full | lora
+    learning_rate: float | None = None   # default: 2e-5 full, 2e-4 LoRA
+    num_epochs: int = 1
+    batch_size: int = 4                  # per device and step
+    global_batch_size: int = 128         # batch_size x devices x accumulation
+    warmup_ratio: float = 0.03
+    weight_decay: float = 0.0
+    max_length: int = 2048
+    lora_r: int = 128
+    lora_alpha: int = 256
+    lora_dropout: float = 0.05
+    merge_lora: bool = False
+    gradient_checkpointing: bool = True
+    save_steps: int = 100
+    max_steps: int | None = None
+    seed: int = 0
+    log_every: int = 10
+    wandb: bool = False
+    cpu: bool = False
+    progress: bool = True
+
+    @property
+    def lr(self) -> float:
+        return self.learning_rate or (2e-4 if self.tuning == "lora" else 2e-5)
+
+
+def prepare_model(model, cfg: SftConfig):
+    """Freeze what the recipe keeps fixed, or wrap in LoRA adapters; gradient checkpointing when asked."""
+    if cfg.tuning == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        targets = r".*language_model.*\.(" + "|".join(LORA_TARGETS) + ")" if hasattr(model, "vision_tower") or \
+            hasattr(getattr(model, "model", None), "vision_tower") else LORA_TARGETS
+        model = get_peft_model(model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
+                                                 lora_dropout=cfg.lora_dropout, target_modules=targets,
+                                                 task_type="CAUSAL_LM"))
+    else:
+        for name, p in model.named_parameters():
+            p.requires_grad = "vision_tower" not in name
+    if cfg.gradient_checkpointing and not cfg.cpu and torch.cuda.is_available():
+        model.gradient_checkpointing_enable()
+        if cfg.tuning == "lora":
+            model.enable_input_require_grads()
+    return model
+
+
+def trainable_state(model) -> dict[str, torch.Tensor]:
+    return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def _rng() -> dict:
+    return {"python": list(random.getstate()[1]) + [random.getstate()[0], random.getstate()[2]],
+            "torch": torch.get_rng_state()}
+
+
+def _set_rng(s: dict) -> None:
+    *state, version, gauss = s["python"]
+    random.setstate((version, tuple(state), gauss))
+    torch.set_rng_state(s["torch"])
+
+
+def epoch_order(n: int, epoch: int, seed: int) -> list[int]:
+    order = list(range(n))
+    random.Random(seed * 1000 + epoch).shuffle(order)
+    return order
+
+
+class SftTrainer:
+    """``train(examples)`` -> summary (see the module docstring)."""
+
+    def __init__(self, generator, cfg: SftConfig) -> None:
+        from accelerate import Accelerator
+
+        use_cuda = torch.cuda.is_available() and not cfg.cpu
+        self.cfg, self.generator, self.out = cfg, generator, Path(cfg.output_dir)
+        self.acc = Accelerator(mixed_precision="bf16" if use_cuda else "no", cpu=not use_cuda)
+        self.accum = max(1, cfg.global_batch_size // (cfg.batch_size * self.acc.num_processes))
+        self.acc.gradient_accumulation_steps = self.accum      # DeepSpeed's "auto" accumulation reads it
+        self.out.mkdir(parents=True, exist_ok=True)
+
+    def _items(self, examples: list[dict]) -> tuple[list[dict], int]:
+        items = [encode(self.generator, e, self.cfg.max_length) for e in examples]
+        return [x for x in items if x is not None], sum(x is None for x in items)
+
+    def train(self, examples: list[dict]) -> dict:
+        cfg, acc = self.cfg, self.acc
+        torch.manual_seed(cfg.seed)
+        random.seed(cfg.seed)
+        items, too_long = self._items(examples)
+        if not items:
+            raise ValueError("no training example fits --max_length")
+        model = prepare_model(self.generator.model, cfg)
+        steps_per_epoch = math.ceil(len(items) / (cfg.batch_size * self.accum * self.acc.num_processes))
+        total = steps_per_epoch * cfg.num_epochs
+        stop = min(total, cfg.max_steps) if cfg.max_steps else total
+        from transformers import get_cosine_schedule_with_warmup
+
+        params = [p for p in model.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        sched = get_cosine_schedule_with_warmup(opt, math.ceil(cfg.warmup_ratio * total), total)
+        model, opt = acc.prepare(model, opt)
+        step, rng = self._resume(model, opt, sched)
+        collate = Collate(self.generator.tokenizer.pad_token_id if self.generator.tokenizer.pad_token_id is not None
+                          else self.generator.tokenizer.eos_token_id)
+        losses = self._loop(model, opt, sched, items, collate, step, stop, steps_per_epoch, rng)
+        self._final_state = acc.get_state_dict(model) if self._deepspeed else None   # gathered on every rank
+        self._finish(acc.unwrap_model(model))
+        summary = {"steps": stop, "total_steps": total, "examples": len(items), "skipped_too_long": too_long,
+                   "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
+                   "accumulation": self.accum, "config": asdict(cfg)}
+        write_json_atomic(self.out / "train_summary.json", summary, indent=2)
+        return summary
+
+    def _loop(self, model, opt, sched, items, collate, step, stop, spe, rng) -> list[float]:
+        from tqdm import tqdm
+
+        cfg, acc = self.cfg, self.acc
+        per_step = cfg.batch_size * self.accum * acc.num_processes
+        losses, bar = [], tqdm(total=stop, initial=step, desc="fine-tune", disable=not cfg.progress)
+        run = _wandb(cfg) if cfg.wandb and acc.is_main_process else None
+        model.train()
+        with (self.out / "train_log.jsonl").open("a", encoding="utf-8") as log_file:
+            while step < stop:
+                epoch, pos = divmod(step, spe)
+                order = epoch_order(len(items), epoch, cfg.seed)
+                if rng is not None:
+                    _set_rng(rng)
+                    rng = None
+                mine = order[pos * per_step:(pos + 1) * per_step][acc.process_index::acc.num_processes]
+                chunk = [items[i] for i in mine]
+                loss, parts = 0.0, max(1, math.ceil(len(chunk) / cfg.batch_size))
+                for i in range(0, len(chunk), cfg.batch_size):
+                    batch = {k: v.to(acc.device) for k, v in collate(chunk[i:i + cfg.batch_size]).items()}
+                    last = i + cfg.batch_size >= len(chunk)
+                    acc.sync_gradients = last                   # DeepSpeed steps its engine on the last part only
+                    with (nullcontext() if last else acc.no_sync(model)), acc.autocast():
+                        out = model(**batch)
+                        acc.backward(out.loss * (self.accum / parts))   # backward divides by the accumulation
+                    loss += out.loss.item() / parts
+                opt.step()
+                lr = sched.get_last_lr()[0]
+                sched.step()
+                opt.zero_grad(set_to_none=True)
+                step += 1
+                losses.append(loss)
+                record = {"step": step, "epoch": step / spe, "loss": loss, "lr": lr}
+                if acc.is_main_process:
+                    log_file.write(json.dumps(record) + "\n")
+                    log_file.flush()
+                if run is not None:
+                    run.log(record, step=step)
+                bar.update(1)
+                if step % cfg.save_steps == 0 or step == stop:
+                    self._save(model, opt, sched, step)
+        bar.close()
+        if run is not None:
+            run.finish()
+        return losses
+
+    def _save(self, model, opt, sched, step: int) -> None:
+        from safetensors.torch import save_file
+
+        self.acc.wait_for_everyone()
+        weights = self._trainable_weights(model)          # a collective under DeepSpeed: every rank calls it
+        if not self.acc.is_main_process:
+            return
+        with atomic_write(self.out / f"trainable_{step}.safetensors") as tmp:
+            save_file(weights, str(tmp))
+        if self._deepspeed:                               # ZeRO shards the optimiser: weights only
+            return
+        with atomic_write(self.out / f"state_{step}.pt") as tmp:
+            torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": step, "rng": _rng()},
+                       tmp)
+
+    @property
+    def _deepspeed(self) -> bool:
+        return self.acc.distributed_type.name == "DEEPSPEED"
+
+    def _trainable_weights(self, model) -> dict[str, torch.Tensor]:
+        inner = self.acc.unwrap_model(model)
+        if not self._deepspeed:
+            return trainable_state(inner)
+        names = {n for n, p in inner.named_parameters() if p.requires_grad}
+        return {n: t.detach().cpu().contiguous() for n, t in self.acc.get_state_dict(model).items() if n in names}
+
+    def _resume(self, model, opt, sched) -> tuple[int, dict | None]:
+        from safetensors.torch import load_file
+
+        done = [int(p.stem.split("_")[1]) for p in self.out.glob("state_*.pt")
+                if (self.out / f"trainable_{p.stem.split('_')[1]}.safetensors").is_file()]
+        if self._deepspeed and list(self.out.glob("trainable_*.safetensors")):
+            raise ValueError(f"{self.out}: resuming under DeepSpeed is not supported (ZeRO shards the optimiser); "
+                             f"use a new --output_dir, or resume without DeepSpeed")
+        if not done:
+            return 0, None
+        step = max(done)
+        state = torch.load(self.out / f"state_{step}.pt", map_location="cpu", weights_only=True)
+        weights = load_file(str(self.out / f"trainable_{step}.safetensors"))
+        inner = self.acc.unwrap_model(model)
+        missing = set(trainable_state(inner)) - set(weights)
+        if missing:
+            raise ValueError(f"{self.out / f'trainable_{step}.safetensors'} lacks {sorted(missing)[:3]}: another model?")
+        inner.load_state_dict(weights, strict=False)
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        log_path = self.out / "train_log.jsonl"
+        if self.acc.is_main_process and log_path.is_file():
+            keep = [r for r in read_jsonl(log_path) if r.get("step", 0) <= step]
+            with atomic_write(log_path) as tmp:
+                tmp.write_text("".join(json.dumps(r) + "\n" for r in keep), encoding="utf-8")
+        self.acc.wait_for_everyone()
+        log.info("resumed fine-tuning from step %d", step)
+        return step, state["rng"]
+
+    def _finish(self, model) -> None:
+        if not self.acc.is_main_process:
+            return
+        saver = getattr(self.generator, "processor", None) or self.generator.tokenizer
+        model.save_pretrained(self.out, state_dict=self._final_state)
+        saver.save_pretrained(self.out)
+        if self.cfg.tuning == "lora" and self.cfg.merge_lora:
+            merged = model.merge_and_unload()
+            merged.save_pretrained(self.out / "merged")
+            saver.save_pretrained(self.out / "merged")
+
+
+def _wandb(cfg: SftConfig):
+    import wandb
+
+    return wandb.init(project="omgm-step3-sft", config=asdict(cfg))
+
