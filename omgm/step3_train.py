@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -25,6 +26,7 @@ from omgm.finetune.evaluate import exact_match_rate
 from omgm.finetune.train import SftConfig, SftTrainer
 from omgm.generate.generators import GeneratorSpec, build_generator
 from omgm.generate.prompts import PROMPT_STYLES
+from omgm.parallel import Context, device_for
 from omgm.pipeline.answer import AnswerConfig, build_cut
 
 
@@ -103,8 +105,14 @@ def examples_for(args, generator, samples) -> list[dict]:
     return sft.examples
 
 
+def _rank() -> Context:
+    """This process's place under torchrun/accelerate launch (the trainer's accelerate sets the group up)."""
+    env = os.environ
+    return Context(int(env.get("RANK", "0")), int(env.get("WORLD_SIZE", "1")), int(env.get("LOCAL_RANK", "0")))
+
+
 def _device(args):
-    return None if args.device == "auto" else args.device
+    return device_for(_rank(), None if args.device == "auto" else args.device)
 
 
 @cli_errors
@@ -123,18 +131,20 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not examples:
         raise OmgmError("no training example (see the skip counts above)")
-    gold = {s.sample_id: s for s in samples}
-    probe = examples[: args.eval_examples or 0]
+    gold, main = {s.sample_id: s for s in samples}, _rank().main
+    probe = examples[: args.eval_examples or 0] if main else []
     before = exact_match_rate(generator, probe, gold) if probe else None
     cfg = SftConfig(**{f.name: getattr(args, f.name) for f in fields(SftConfig) if hasattr(args, f.name)},
-                    cpu=args.device == "cpu", progress=not args.no_progress)
+                    cpu=args.device == "cpu", progress=not args.no_progress and main)
     cfg.output_dir = args.output_dir
-    summary = SftTrainer(generator, cfg).train(examples)
-    if probe:
+    trainer = SftTrainer(generator, cfg)
+    summary = trainer.train(examples)
+    if probe and not trainer.deepspeed:        # under ZeRO the model's weights are sharded across ranks
         summary["exact_match_before_after"] = [before, exact_match_rate(generator, probe, gold)]
         print(f"exact match on {len(probe)} training questions: {before:.1f}% before -> "
               f"{summary['exact_match_before_after'][1]:.1f}% after")
-    print(json.dumps({k: v for k, v in summary.items() if k != "config"}, indent=2))
+    if main:
+        print(json.dumps({k: v for k, v in summary.items() if k != "config"}, indent=2))
     return 0
 
 

@@ -1,41 +1,17 @@
 """Data parallelism under torchrun (2 processes, gloo, CPU): every stage's merged output equals one process's;
 a killed rank is redone without losing the others' work; parts of other settings or world sizes are refused."""
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import psutil
 import pytest
 
+from launch import _env, ok as _ok, single, torchrun
 from omgm.parallel import Context, ParallelError, part_owner_check, run_units, units_of
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _env(**extra):
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "OMGM_CONFIG")}
-    return {**env, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled",
-            **extra}
-
-
-def single(module: str, args: list[str], **env) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", module, *args], env=_env(**env), capture_output=True, text=True,
-                          timeout=300)
-
-
-def torchrun(module: str, args: list[str], n: int = 2) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}", "-m", module, *args]
-    return subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
-
-
-def _ok(proc: subprocess.CompletedProcess) -> None:
-    assert proc.returncode == 0, proc.stderr[-3000:]
 
 
 @pytest.fixture(scope="module")

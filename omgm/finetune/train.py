@@ -138,12 +138,13 @@ class SftTrainer:
         collate = Collate(self.generator.tokenizer.pad_token_id if self.generator.tokenizer.pad_token_id is not None
                           else self.generator.tokenizer.eos_token_id)
         losses = self._loop(model, opt, sched, items, collate, step, stop, steps_per_epoch, rng)
-        self._final_state = acc.get_state_dict(model) if self._deepspeed else None   # gathered on every rank
+        self._final_state = acc.get_state_dict(model) if self.deepspeed else None   # gathered on every rank
         self._finish(acc.unwrap_model(model))
         summary = {"steps": stop, "total_steps": total, "examples": len(items), "skipped_too_long": too_long,
                    "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
                    "accumulation": self.accum, "config": asdict(cfg)}
-        write_json_atomic(self.out / "train_summary.json", summary, indent=2)
+        if acc.is_main_process:
+            write_json_atomic(self.out / "train_summary.json", summary, indent=2)
         return summary
 
     def _loop(self, model, opt, sched, items, collate, step, stop, spe, rng) -> list[float]:
@@ -172,6 +173,7 @@ class SftTrainer:
                         out = model(**batch)
                         acc.backward(out.loss * (self.accum / parts))   # backward divides by the accumulation
                     loss += out.loss.item() / parts
+                loss = float(acc.reduce(torch.tensor(loss, device=acc.device), "mean"))   # the global batch's
                 opt.step()
                 lr = sched.get_last_lr()[0]
                 sched.step()
@@ -201,19 +203,19 @@ class SftTrainer:
             return
         with atomic_write(self.out / f"trainable_{step}.safetensors") as tmp:
             save_file(weights, str(tmp))
-        if self._deepspeed:                               # ZeRO shards the optimiser: weights only
+        if self.deepspeed:                               # ZeRO shards the optimiser: weights only
             return
         with atomic_write(self.out / f"state_{step}.pt") as tmp:
             torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": step, "rng": _rng()},
                        tmp)
 
     @property
-    def _deepspeed(self) -> bool:
+    def deepspeed(self) -> bool:
         return self.acc.distributed_type.name == "DEEPSPEED"
 
     def _trainable_weights(self, model) -> dict[str, torch.Tensor]:
         inner = self.acc.unwrap_model(model)
-        if not self._deepspeed:
+        if not self.deepspeed:
             return trainable_state(inner)
         names = {n for n, p in inner.named_parameters() if p.requires_grad}
         return {n: t.detach().cpu().contiguous() for n, t in self.acc.get_state_dict(model).items() if n in names}
@@ -223,7 +225,7 @@ class SftTrainer:
 
         done = [int(p.stem.split("_")[1]) for p in self.out.glob("state_*.pt")
                 if (self.out / f"trainable_{p.stem.split('_')[1]}.safetensors").is_file()]
-        if self._deepspeed and list(self.out.glob("trainable_*.safetensors")):
+        if self.deepspeed and list(self.out.glob("trainable_*.safetensors")):
             raise ValueError(f"{self.out}: resuming under DeepSpeed is not supported (ZeRO shards the optimiser); "
                              f"use a new --output_dir, or resume without DeepSpeed")
         if not done:
