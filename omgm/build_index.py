@@ -43,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--work_dir", default=None, help="embedding shards (default: INDEX.shards/)")
     p.add_argument("--shard_size", type=positive_int, default=50_000)
     p.add_argument("--batch_size", type=positive_int, default=256, help="texts per encoder call")
+    p.add_argument("--faiss_params", default=None,
+                   help="search-time parameters of the --index_factory index, kept in its manifest (nprobe=32; "
+                        "efSearch=128); recall is measured with them")
     p.add_argument("--index_factory", default=None,
                    help="FAISS index_factory string for an approximate index (HNSW32,Flat; IVF4096,Flat; "
                         "IVF4096,PQ64...); its recall@20 against exact search is measured. Default: exact IndexFlatIP")
@@ -81,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     check_writable(index_path)
     kb = open_kb(args.knowledge_base)
     opts = BuildOptions(Path(args.work_dir) if args.work_dir else None, args.shard_size, args.batch_size,
-                        args.index_factory, progress=not args.no_progress, ctx=ctx)
+                        args.index_factory, args.faiss_params, progress=not args.no_progress, ctx=ctx)
     with OutputLock(index_path) if ctx.main else nullcontext():
         if args.index_kind == "image":
             return _image_index(args, kb, index_path, opts)

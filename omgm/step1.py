@@ -52,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with faiss-gpu: replicate the index on every GPU (auto, yes) or shard it over them; under "
                         "torchrun each rank uses its own GPU")
     p.add_argument("--faiss_fp16", action="store_true", help="GPU index in fp16 (half the memory)")
+    p.add_argument("--faiss_params", default=None,
+                   help="search-time parameters of an approximate index (nprobe=64; efSearch=256); default: those "
+                        "it was built with")
     p.add_argument("--allow_model_mismatch", action="store_true",
                    help="warn instead of stopping when the index manifest names another model")
     p.add_argument("--bare_output", action="store_true", help="write the authors' headerless JSON")
@@ -74,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         kb = open_kb(args.knowledge_base)
         retriever = build_retriever(retriever_spec(args))
         engine = EntitySearch.load(retriever, args.faiss_index, kb, args.allow_model_mismatch, args.faiss_gpu,
-                                   args.search_batch_size, args.faiss_fp16, ctx.local_rank if ctx.world > 1 else None)
+                                   args.search_batch_size, args.faiss_fp16, ctx.local_rank if ctx.world > 1 else None,
+                                   args.faiss_params)
         for note in engine.notes if ctx.main else []:
             print(note, file=sys.stderr)
         settings = {"samples": samples_fingerprint(samples), "kb": kb.url_order_hash(), "model": retriever.model_id,

@@ -70,3 +70,38 @@ def test_corrupt_index_file(tmp_path: Path):
     (tmp_path / "bad.index").write_bytes(b"not faiss")
     with pytest.raises(IndexMismatchError, match="bad.index: not a readable FAISS index"):
         load_index(tmp_path / "bad.index")
+
+
+def test_approximate_index_keeps_its_search_params_and_measures_recall_with_them():
+    from omgm.retrieval.builder import BuildOptions, assemble
+    from omgm.retrieval.index import IndexMismatchError, apply_search_params
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2000, 16)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    low, m_low = assemble(x, "IVF64,Flat", BuildOptions(recall_queries=200, progress=False))
+    high, m_high = assemble(x, "IVF64,Flat", BuildOptions(search_params="nprobe=64", recall_queries=200,
+                                                          progress=False))
+    assert faiss.extract_index_ivf(low).nprobe == 1 and faiss.extract_index_ivf(high).nprobe == 64
+    assert m_high["search_params"] == "nprobe=64" and m_high["recall_vs_flat"]["R@20"] == 1.0
+    assert m_low["recall_vs_flat"]["R@20"] < 0.9
+    with pytest.raises(IndexMismatchError, match="--faiss_params 'efSearch=8'"):
+        apply_search_params(low, "efSearch=8")
+
+
+def test_search_uses_the_manifests_params_unless_given(tmp_path: Path, tiny_retriever, step2_env):
+    from omgm.pipeline.search import EntitySearch
+
+    kb = step2_env.kb
+    x = _unit(np.random.default_rng(4), len(kb), tiny_retriever.dim)
+    index = faiss.index_factory(x.shape[1], "IVF4,Flat", faiss.METRIC_INNER_PRODUCT)
+    index.train(x)
+    index.add(x)
+    man = IndexManifest(model_id=tiny_retriever.model_id, dim=x.shape[1], count=len(kb),
+                        kb_url_order_hash=kb.url_order_hash(), kb_path="kb", index_type="IVF4,Flat",
+                        texts={"search_params": "nprobe=3"})
+    path = write_index(index, tmp_path / "s.index", man)
+    built = EntitySearch.load(tiny_retriever, path, kb, faiss_gpu="no")
+    assert faiss.extract_index_ivf(built.index).nprobe == 3 and "FAISS search parameters: nprobe=3" in built.notes
+    given = EntitySearch.load(tiny_retriever, path, kb, faiss_gpu="no", search_params="nprobe=4")
+    assert faiss.extract_index_ivf(given.index).nprobe == 4

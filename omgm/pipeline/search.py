@@ -21,7 +21,8 @@ from omgm.errors import OmgmError
 from omgm.parallel import run_units, units_of, use_parts
 from omgm.retrieval.encoders import Retriever
 from omgm.retrieval.image_batches import encode_image_files
-from omgm.retrieval.index import check_index, load_ids, load_index, maybe_to_gpu, search, search_entities
+from omgm.retrieval.index import (apply_search_params, check_index, load_ids, load_index, maybe_to_gpu, search,
+                                 search_entities)
 
 
 class SearchError(OmgmError, ValueError):
@@ -66,9 +67,10 @@ class EntitySearch:
     @classmethod
     def load(cls, retriever: Retriever, index_path: str | Path, kb: KnowledgeBase, allow_model_mismatch: bool = False,
              faiss_gpu: str = "auto", search_batch_size: int = 1024, faiss_fp16: bool = False,
-             gpu: int | None = None) -> "EntitySearch":
+             gpu: int | None = None, search_params: str | None = None) -> "EntitySearch":
         """Open an index (omgm's, with manifest; the authors' bare summary index; EchoSight's released image-index
-        folder) and check it against the KB and model."""
+        folder) and check it against the KB and model. ``search_params`` (e.g. ``"nprobe=32"``) replaces the
+        search-time parameters an approximate index was built with (kept in its manifest)."""
         from omgm.retrieval import echosight
 
         released = echosight.locate(index_path)
@@ -76,10 +78,16 @@ class EntitySearch:
             index, _ = load_index(released[0])
             rows = echosight.read_ids(released[1], len(kb))
             notes = echosight.check(index, rows, released[0], released[1], retriever.dim, retriever.model_id)
+            apply_search_params(index, search_params)
             return cls(retriever, maybe_to_gpu(index, faiss_gpu, faiss_fp16, gpu), kb, rows, search_batch_size, notes)
         index, manifest = load_index(index_path)
         notes = check_index(index, manifest, index_path=index_path, kb_len=len(kb), kb_hash=kb.url_order_hash(),
                             model_id=retriever.model_id, dim=retriever.dim, allow_model_mismatch=allow_model_mismatch)
+        params = search_params if search_params is not None else (manifest.texts.get("search_params") if manifest
+                                                                  else None)
+        apply_search_params(index, params)
+        if params:
+            notes.append(f"FAISS search parameters: {params}")
         rows = load_ids(index_path) if manifest is not None and manifest.kind == "image" else None
         return cls(retriever, maybe_to_gpu(index, faiss_gpu, faiss_fp16, gpu), kb, rows, search_batch_size, notes, manifest)
 
@@ -179,6 +187,7 @@ class SearchConfig:
     allow_model_mismatch: bool = False
     faiss_gpu: str = "auto"
     faiss_fp16: bool = False
+    faiss_params: str | None = None
 
     @classmethod
     def from_values(cls, values: dict) -> "SearchConfig":
@@ -203,7 +212,8 @@ class SearchConfig:
         retriever = build_retriever(RetrieverSpec(self.retriever_vit, self.retriever_path, self.retriever_pretrained,
                                                   self.device, self.precision, self.trust_remote_code))
         return EntitySearch.load(retriever, self.faiss_index, kb or open_kb(self.knowledge_base),
-                                 self.allow_model_mismatch, self.faiss_gpu, self.search_batch_size, self.faiss_fp16)
+                                 self.allow_model_mismatch, self.faiss_gpu, self.search_batch_size, self.faiss_fp16,
+                                 search_params=self.faiss_params)
 
     def run(self, engine: EntitySearch, samples: Sequence[Sample], progress: bool = False) -> SearchRun:
         return engine.search(samples, self.retrieval_top_k, self.image_dirs, self.composed_query,

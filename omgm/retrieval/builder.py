@@ -24,7 +24,7 @@ from omgm.data.kb import KnowledgeBase
 from omgm.errors import OmgmError
 from omgm.io import atomic_write
 from omgm.retrieval.encoders import Retriever
-from omgm.retrieval.index import IndexManifest, build_flat_ip, ids_path, search, write_index
+from omgm.retrieval.index import IndexManifest, apply_search_params, build_flat_ip, ids_path, search, write_index
 from omgm.retrieval.shards import encode_sharded
 
 
@@ -34,6 +34,7 @@ class BuildOptions:
     shard_size: int = 50_000
     batch_size: int = 256
     factory: str | None = None              # FAISS index_factory string; None: exact IndexFlatIP
+    search_params: str | None = None        # its search-time parameters ("nprobe=32"), kept in the manifest
     recall_queries: int = 1000              # database vectors used as queries to measure an approximate index
     recall_k: int = 20
     progress: bool = True
@@ -55,7 +56,9 @@ def assemble(vectors: np.ndarray, factory: str | None = None, opts: BuildOptions
     if not index.is_trained:
         index.train(vectors)
     index.add(vectors)
-    return index, {"index_type": factory, **measure_recall(vectors, index, opts.recall_queries, opts.recall_k)}
+    apply_search_params(index, opts.search_params)
+    return index, {"index_type": factory, "search_params": opts.search_params or "",
+                   **measure_recall(vectors, index, opts.recall_queries, opts.recall_k)}
 
 
 def measure_recall(vectors: np.ndarray, index: faiss.Index, n_queries: int = 1000, k: int = 20,

@@ -71,6 +71,17 @@ def write_index(index: faiss.Index, path: str | Path, manifest: IndexManifest) -
     return path
 
 
+def apply_search_params(index: faiss.Index, params: str | None, flag: str = "--faiss_params") -> None:
+    """Set an approximate index's search-time parameters (``"nprobe=32"``, ``"efSearch=128"``; FAISS
+    ParameterSpace syntax, comma-separated); a parameter the index does not have is an error naming it."""
+    if not params:
+        return
+    try:
+        faiss.ParameterSpace().set_index_parameters(index, params)
+    except RuntimeError as exc:
+        raise IndexMismatchError(f"{flag} {params!r}: {str(exc).strip().splitlines()[-1]}") from None
+
+
 def load_index(path: str | Path) -> tuple[faiss.Index, IndexManifest | None]:
     path = Path(path)
     if not path.is_file():
