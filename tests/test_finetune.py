@@ -158,3 +158,11 @@ def test_two_processes_train_one_log_and_resume(step2_env, tiny_step3_models, tm
     log = [json.loads(x) for x in (tmp_path / "dp/train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 2, 3, 4]
     assert json.loads((tmp_path / "dp/train_summary.json").read_text())["steps"] == 4
+
+
+def test_resume_with_other_settings_is_refused(step2_env, tiny_step3_models, tmp_path, capsys):
+    args = _args(step2_env, tiny_step3_models, tmp_path / "run", ["--limit", "16", "--max_steps", "1"])
+    assert step3_train.main(args) == 0
+    assert step3_train.main(args + ["--learning_rate", "1e-4"]) == 2
+    err = capsys.readouterr().err
+    assert "holds a run made with other settings (learning_rate: 0.003 then, 0.0001 now)" in err

@@ -24,9 +24,15 @@ from pathlib import Path
 import torch
 
 from omgm.finetune.tokens import Collate, encode
+from omgm.errors import OmgmError
 from omgm.io import atomic_write, read_jsonl, write_json_atomic
 
 log = logging.getLogger(__name__)
+
+
+class SftError(OmgmError, ValueError):
+    """A fine-tuning run that cannot start or resume; the message says why."""
+
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -94,6 +100,33 @@ def _set_rng(s: dict) -> None:
     torch.set_rng_state(s["torch"])
 
 
+VOLATILE = ("output_dir", "max_steps", "save_steps", "log_every", "wandb", "progress", "merge_lora")
+
+
+def run_settings(cfg: SftConfig, examples: list[dict], model_name: str) -> dict:
+    """What a resumed run must share with the run it continues."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for e in examples:
+        digest.update(json.dumps([e.get("id"), e["prompt"], e["answer"], e.get("image")]).encode("utf-8"))
+    return {**{k: v for k, v in asdict(cfg).items() if k not in VOLATILE}, "examples_sha256": digest.hexdigest(),
+            "model": model_name}
+
+
+def check_settings(path: Path, wanted: dict, resuming: bool) -> None:
+    """Refuse to resume a run made with other settings, naming them; a fresh run records its settings."""
+    if resuming and path.is_file():
+        old = json.loads(path.read_text(encoding="utf-8"))
+        diff = sorted(k for k in old.keys() | wanted.keys() if old.get(k) != wanted.get(k))
+        if diff:
+            what = "; ".join(f"{k}: {old.get(k)!r} then, {wanted.get(k)!r} now" for k in diff[:4])
+            raise SftError(f"{path.parent} holds a run made with other settings ({what}); use the same settings "
+                             f"to resume, or another --output_dir")
+        return
+    write_json_atomic(path, wanted, indent=2)
+
+
 def epoch_order(n: int, epoch: int, seed: int) -> list[int]:
     order = list(range(n))
     random.Random(seed * 1000 + epoch).shuffle(order)
@@ -122,8 +155,9 @@ class SftTrainer:
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
         items, too_long = self._items(examples)
+        self.settings = run_settings(cfg, examples, self.generator.name)
         if not items:
-            raise ValueError("no training example fits --max_length")
+            raise SftError("no training example fits --max_length")
         model = prepare_model(self.generator.model, cfg)
         steps_per_epoch = math.ceil(len(items) / (cfg.batch_size * self.accum * self.acc.num_processes))
         total = steps_per_epoch * cfg.num_epochs
@@ -226,8 +260,11 @@ class SftTrainer:
         done = [int(p.stem.split("_")[1]) for p in self.out.glob("state_*.pt")
                 if (self.out / f"trainable_{p.stem.split('_')[1]}.safetensors").is_file()]
         if self.deepspeed and list(self.out.glob("trainable_*.safetensors")):
-            raise ValueError(f"{self.out}: resuming under DeepSpeed is not supported (ZeRO shards the optimiser); "
+            raise SftError(f"{self.out}: resuming under DeepSpeed is not supported (ZeRO shards the optimiser); "
                              f"use a new --output_dir, or resume without DeepSpeed")
+        if self.acc.is_main_process:
+            check_settings(self.out / "run_settings.json", self.settings, bool(done))
+        self.acc.wait_for_everyone()
         if not done:
             return 0, None
         step = max(done)
@@ -236,7 +273,7 @@ class SftTrainer:
         inner = self.acc.unwrap_model(model)
         missing = set(trainable_state(inner)) - set(weights)
         if missing:
-            raise ValueError(f"{self.out / f'trainable_{step}.safetensors'} lacks {sorted(missing)[:3]}: another model?")
+            raise SftError(f"{self.out / f'trainable_{step}.safetensors'} lacks {sorted(missing)[:3]}: another model?")
         inner.load_state_dict(weights, strict=False)
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
