@@ -83,3 +83,14 @@ def test_memory_cache_is_capped_in_bytes(step2_env, tiny_reranker, bert_tokenize
     last = next(reversed(enc.memory))                              # the most recently stored stays cached
     again = enc.encode([last])
     assert enc.counts["memory hits"] == 1 and again[last] is first[last]
+
+
+def test_chunks_group_questions_that_share_candidates():
+    from types import SimpleNamespace
+
+    from omgm.pipeline.rerank import grouped
+
+    lists = {"a": ["x", "y"], "b": ["z", "y"], "c": ["x", "y"], "d": ["x", "w"], "e": ["z", "y"]}
+    samples = [SimpleNamespace(sample_id=k) for k in lists]
+    entries = {k: {"retrieved_entities": [{"url": u} for u in v]} for k, v in lists.items()}
+    assert [s.sample_id for s in grouped(samples, entries)] == ["a", "c", "d", "b", "e"]

@@ -52,6 +52,19 @@ def top1_section_hit(entry: Mapping, sample: Sample) -> bool:
     return best == sample.evidence_section_index
 
 
+def grouped(samples: Sequence[Sample], entries: Mapping[str, Mapping]) -> list[Sample]:
+    """Samples ordered so that those likely to share candidates are neighbours and land in the same chunk (so
+    each chunk, and each rank, encodes them once): by their step-1 top entity, then by their whole candidate list
+    (questions about one image), each in order of first appearance. Scores do not depend on the order
+    (candidates are encoded entity by entity); results keep the samples' own order."""
+    lists = {s.sample_id: tuple(e["url"] for e in entries[s.sample_id]["retrieved_entities"]) for s in samples}
+    first: dict = {}
+    for i, s in enumerate(samples):
+        first.setdefault(lists[s.sample_id][:1], i)
+        first.setdefault(lists[s.sample_id], i)
+    return sorted(samples, key=lambda s: (first[lists[s.sample_id][:1]], first[lists[s.sample_id]]))
+
+
 class Reranker:
     """See the module docstring."""
 
@@ -97,7 +110,7 @@ class Reranker:
         """
         from tqdm import tqdm
 
-        todo = [s for s in samples if s.sample_id in entries]
+        todo = grouped([s for s in samples if s.sample_id in entries], entries)
         units = units_of(len(todo), self.query_chunk)
 
         def work(a: int, b: int) -> dict:
