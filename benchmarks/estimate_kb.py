@@ -58,7 +58,7 @@ def estimate(costs: dict, kb_size: int, gpus: list[int]) -> list[dict]:
     rows = []
     for stage, c in costs.items():
         for g in gpus:
-            rows.append({"stage": stage, "gpus": g, "hours_estimate": round(kb_size * c["s_per_item_median"] / g / 3600, 2)})
+            rows.append({"stage": stage, "devices": g, "hours_estimate": round(kb_size * c["s_per_item_median"] / g / 3600, 2)})
     return rows
 
 
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() and a.device != "cpu" else "cpu"
     result.update(device=device, kb_size=a.kb_size, demo=a.demo,
                   estimate=estimate(result["costs"], a.kb_size, [int(g) for g in a.gpus.split(",")]),
-                  note="estimate = kb_size x measured seconds per item / GPUs (linear data-parallel scaling assumed)")
+                  note="estimate = kb_size x measured seconds per item / devices (linear data-parallel scaling assumed)")
     print(json.dumps(result, indent=2))
     return 0
 
