@@ -63,16 +63,24 @@ class Context:
 _CONTEXT: Context | None = None
 
 
-def context() -> Context:
-    """This process's place in the job (initialising the process group under torchrun, once)."""
-    global _CONTEXT
-    if _CONTEXT is not None:
-        return _CONTEXT
+def env_place() -> Context:
+    """This process's rank, world size and local rank as the launcher's environment gives them, without
+    setting up a process group (for code whose framework sets it up, e.g. accelerate)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", str(rank)))
     if world > 1 and not 0 <= rank < world:
         raise ParallelError(f"RANK={rank} is not a rank of WORLD_SIZE={world}")
+    return Context(rank, world, local)
+
+
+def context() -> Context:
+    """This process's place in the job (initialising the process group under torchrun, once)."""
+    global _CONTEXT
+    if _CONTEXT is not None:
+        return _CONTEXT
+    place = env_place()
+    rank, world, local = place.rank, place.world, place.local_rank
     distributed = world > 1 and bool(os.environ.get("MASTER_ADDR"))
     if distributed:
         import torch
@@ -108,6 +116,7 @@ def _compare_or_write(manifest: Path, wanted: dict, write: bool, any_world: bool
     import json
 
     from omgm.io import write_json_atomic
+    from omgm.resume import settings_diff
 
     if not manifest.is_file():
         if write:
@@ -118,10 +127,8 @@ def _compare_or_write(manifest: Path, wanted: dict, write: bool, any_world: bool
         old = json.loads(manifest.read_text(encoding="utf-8"))
     except json.JSONDecodeError:
         raise ParallelError(f"{manifest}: damaged; delete {manifest.parent} to start again") from None
-    diff = sorted(k for k in old.keys() | wanted.keys() if old.get(k) != wanted.get(k)
-                  and not (any_world and k == "world_size"))
-    if diff:
-        what = "; ".join(f"{k}: {old.get(k)!r} then, {wanted.get(k)!r} now" for k in diff[:4])
+    what = settings_diff(old, wanted, ("world_size",) if any_world else ())
+    if what:
         raise ParallelError(f"{manifest.parent} holds parts made with other settings ({what}); use the same "
                             f"settings and world size to resume, or delete {manifest.parent}")
 

@@ -19,6 +19,12 @@ class ResumeError(OmgmError, ValueError):
     """A partial file written with other settings, or not a partial file at all."""
 
 
+def settings_diff(old: dict, new: dict, ignore: tuple[str, ...] = ()) -> str:
+    """``"key: old then, new now; ..."`` for the (first four) settings that differ; empty when none does."""
+    diff = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k) and k not in ignore)
+    return "; ".join(f"{k}: {old.get(k)!r} then, {new.get(k)!r} now" for k in diff[:4])
+
+
 def _plain(value):
     return json.loads(json.dumps(value, default=str))
 
@@ -41,9 +47,8 @@ class PartialRecords:
         if head.get("omgm_partial") != PARTIAL_VERSION or not isinstance(head.get("settings"), dict):
             raise ResumeError(f"{self.path} is not a partial file of this omgm version; pass --restart to discard it")
         old = head["settings"]
-        diff = sorted(k for k in old.keys() | self.settings.keys() if old.get(k) != self.settings.get(k))
-        if diff:
-            what = "; ".join(f"{k}: {old.get(k)!r} then, {self.settings.get(k)!r} now" for k in diff[:4])
+        what = settings_diff(old, self.settings)
+        if what:
             raise ResumeError(f"{self.path} holds {len(rows) - 1} answers made with other settings ({what}); "
                               f"run again with the same settings to resume, or pass --restart to discard them")
         return {r[self.key]: r for r in rows[1:] if self.key in r}

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -26,7 +25,7 @@ from omgm.finetune.evaluate import exact_match_rate
 from omgm.finetune.train import SftConfig, SftTrainer
 from omgm.generate.generators import GeneratorSpec, build_generator
 from omgm.generate.prompts import PROMPT_STYLES
-from omgm.parallel import Context, device_for
+from omgm.parallel import device_for, env_place
 from omgm.pipeline.answer import AnswerConfig, build_cut
 
 
@@ -105,14 +104,8 @@ def examples_for(args, generator, samples) -> list[dict]:
     return sft.examples
 
 
-def _rank() -> Context:
-    """This process's place under torchrun/accelerate launch (the trainer's accelerate sets the group up)."""
-    env = os.environ
-    return Context(int(env.get("RANK", "0")), int(env.get("WORLD_SIZE", "1")), int(env.get("LOCAL_RANK", "0")))
-
-
 def _device(args):
-    return device_for(_rank(), None if args.device == "auto" else args.device)
+    return device_for(env_place(), None if args.device == "auto" else args.device)
 
 
 @cli_errors
@@ -131,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not examples:
         raise OmgmError("no training example (see the skip counts above)")
-    gold, main = {s.sample_id: s for s in samples}, _rank().main
+    gold, main = {s.sample_id: s for s in samples}, env_place().main
     probe = examples[: args.eval_examples or 0] if main else []
     before = exact_match_rate(generator, probe, gold) if probe else None
     cfg = SftConfig(**{f.name: getattr(args, f.name) for f in fields(SftConfig) if hasattr(args, f.name)},

@@ -147,3 +147,22 @@ def tiny_hf_clip(tmp_path_factory) -> Path:
     from utils.make_tiny_models import make_tiny_hf_clip
 
     return make_tiny_hf_clip(tmp_path_factory.mktemp("hfclip") / "tiny-hf-clip")
+
+
+@pytest.fixture(scope="session")
+def demo_image_index(tmp_path_factory, demo_dir, tiny_clip_ckpt):
+    """The demo KB store and its image index (every wiki image, tiny EVA), built through the CLIs; ``args``: the
+    retriever flags that go with it. Tests write their own outputs beside it, under names of their own."""
+    from types import SimpleNamespace
+
+    from omgm import build_index
+    from omgm.data import kb_import
+
+    w = tmp_path_factory.mktemp("image_index")
+    assert kb_import.main(["--kb_json", str(demo_dir / "kb.json"), "--out", str(w / "kb.sqlite")]) == 0
+    args = ["--knowledge_base", str(w / "kb.sqlite"), "--retriever_vit", "omgm-tiny-eva", "--retriever_pretrained",
+            str(tiny_clip_ckpt), "--device", "cpu", "--no_progress"]
+    assert build_index.main(args + ["--faiss_index", str(w / "img.index"), "--index_kind", "image",
+                                    "--wiki_img_csv_dir", str(demo_dir / "wiki_image_csv"),
+                                    "--wiki_img_path_prefix", str(demo_dir / "wiki_images")]) == 0
+    return SimpleNamespace(dir=w, args=args)

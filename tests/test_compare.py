@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 
 from omgm import build_index, compare, step1
-from omgm.data import kb_import
 from omgm.data.results import read_retrieval
 from omgm.retrieval.index import build_flat_ip, search_entities
 
@@ -21,14 +20,8 @@ def test_image_hits_aggregate_to_entities_in_first_occurrence_order():
 
 
 @pytest.fixture(scope="module")
-def demo_indexes(tmp_path_factory, demo_dir, tiny_clip_ckpt):
-    w = tmp_path_factory.mktemp("cmp")
-    assert kb_import.main(["--kb_json", str(demo_dir / "kb.json"), "--out", str(w / "kb.sqlite")]) == 0
-    base = ["--knowledge_base", str(w / "kb.sqlite"), "--retriever_vit", "omgm-tiny-eva", "--retriever_pretrained",
-            str(tiny_clip_ckpt), "--device", "cpu", "--no_progress"]
-    assert build_index.main(base + ["--faiss_index", str(w / "img.index"), "--index_kind", "image",
-                                    "--wiki_img_csv_dir", str(demo_dir / "wiki_image_csv"),
-                                    "--wiki_img_path_prefix", str(demo_dir / "wiki_images")]) == 0
+def demo_indexes(demo_image_index, demo_dir, tiny_clip_ckpt):
+    w, base = demo_image_index.dir, demo_image_index.args
     assert build_index.main(base + ["--faiss_index", str(w / "sum.index")]) == 0
     shared = w / "shared.yaml"
     shared.write_text(f"knowledge_base: {w / 'kb.sqlite'}\ninat_dir: {demo_dir / 'images/inat'}\n"

@@ -6,8 +6,7 @@ import shutil
 import numpy as np
 import pytest
 
-from omgm import build_index, step1
-from omgm.data import kb_import
+from omgm import step1
 from omgm.data.results import read_retrieval
 from omgm.retrieval.echosight import EchoSightIndexError, read_ids
 
@@ -18,15 +17,9 @@ class Evil:
 
 
 @pytest.fixture(scope="module")
-def released(tmp_path_factory, demo_dir, tiny_clip_ckpt):
+def released(demo_image_index, demo_dir):
     """omgm's image index of the demo KB, copied into EchoSight's released layout."""
-    w = tmp_path_factory.mktemp("echo")
-    assert kb_import.main(["--kb_json", str(demo_dir / "kb.json"), "--out", str(w / "kb.sqlite")]) == 0
-    common = ["--knowledge_base", str(w / "kb.sqlite"), "--retriever_vit", "omgm-tiny-eva", "--retriever_pretrained",
-              str(tiny_clip_ckpt), "--device", "cpu", "--no_progress"]
-    assert build_index.main(common + ["--faiss_index", str(w / "img.index"), "--index_kind", "image",
-                                      "--wiki_img_csv_dir", str(demo_dir / "wiki_image_csv"),
-                                      "--wiki_img_path_prefix", str(demo_dir / "wiki_images")]) == 0
+    w, common = demo_image_index.dir, demo_image_index.args
     folder = w / "echosight_evqa"
     folder.mkdir()
     shutil.copy(w / "img.index", folder / "kb_index.faiss")

@@ -25,7 +25,9 @@ import torch
 
 from omgm.finetune.tokens import Collate, encode
 from omgm.errors import OmgmError
-from omgm.io import atomic_write, read_jsonl, write_json_atomic
+from omgm.io import atomic_write, write_json_atomic
+from omgm.resume import settings_diff
+from omgm.train_state import latest_checkpoint, load_state, rng_state, set_rng_state, trim_log
 
 log = logging.getLogger(__name__)
 
@@ -85,19 +87,12 @@ def prepare_model(model, cfg: SftConfig):
     return model
 
 
+def trainable_names(model) -> set[str]:
+    return {n for n, p in model.named_parameters() if p.requires_grad}
+
+
 def trainable_state(model) -> dict[str, torch.Tensor]:
     return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
-
-
-def _rng() -> dict:
-    return {"python": list(random.getstate()[1]) + [random.getstate()[0], random.getstate()[2]],
-            "torch": torch.get_rng_state()}
-
-
-def _set_rng(s: dict) -> None:
-    *state, version, gauss = s["python"]
-    random.setstate((version, tuple(state), gauss))
-    torch.set_rng_state(s["torch"])
 
 
 VOLATILE = ("output_dir", "max_steps", "save_steps", "log_every", "wandb", "progress", "merge_lora")
@@ -117,12 +112,10 @@ def run_settings(cfg: SftConfig, examples: list[dict], model_name: str) -> dict:
 def check_settings(path: Path, wanted: dict, resuming: bool) -> None:
     """Refuse to resume a run made with other settings, naming them; a fresh run records its settings."""
     if resuming and path.is_file():
-        old = json.loads(path.read_text(encoding="utf-8"))
-        diff = sorted(k for k in old.keys() | wanted.keys() if old.get(k) != wanted.get(k))
-        if diff:
-            what = "; ".join(f"{k}: {old.get(k)!r} then, {wanted.get(k)!r} now" for k in diff[:4])
+        what = settings_diff(json.loads(path.read_text(encoding="utf-8")), wanted)
+        if what:
             raise SftError(f"{path.parent} holds a run made with other settings ({what}); use the same settings "
-                             f"to resume, or another --output_dir")
+                           f"to resume, or another --output_dir")
         return
     write_json_atomic(path, wanted, indent=2)
 
@@ -194,7 +187,7 @@ class SftTrainer:
                 epoch, pos = divmod(step, spe)
                 order = epoch_order(len(items), epoch, cfg.seed)
                 if rng is not None:
-                    _set_rng(rng)
+                    set_rng_state(rng)
                     rng = None
                 mine = order[pos * per_step:(pos + 1) * per_step][acc.process_index::acc.num_processes]
                 chunk = [items[i] for i in mine]
@@ -240,7 +233,7 @@ class SftTrainer:
         if self.deepspeed:                               # ZeRO shards the optimiser: weights only
             return
         with atomic_write(self.out / f"state_{step}.pt") as tmp:
-            torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": step, "rng": _rng()},
+            torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": step, "rng": rng_state()},
                        tmp)
 
     @property
@@ -251,37 +244,33 @@ class SftTrainer:
         inner = self.acc.unwrap_model(model)
         if not self.deepspeed:
             return trainable_state(inner)
-        names = {n for n, p in inner.named_parameters() if p.requires_grad}
+        names = trainable_names(inner)
         return {n: t.detach().cpu().contiguous() for n, t in self.acc.get_state_dict(model).items() if n in names}
 
     def _resume(self, model, opt, sched) -> tuple[int, dict | None]:
         from safetensors.torch import load_file
 
-        done = [int(p.stem.split("_")[1]) for p in self.out.glob("state_*.pt")
-                if (self.out / f"trainable_{p.stem.split('_')[1]}.safetensors").is_file()]
+        step = latest_checkpoint(self.out, "trainable_{}.safetensors")
         if self.deepspeed and list(self.out.glob("trainable_*.safetensors")):
             raise SftError(f"{self.out}: resuming under DeepSpeed is not supported (ZeRO shards the optimiser); "
-                             f"use a new --output_dir, or resume without DeepSpeed")
+                           f"use a new --output_dir, or resume without DeepSpeed")
         if self.acc.is_main_process:
-            check_settings(self.out / "run_settings.json", self.settings, bool(done))
+            check_settings(self.out / "run_settings.json", self.settings, step is not None)
         self.acc.wait_for_everyone()
-        if not done:
+        if step is None:
             return 0, None
-        step = max(done)
-        state = torch.load(self.out / f"state_{step}.pt", map_location="cpu", weights_only=True)
-        weights = load_file(str(self.out / f"trainable_{step}.safetensors"))
-        inner = self.acc.unwrap_model(model)
-        missing = set(trainable_state(inner)) - set(weights)
-        if missing:
-            raise SftError(f"{self.out / f'trainable_{step}.safetensors'} lacks {sorted(missing)[:3]}: another model?")
+        state = load_state(self.out / f"state_{step}.pt")
+        path = self.out / f"trainable_{step}.safetensors"
+        weights, inner = load_file(str(path)), self.acc.unwrap_model(model)
+        missing, unexpected = trainable_names(inner) - set(weights), set(weights) - trainable_names(inner)
+        if missing or unexpected:
+            raise SftError(f"{path} does not fit this model (missing {sorted(missing)[:3]}, unexpected "
+                           f"{sorted(unexpected)[:3]}): another model or --tuning?")
         inner.load_state_dict(weights, strict=False)
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
-        log_path = self.out / "train_log.jsonl"
-        if self.acc.is_main_process and log_path.is_file():
-            keep = [r for r in read_jsonl(log_path) if r.get("step", 0) <= step]
-            with atomic_write(log_path) as tmp:
-                tmp.write_text("".join(json.dumps(r) + "\n" for r in keep), encoding="utf-8")
+        if self.acc.is_main_process:
+            trim_log(self.out / "train_log.jsonl", step)
         self.acc.wait_for_everyone()
         log.info("resumed fine-tuning from step %d", step)
         return step, state["rng"]

@@ -22,11 +22,12 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from omgm.errors import OmgmError
-from omgm.io import atomic_write, read_jsonl, write_json_atomic
+from omgm.io import atomic_write, write_json_atomic
 from omgm.rerank.convert import save_ours
 from omgm.rerank.dataset import Collate, RerankTrainSet
 from omgm.rerank.model import IT2ITReranker, normalise_tokens, paired_late_interaction
+from omgm.train_state import (ResumeStateError, latest_checkpoint, load_state, rng_state, set_rng_state,
+                              trim_log)
 
 log = logging.getLogger(__name__)
 
@@ -79,54 +80,6 @@ def make_optimizer(model: IT2ITReranker, lr: float, total_steps: int):
     return opt, sched
 
 
-def latest_checkpoint(save_dir: Path) -> int | None:
-    steps = [int(p.stem.split("_")[1]) for p in save_dir.glob("state_*.pt")
-             if (save_dir / f"model_{p.stem.split('_')[1]}.pth").is_file()]
-    return max(steps) if steps else None
-
-
-def _rng_state() -> dict:
-    """Every RNG, as tensors, numbers and lists only (so the state loads with ``weights_only=True``)."""
-    name, keys, pos, has_gauss, gauss = np.random.get_state()
-    return {"python": list(random.getstate()[1]) + [random.getstate()[0], random.getstate()[2]],
-            "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
-            "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
-
-
-def _set_rng_state(s: dict) -> None:
-    *state, version, gauss = s["python"]
-    random.setstate((version, tuple(state), gauss))
-    name, keys, pos, has_gauss, cached = s["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    torch.set_rng_state(s["torch"])
-    if s["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(s["cuda"])
-
-
-class ResumeStateError(OmgmError, ValueError):
-    """A training state file that cannot be read as tensors and numbers (damaged, or not one omgm wrote)."""
-
-
-def _load_state(path: Path) -> dict:
-    """``state_N.pt`` with ``weights_only=True``: tensors, numbers, strings and lists only, never code."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - torch raises several types for unsafe or unreadable files
-        raise ResumeStateError(f"cannot resume from {path}: {str(exc).splitlines()[0] if str(exc) else exc!r} "
-                               f"(a training state holds only tensors and numbers; delete the file to restart "
-                               f"from the previous checkpoint)") from None
-
-
-def _trim_log(path: Path, step: int) -> None:
-    """Drop log lines past ``step`` (written after the checkpoint a resumed run restarts from)."""
-    if not path.is_file():
-        return
-    keep = [r for r in read_jsonl(path) if r.get("step", 0) <= step]
-    with atomic_write(path) as tmp:
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in keep), encoding="utf-8")
-
-
 @dataclass
 class _Run:
     """What a (possibly resumed) run starts from."""
@@ -140,7 +93,7 @@ def _resume(save_dir: Path, model, opt, sched, acc) -> _Run:
     resumed = latest_checkpoint(save_dir)
     if resumed is None:
         return _Run()
-    state = _load_state(save_dir / f"state_{resumed}.pt")
+    state = load_state(save_dir / f"state_{resumed}.pt")
     ck = torch.load(save_dir / f"model_{resumed}.pth", map_location="cpu", weights_only=True)
     bad = model.load_state_dict(ck["model"], strict=False).unexpected_keys
     if bad:
@@ -149,7 +102,7 @@ def _resume(save_dir: Path, model, opt, sched, acc) -> _Run:
     sched.load_state_dict(state["scheduler"])
     if acc.scaler is not None and state.get("scaler"):
         acc.scaler.load_state_dict(state["scaler"])
-    _trim_log(save_dir / "train_log.jsonl", state["step"])
+    trim_log(save_dir / "train_log.jsonl", state["step"])
     log.info("resumed from %s at step %d", save_dir / f"model_{resumed}.pth", state["step"])
     return _Run(state["step"], resumed, state["rng"])
 
@@ -212,11 +165,11 @@ class _Loop:
             epoch, skip = divmod(self.step, self.spe)
             dataset.shuffle_for_epoch(epoch)
             if rng is not None and skip == 0:     # at an epoch boundary the saved RNG predates the new iterator
-                _set_rng_state(rng)
+                set_rng_state(rng)
                 rng = None
             for batch in self.acc.skip_first_batches(loader, skip) if skip else loader:
                 if rng is not None:               # mid-epoch: only now, starting the iterator draws from the RNG
-                    _set_rng_state(rng)
+                    set_rng_state(rng)
                     rng = None
                 self._one(batch, log_file, bar)
                 if self.step >= self.stop:
@@ -258,7 +211,7 @@ def _save(acc, model, opt, sched, step: int, save_dir: Path, meta: dict | None, 
     if acc.is_main_process:
         save_ours(model, save_dir / f"model_{step}.pth", trainable_only=trainable_only,
                   extra={"step": step, "init": meta or {}})
-        state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": step, "rng": _rng_state(),
+        state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": step, "rng": rng_state(),
                  "scaler": acc.scaler.state_dict() if acc.scaler is not None else None}
         with atomic_write(save_dir / f"state_{step}.pt") as tmp:
             torch.save(state, tmp)

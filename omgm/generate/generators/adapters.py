@@ -37,9 +37,8 @@ def apply_adapter(model, folder: str | Path):
     """``model`` with the adapter in ``folder`` applied and merged; a clear error when the adapter's weights do
     not match the model's adapter layers one for one."""
     from peft import PeftModel, get_peft_model_state_dict
-    from peft.utils import load_peft_weights
 
-    saved = set(load_peft_weights(str(folder), device="cpu"))
+    saved = _saved_keys(Path(folder))
     wrapped = PeftModel.from_pretrained(model, str(folder))
     expected = set(get_peft_model_state_dict(wrapped))
     missing, unexpected = sorted(expected - saved), sorted(saved - expected)
@@ -47,3 +46,15 @@ def apply_adapter(model, folder: str | Path):
         raise GeneratorError(f"{folder}: adapter does not fit its base model: missing {missing[:3]} "
                              f"({len(missing)}), unexpected {unexpected[:3]} ({len(unexpected)})")
     return wrapped.merge_and_unload().eval()
+
+
+def _saved_keys(folder: Path) -> set[str]:
+    """The adapter weights' names, read from the safetensors header alone where there is one."""
+    from peft.utils import SAFETENSORS_WEIGHTS_NAME, load_peft_weights
+
+    if (folder / SAFETENSORS_WEIGHTS_NAME).is_file():
+        from safetensors import safe_open
+
+        with safe_open(str(folder / SAFETENSORS_WEIGHTS_NAME), framework="pt") as f:
+            return set(f.keys())
+    return set(load_peft_weights(str(folder), device="cpu"))
