@@ -7,7 +7,7 @@ import torch
 
 from omgm import step3_train
 from omgm.finetune.data import build_sft_set, read_sft_file, target_answer
-from omgm.finetune.tokens import IGNORE, Collate, encode
+from omgm.finetune.tokens import IGNORE, Collate, encode, image_pixels
 from omgm.generate.generators import GeneratorSpec, build_generator
 
 
@@ -52,7 +52,7 @@ def test_only_answer_tokens_carry_loss(llava, step2_env, demo_dir):
     answer = [x for x in item["labels"] if x != IGNORE]
     assert answer[-1] == llava.tokenizer.eos_token_id and len(answer) >= 2
     assert item["input_ids"][n_prompt:] == answer and len(item["input_ids"]) == len(item["labels"])
-    batch = Collate(llava.tokenizer.pad_token_id)([item, item])
+    batch = Collate(llava.tokenizer.pad_token_id, lambda paths: image_pixels(llava, paths))([item, item])
     with torch.no_grad():
         logits = llava.model(**{k: v for k, v in batch.items() if k != "labels"}).logits[0]
         loss = llava.model(**batch).loss

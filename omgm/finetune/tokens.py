@@ -6,7 +6,7 @@ chat template's assistant header nothing), and ends with the end-of-turn id the 
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -25,20 +25,20 @@ def _joined(prompt: str, answer: str) -> str:
 
 
 def encode(generator, example: dict, max_length: int = 2048) -> dict | None:
-    """``input_ids``, ``labels`` (and ``pixel_values``) of one example; None when the prompt alone is too long."""
+    """``input_ids``, ``labels`` (and the ``image`` path, read again per batch by :func:`image_pixels`: pixels
+    of a whole training set are not kept in memory) of one example; None when it is too long."""
     full = _joined(example["prompt"], example["answer"])
     if generator.family == "llava-hf":
         from omgm.data.images import load_image
 
-        image = load_image(example["image"])
+        image = load_image(example["image"])         # the processor expands the image token to the image's size
         proc = generator.processor
         p_ids = proc(images=image, text=example["prompt"], return_tensors="pt")["input_ids"][0].tolist()
-        enc = proc(images=image, text=full, return_tensors="pt")
-        f_ids, pixels = enc["input_ids"][0].tolist(), enc["pixel_values"][0]
+        f_ids = proc(images=image, text=full, return_tensors="pt")["input_ids"][0].tolist()
     else:
         tok = generator.tokenizer
         p_ids = tok(example["prompt"], add_special_tokens=False)["input_ids"]
-        f_ids, pixels = tok(full, add_special_tokens=False)["input_ids"], None
+        f_ids = tok(full, add_special_tokens=False)["input_ids"]
     if f_ids[:len(p_ids)] != p_ids:                     # the answer changed how the prompt's end tokenizes
         a_ids = generator.tokenizer(full[len(example["prompt"]):], add_special_tokens=False)["input_ids"]
         f_ids = p_ids + a_ids
@@ -46,16 +46,25 @@ def encode(generator, example: dict, max_length: int = 2048) -> dict | None:
     if len(f_ids) > max_length or len(f_ids) <= len(p_ids):
         return None
     out = {"input_ids": f_ids, "labels": [IGNORE] * len(p_ids) + f_ids[len(p_ids):]}
-    if pixels is not None:
-        out["pixel_values"] = pixels
+    if generator.family == "llava-hf":
+        out["image"] = example["image"]
     return out
 
 
-class Collate:
-    """Right-padded batches: ``input_ids``, ``attention_mask``, ``labels`` (-100 on padding), ``pixel_values``."""
+def image_pixels(generator, paths: Sequence[str]) -> torch.Tensor:
+    """The pixel values the generator's processor makes of these images (as it does beside the text)."""
+    from omgm.data.images import load_image
 
-    def __init__(self, pad_id: int) -> None:
-        self.pad_id = pad_id
+    return generator.processor.image_processor(images=[load_image(p) for p in paths], return_tensors="pt")[
+        "pixel_values"]
+
+
+class Collate:
+    """Right-padded batches: ``input_ids``, ``attention_mask``, ``labels`` (-100 on padding), and
+    ``pixel_values`` from ``pixels(image paths)`` for items with an image."""
+
+    def __init__(self, pad_id: int, pixels: Callable[[list[str]], torch.Tensor] | None = None) -> None:
+        self.pad_id, self.pixels = pad_id, pixels
 
     def __call__(self, items: Sequence[dict]) -> dict:
         width = max(len(x["input_ids"]) for x in items)
@@ -68,6 +77,6 @@ class Collate:
             labels[i, :n] = torch.tensor(x["labels"])
             mask[i, :n] = 1
         batch = {"input_ids": ids, "attention_mask": mask, "labels": labels}
-        if "pixel_values" in items[0]:
-            batch["pixel_values"] = torch.stack([x["pixel_values"] for x in items])
+        if "image" in items[0]:
+            batch["pixel_values"] = self.pixels([x["image"] for x in items])
         return batch

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from omgm.finetune.tokens import Collate, encode
+from omgm.finetune.tokens import Collate, encode, image_pixels
 from omgm.errors import OmgmError
 from omgm.io import atomic_write, write_json_atomic
 from omgm.resume import settings_diff
@@ -162,8 +162,9 @@ class SftTrainer:
         sched = get_cosine_schedule_with_warmup(opt, math.ceil(cfg.warmup_ratio * total), total)
         model, opt = acc.prepare(model, opt)
         step, rng = self._resume(model, opt, sched)
-        collate = Collate(self.generator.tokenizer.pad_token_id if self.generator.tokenizer.pad_token_id is not None
-                          else self.generator.tokenizer.eos_token_id)
+        tok = self.generator.tokenizer
+        collate = Collate(tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
+                          lambda paths: image_pixels(self.generator, paths))
         losses = self._loop(model, opt, sched, items, collate, step, stop, steps_per_epoch, rng)
         self._final_state = acc.get_state_dict(model) if self.deepspeed else None   # gathered on every rank
         self._finish(acc.unwrap_model(model))
