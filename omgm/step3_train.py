@@ -27,6 +27,7 @@ from omgm.generate.generators import GeneratorSpec, build_generator
 from omgm.generate.prompts import PROMPT_STYLES
 from omgm.parallel import device_for, env_place
 from omgm.pipeline.answer import AnswerConfig, build_cut
+from omgm.resume import settings_diff
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,8 +83,14 @@ def _sec_sim(path: str | None, samples) -> dict:
 
 
 def examples_for(args, generator, samples) -> list[dict]:
+    meta = {"train_file": str(args.train_file), "prompt_style": args.prompt_style,
+            "train_section": args.train_section, "generator": generator.name}
     if args.sft_file and Path(args.sft_file).is_file():
-        examples, _ = read_sft_file(args.sft_file)
+        examples, made_with = read_sft_file(args.sft_file)
+        what = settings_diff(made_with, meta)
+        if what:
+            raise OmgmError(f"{args.sft_file} was built with other settings ({what}); use them, or another "
+                            f"--sft_file")
         print(f"{len(examples)} examples from {args.sft_file}", file=sys.stderr)
         return examples
     kb = open_kb(args.knowledge_base_path)
@@ -99,8 +106,7 @@ def examples_for(args, generator, samples) -> list[dict]:
                         _sec_sim(args.retrieval_results_file, samples), args.strict)
     print(f"SFT set: {len(sft.examples)} examples; skipped: {dict(sft.skipped) or 'none'}", file=sys.stderr)
     if args.sft_file:
-        write_sft_file(args.sft_file, sft, {"train_file": str(args.train_file), "prompt_style": args.prompt_style,
-                                            "train_section": args.train_section, "generator": generator.name})
+        write_sft_file(args.sft_file, sft, meta)
     return sft.examples
 
 

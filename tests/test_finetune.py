@@ -77,6 +77,10 @@ def test_cli_training_lowers_the_loss_and_raises_exact_match(step2_env, tiny_ste
     assert after > before
     gen = build_generator(GeneratorSpec("llava1_5", str(tmp_path / "full"), device="cpu", max_new_tokens=3))
     assert gen.family == "llava-hf"
+    # the SFT file is reused only with the settings it was built with
+    other = _args(step2_env, tiny_step3_models, tmp_path / "other", ["--sft_file", str(sft), "--build_only"])
+    assert step3_train.main(other) == 2
+    assert "built with other settings (train_section: 'evidence' then, 'selected' now)" in capsys.readouterr().err
 
 
 def test_cli_resume_is_exact(step2_env, tiny_step3_models, tmp_path):
