@@ -77,7 +77,7 @@ def resolve(spec: GeneratorSpec) -> tuple[str, str, str]:
     if name in KNOWN:
         hub_id, default_layout, _ = KNOWN[name]
         path = spec.llm_checkpoint or hub_id
-    elif (Path(name) / "config.json").is_file() or is_adapter_folder(name):
+    elif (Path(name) / "config.json").is_file():
         path, default_layout = spec.llm_checkpoint or name, None
     else:
         raise GeneratorError(f"unknown generator {name!r}: use one of {', '.join(KNOWN)} or a local model folder "
