@@ -70,12 +70,14 @@ def measure(a, kb, entities) -> dict:
     engines, skipped = engines_available(a.engines.split(","))
     for engine in engines if a.summary_model else []:
         summarize = LLMSummarizer(a.summary_model, a.device, engine=engine)
-        runs = timed(lambda: [summarize(entities[i:i + a.summary_batch_size])
-                              for i in range(0, len(entities), a.summary_batch_size)], a.repeats)
+
+        def summarize_all(summarize=summarize) -> None:       # the last run's summaries are embedded below
+            texts[:] = [t for i in range(0, len(entities), a.summary_batch_size)
+                        for t in summarize(entities[i:i + a.summary_batch_size])]
+
+        runs = timed(summarize_all, a.repeats)
         costs[f"summaries ({engine}, batch {a.summary_batch_size})"] = per_item(runs, len(entities))
-        texts = summarize(entities[: a.summary_batch_size]) * (len(entities) // a.summary_batch_size + 1)
     retriever = build_retriever(retriever_spec(a))
-    texts = texts[: len(entities)]
     runs = timed(lambda: [retriever.encode_texts(texts[i:i + a.batch_size]) for i in range(0, len(texts), a.batch_size)],
                  a.repeats)
     costs[f"summary embeddings ({retriever.model_id}, batch {a.batch_size})"] = per_item(runs, len(texts))
