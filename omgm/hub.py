@@ -39,14 +39,27 @@ def explain(path: str | os.PathLike, what: str, exc: BaseException) -> str:
     return f"{what}: cannot load {path!r} from the Hugging Face hub: {first}"
 
 
+# Image processors as transformers 4.x ran them: the PIL ("slow") backend. transformers 5 defaults to its
+# torchvision backend, whose pixels differ by 1-2 uint8 levels on ~1-2 % of values (docs/faithfulness.md).
+# Asking for a concrete class (``CLIPImageProcessor``) gives the torchvision one even with use_fast=False, so
+# every image processor is loaded through the auto classes with ``backend="pil"``.
+IMAGE_PROCESSOR_BACKEND = "pil"
+_IMAGE_PROCESSOR_CLASSES = {"CLIPImageProcessor": "AutoImageProcessor", "AutoImageProcessor": "AutoImageProcessor",
+                            "AutoProcessor": "AutoProcessor"}
+
+
 def load_pretrained(cls_name: str, path: str | os.PathLike, what: str = "model", **kwargs: Any):
     """``transformers.<cls_name>.from_pretrained(path, **kwargs)`` with :class:`ModelLoadError` on failure.
 
     Models are loaded strictly: a parameter the checkpoint does not fill (transformers would initialise it at
     random and only log it) or fills with the wrong shape is an error; unused checkpoint tensors are logged.
+    Image processors (and processors holding one) get the PIL backend unless ``backend=`` is given.
     """
     import transformers
 
+    if cls_name in _IMAGE_PROCESSOR_CLASSES:
+        cls_name = _IMAGE_PROCESSOR_CLASSES[cls_name]
+        kwargs.setdefault("backend", IMAGE_PROCESSOR_BACKEND)
     cls = getattr(transformers, cls_name)
     is_model = "Model" in cls_name
     try:

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from omgm.metrics.bem import BemModelError, BemScorer, bem_input, bem_reference
+from omgm.metrics.bem import BemInputTooLong, BemModelError, BemScorer, bem_input, bem_reference
 from omgm.metrics.evqa import evaluate_evqa
 
 
@@ -30,8 +30,8 @@ def test_input_is_cls_candidate_sep_reference_sep_question_sep(bert_tokenizer):
     assert set(segs[len(body):]) == {0}
     _, segs2 = bem_input(tok, "in 1889", "1889", "what year", type_vocab_size=2)
     assert max(segs2) == 1                                   # a 2-type model gets the question as segment 1
-    long_ids, _ = bem_input(tok, "word " * 600, "x", "q")
-    assert len(long_ids) == 512
+    with pytest.raises(BemInputTooLong, match="exceeds 512"):       # the official scorer raises; no silent cut
+        bem_input(tok, "word " * 600, "x", "q")
     assert bem_reference("red&&blue", "multi_answer") == "red,blue" and bem_reference("a&&b", "automatic") == "a&&b"
 
 
@@ -60,3 +60,16 @@ def test_evaluate_with_bem_counts_how_each_question_passed(tmp_path, bert_tokeni
             {"data_id": "c", "question": "q", "gt_answer": "x", "prediction": "y", "question_type": "automatic"}]
     rep = evaluate_evqa(recs, bem)
     assert rep.passed_by == {"em": 1, "bem": 1, "miss": 1} and rep.metric.startswith("BEM (")
+
+
+def test_answers_over_512_ids_are_counted_and_do_not_pass(tmp_path, bert_tokenizer):
+    bem = BemScorer(str(_bert_classifier(tmp_path / "bem", bert_tokenizer)), device="cpu")
+    triples = [("q", "1889", "in 1889"), ("q", "1889", "word " * 600)]
+    p = bem.probabilities(triples)
+    assert p[0] is not None and p[1] is None and bem.equivalent(triples)[1] is None
+    recs = [{"data_id": "a", "question": "q", "gt_answer": "1889", "prediction": "word " * 600,
+             "question_type": "automatic"},
+            {"data_id": "b", "question": "q", "gt_answer": "1889", "prediction": "1889", "question_type": "automatic"}]
+    rep = evaluate_evqa(recs, bem).as_dict()
+    assert rep["bem_inputs_over_512"] == 1 and rep["passed_by"] == {"bem_too_long": 1, "em": 1}
+    assert rep["accuracy"] == 50.0

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from omgm.generate.sp_llama import clean_up_tokenization
+from omgm.generate.decoding import clean_up_tokenization
 
 OFFICIAL_CONTEXT_TOKENIZER = "liuhaotian/llava-v1.5-7b"
 CONTEXT_TOKENS = 3072

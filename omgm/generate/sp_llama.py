@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from omgm.errors import OmgmError
+from omgm.generate.decoding import clean_up_tokenization
 
 UNDERLINE = "\u2581"
 
@@ -33,14 +34,6 @@ def _content(token) -> str | None:
     if isinstance(token, dict):
         return token.get("content")
     return token
-
-
-def clean_up_tokenization(text: str) -> str:
-    """transformers' ``clean_up_tokenization``: no space before common punctuation and contractions."""
-    for a, b in ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"), (" 'm", "'m"),
-                 (" 's", "'s"), (" 've", "'ve"), (" 're", "'re")):
-        text = text.replace(a, b)
-    return text
 
 
 class SlowLlamaTokenizer:
@@ -59,7 +52,7 @@ class SlowLlamaTokenizer:
         self.legacy = True if legacy is None else bool(legacy)
         self.add_bos = bool(cfg.get("add_bos_token", True))
         self.add_eos = bool(cfg.get("add_eos_token", False))
-        self.clean_up_spaces = bool(cfg.get("clean_up_tokenization_spaces", False))
+        self.clean_up_spaces = bool(cfg.get("clean_up_tokenization_spaces", True))   # absent: true, as in 4.x
         tok = {k: _content(cfg.get(k, smap.get(k))) for k in ("unk_token", "bos_token", "eos_token", "pad_token")}
         self.unk_token = tok["unk_token"] or "<unk>"
         self.bos_token = tok["bos_token"] or "<s>"

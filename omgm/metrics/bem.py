@@ -6,6 +6,11 @@ reference + ``[SEP]``, 2 for the question + ``[SEP]``, ids and segment ids right
 is ``softmax(logits)[1]`` and a pair is equivalent when it is ``>= 0.5``. For ``multi_answer`` questions the
 reference's ``&&`` becomes ``,`` first.
 
+The input is built as the official scorer builds it, by :class:`omgm.metrics.bert_text.TFTextBertTokenizer`
+(TensorFlow-Text's normalisation and splitting over the model's own vocabulary, not the Hugging Face tokenizer's),
+and an input longer than 512 ids is refused with :class:`BemInputTooLong`, as the official padding step raises
+there; the E-VQA evaluation counts such answers and scores them as not equivalent (docs/faithfulness.md).
+
 ``--bem_model`` takes a PyTorch BERT sequence classifier with two labels (a hub id such as the public port
 ``kortukov/answer-equivalence-bem``, or a folder). BERT-base has two token-type embeddings; when the model has
 fewer than three, the question's segment id 2 is sent as 1 (how the port's own users call it) and the metric
@@ -13,9 +18,10 @@ label says so; with three or more, the official ids are sent unchanged. The atte
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 from omgm.errors import OmgmError
+from omgm.metrics.bert_text import TFTextBertTokenizer
 
 MAX_LENGTH = 512
 
@@ -24,15 +30,38 @@ class BemModelError(OmgmError, ValueError):
     """A BEM folder that is not a two-label BERT sequence classifier."""
 
 
-def bem_input(tokenizer, candidate: str, reference: str, question: str, type_vocab_size: int = 3,
+class BemInputTooLong(OmgmError, ValueError):
+    """A (candidate, reference, question) whose BEM input exceeds 512 ids: the official scorer raises there."""
+
+
+def official_tokenizer(tokenizer: Any) -> TFTextBertTokenizer:
+    """TF-Text's BERT tokenization over ``tokenizer``'s vocabulary (a Hugging Face tokenizer, or one already)."""
+    if isinstance(tokenizer, TFTextBertTokenizer):
+        return tokenizer
+    cached = getattr(tokenizer, "_omgm_tf_text", None)
+    if cached is None:
+        cached = TFTextBertTokenizer(tokenizer.get_vocab())
+        tokenizer._omgm_tf_text = cached
+    return cached
+
+
+def bem_input(tokenizer: Any, candidate: str, reference: str, question: str, type_vocab_size: int = 3,
               max_length: int = MAX_LENGTH) -> tuple[list[int], list[int]]:
-    """``(input_ids, segment_ids)``, right-padded with 0 to ``max_length`` (longer inputs are cut there)."""
-    ids, segs = [tokenizer.cls_token_id], [0]
+    """``(input_ids, segment_ids)`` as the official scorer builds them, right-padded with 0 to ``max_length``.
+
+    ``[CLS] candidate [SEP] reference [SEP] question [SEP]`` tokenized as TF-Text does; segment ids 0/1/2 (the
+    question's 2 sent as ``type_vocab_size - 1`` for a model with fewer types). Raises :class:`BemInputTooLong`
+    beyond ``max_length`` ids instead of cutting.
+    """
+    tok = official_tokenizer(tokenizer)
+    sep = tok.vocab["[SEP]"]
+    ids, segs = [tok.vocab["[CLS]"]], [0]
     for seg, text in enumerate((candidate, reference, question)):
-        piece = tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.sep_token_id]
+        piece = tok.ids(text) + [sep]
         ids += piece
         segs += [min(seg, type_vocab_size - 1)] * len(piece)
-    ids, segs = ids[:max_length], segs[:max_length]
+    if len(ids) > max_length:
+        raise BemInputTooLong(f"BEM input of {len(ids)} ids exceeds {max_length} (candidate {candidate[:40]!r}...)")
     pad = max_length - len(ids)
     return ids + [0] * pad, segs + [0] * pad
 
@@ -59,21 +88,31 @@ class BemScorer:
         segments = "0/1/2" if self.type_vocab_size >= 3 else "0/1/1 (the model has 2 token types)"
         self.name = f"BEM ({path}; segment ids {segments})"
 
-    def probabilities(self, triples: Sequence[tuple[str, str, str]]) -> list[float]:
-        """``softmax[1]`` for each ``(question, reference, candidate)``."""
+    def _row(self, triple: tuple[str, str, str]) -> tuple[list[int], list[int]] | None:
+        q, r, c = triple
+        try:
+            return bem_input(self.tokenizer, c, r, q, self.type_vocab_size)
+        except BemInputTooLong:
+            return None
+
+    def probabilities(self, triples: Sequence[tuple[str, str, str]]) -> list[float | None]:
+        """``softmax[1]`` for each ``(question, reference, candidate)``; None where the input exceeds 512 ids."""
         torch = self.torch
-        out: list[float] = []
-        for i in range(0, len(triples), self.batch_size):
-            rows = [bem_input(self.tokenizer, c, r, q, self.type_vocab_size) for q, r, c in triples[i:i + self.batch_size]]
-            ids = torch.tensor([r[0] for r in rows], device=self.device)
-            segs = torch.tensor([r[1] for r in rows], device=self.device)
+        rows = [self._row(t) for t in triples]
+        fit = [r for r in rows if r is not None]
+        probs: list[float] = []
+        for i in range(0, len(fit), self.batch_size):
+            ids = torch.tensor([r[0] for r in fit[i:i + self.batch_size]], device=self.device)
+            segs = torch.tensor([r[1] for r in fit[i:i + self.batch_size]], device=self.device)
             with torch.no_grad():
                 logits = self.model(input_ids=ids, token_type_ids=segs, attention_mask=(ids != 0).long()).logits
-            out.extend(torch.softmax(logits.float(), -1)[:, 1].tolist())
-        return out
+            probs.extend(torch.softmax(logits.float(), -1)[:, 1].tolist())
+        it = iter(probs)
+        return [None if r is None else next(it) for r in rows]
 
-    def equivalent(self, triples: Sequence[tuple[str, str, str]]) -> list[bool]:
-        return [p >= 0.5 for p in self.probabilities(triples)]
+    def equivalent(self, triples: Sequence[tuple[str, str, str]]) -> list[bool | None]:
+        """``p >= 0.5`` per triple; None where the input exceeds 512 ids (the official scorer would stop)."""
+        return [None if p is None else p >= 0.5 for p in self.probabilities(triples)]
 
 
 def bem_reference(reference: str, question_type: str) -> str:

@@ -17,6 +17,7 @@ official input. Without one, accuracy is EM only, a lower bound of the official 
 """
 from __future__ import annotations
 
+import logging
 import re
 import string
 from collections import Counter, defaultdict
@@ -26,6 +27,7 @@ from typing import Iterable
 from omgm.errors import OmgmError
 from omgm.metrics.bem import BemScorer, bem_reference
 
+log = logging.getLogger(__name__)
 EVQA_QUESTION_TYPES = ("templated", "automatic", "multi_answer", "2_hop")
 _PUNCT = set(string.punctuation + "‘’´`_")
 _ARTICLES = re.compile(r"\b(the answer is|a|an|the)\b")
@@ -89,7 +91,11 @@ def score_answer(question: str, reference: str, candidate: str, question_type: s
 
 def score_answers(items: list[tuple[str, str, str, str]], bem: "BemScorer | None" = None
                   ) -> tuple[list[bool], list[str]]:
-    """:func:`score_answer` for many ``(question, reference, candidate, question_type)``; BEM runs in batches."""
+    """:func:`score_answer` for many ``(question, reference, candidate, question_type)``; BEM runs in batches.
+
+    ``how`` is ``em``, ``bem``, ``miss``, or ``bem_too_long`` for an answer that failed exact match and whose BEM
+    input exceeded 512 ids for an alternative (the official scorer raises there; here that alternative does not
+    pass)."""
     passed, how, pending = [], [], []
     for n, (question, reference, candidate, qtype) in enumerate(items):
         if qtype not in EVQA_QUESTION_TYPES:
@@ -106,6 +112,8 @@ def score_answers(items: list[tuple[str, str, str, str]], bem: "BemScorer | None
         for (n, _), ok in zip(pending, bem.equivalent([t for _, t in pending])):
             if ok and not passed[n]:
                 passed[n], how[n] = True, "bem"
+            elif ok is None and not passed[n]:
+                how[n] = "bem_too_long"
     return passed, how
 
 
@@ -117,11 +125,12 @@ class EvqaReport:
     by_type: dict[str, dict] = field(default_factory=dict)
     passed_by: dict[str, int] = field(default_factory=dict)
     empty_predictions: int = 0
+    bem_too_long: int = 0
 
     def as_dict(self) -> dict:
         return {"dataset": "evqa", "accuracy": self.accuracy, "total": self.total, "metric": self.metric,
                 "by_question_type": self.by_type, "passed_by": self.passed_by,
-                "empty_predictions": self.empty_predictions}
+                "empty_predictions": self.empty_predictions, "bem_inputs_over_512": self.bem_too_long}
 
 
 def evaluate_evqa(records: Iterable[dict], bem: BemScorer | None = None) -> EvqaReport:
@@ -144,8 +153,11 @@ def evaluate_evqa(records: Iterable[dict], bem: BemScorer | None = None) -> Evqa
     allhits = [h for v in hits.values() for h in v]
     if not allhits:
         raise EvaluationError("no record to evaluate")
+    if how.get("bem_too_long"):
+        log.warning("%d answers failed exact match and have a BEM input over 512 ids: the official scorer stops "
+                    "there; they are scored as not equivalent (bem_inputs_over_512)", how["bem_too_long"])
     metric = bem.name + " after exact match" if bem else "EM only (lower bound of the official score)"
     return EvqaReport(accuracy=round(100.0 * sum(allhits) / len(allhits), 2), total=len(allhits), metric=metric,
                       by_type={t: {"accuracy": round(100.0 * sum(v) / len(v), 2), "count": len(v)}
                                for t, v in sorted(hits.items())},
-                      passed_by=dict(how), empty_predictions=empty)
+                      passed_by=dict(how), empty_predictions=empty, bem_too_long=how.get("bem_too_long", 0))

@@ -51,10 +51,12 @@ class MLLMEmbedRetriever(Retriever):
     def __init__(self, path_or_id: str, device: str | None = None, dtype: str | None = None,
                  instruction: str = QUERY_INSTRUCTION, max_length: int = 2048) -> None:
         super().__init__()
-        from transformers import AutoModelForImageTextToText, AutoProcessor
+        from transformers import AutoModelForImageTextToText
+
+        from omgm.hub import load_pretrained
 
         self.device = resolve_device(device)
-        self.processor = AutoProcessor.from_pretrained(path_or_id)
+        self.processor = load_pretrained("AutoProcessor", path_or_id, what="MMRet-MLLM processor")
         self.processor.tokenizer.padding_side = "left"
         if self.processor.tokenizer.pad_token is None:
             self.processor.tokenizer.pad_token = self.processor.tokenizer.eos_token

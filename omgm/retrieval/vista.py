@@ -23,7 +23,7 @@ from PIL import Image
 from torch import nn
 
 from omgm.buffers import nonpersistent_buffers
-from omgm.data.images import CLIP_MEAN, CLIP_STD
+from omgm.data.images import clip_eval_transform
 from omgm.errors import OmgmError
 from omgm.devices import resolve_device
 from omgm.retrieval.encoders import Retriever, file_fingerprint, l2_normalise
@@ -177,10 +177,7 @@ class VistaRetriever(Retriever):
         self.dim = cfg.hidden_size
         self.name = "vista"
         self.model_id = f"vista:{Path(bge_path).name}:{file_fingerprint(weights) if weights else 'random-init'}"
-        from torchvision import transforms as T
-
-        self._tf = T.Compose([T.Resize(self.size, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(self.size),
-                              T.ToTensor(), T.Normalize(CLIP_MEAN, CLIP_STD)])
+        self._tf = clip_eval_transform(self.size)
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         return self._tf(image.convert("RGB"))

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Sequence
 
 from omgm.devices import resolve_device, torch_dtype
+from omgm.generate.decoding import restore_v4_decoding
 from omgm.generate.generators.base import GenRequest, Generator, attn_implementation, greedy_ids
 from omgm.generate.generators.prefix import SharedPrefixGenerator
 from omgm.generate.prompts import chat_messages, check_style, merge_system
@@ -31,7 +32,7 @@ class ChatLLMGenerator(Generator):
                  load_model: bool = True) -> None:
         self.style, self.kind = check_style(style), kind
         self.device = resolve_device(device)
-        self.tokenizer = load_pretrained("AutoTokenizer", path, what="generator tokenizer")
+        self.tokenizer = restore_v4_decoding(load_pretrained("AutoTokenizer", path, what="generator tokenizer"))
         self.model = load_pretrained("AutoModelForCausalLM", path, what="generator",
                                      dtype=torch_dtype(dtype, self.device),
                                      attn_implementation=attn_implementation(attn)).to(self.device).eval() \

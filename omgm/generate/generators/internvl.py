@@ -19,6 +19,7 @@ from PIL import Image
 
 from omgm.data.images import load_image
 from omgm.devices import resolve_device, torch_dtype
+from omgm.generate.decoding import restore_v4_decoding
 from omgm.generate.generators.base import GenRequest, Generator
 from omgm.generate.prompts import check_style, vlm_text
 from omgm.hub import load_pretrained
@@ -79,8 +80,8 @@ class InternVLGenerator(Generator):
         self.style = check_style(style)
         self.device = resolve_device(device)
         self.dtype = torch_dtype(dtype, self.device)
-        self.tokenizer = load_pretrained("AutoTokenizer", path, what="InternVL tokenizer", trust_remote_code=True,
-                                         use_fast=False)
+        self.tokenizer = restore_v4_decoding(load_pretrained("AutoTokenizer", path, what="InternVL tokenizer",
+                                                             trust_remote_code=True, use_fast=False))
         self.model = load_pretrained("AutoModel", path, what="InternVL generator", dtype=self.dtype,
                                      trust_remote_code=True, low_cpu_mem_usage=True,
                                      use_flash_attn=_has_flash_attn()).eval()

@@ -137,7 +137,9 @@ def load_original_llava(folder: str | Path, vision_tower: str | None = None, dev
                         dtype: torch.dtype = torch.float32) -> OriginalLlava:
     """Convert and load an original-format LLaVA-1.5 folder (see the module docstring)."""
     from accelerate import init_empty_weights
-    from transformers import CLIPImageProcessor, GenerationConfig, LlavaForConditionalGeneration
+    from transformers import GenerationConfig, LlavaForConditionalGeneration
+
+    from omgm.hub import load_pretrained
 
     folder = Path(folder)
     cfg = read_config(folder)
@@ -164,7 +166,8 @@ def load_original_llava(folder: str | Path, vision_tower: str | None = None, dev
            else GenerationConfig(bos_token_id=cfg.get("bos_token_id"), eos_token_id=cfg.get("eos_token_id"),
                                  pad_token_id=cfg.get("pad_token_id")))
     model.generation_config = gen
-    return OriginalLlava(model.to(device).eval(), tokenizer, CLIPImageProcessor.from_pretrained(str(tower)), cfg,
+    return OriginalLlava(model.to(device).eval(), tokenizer,
+                         load_pretrained("AutoImageProcessor", tower, what="LLaVA vision tower processor"), cfg,
                          str(tower_name), gen, report)
 
 

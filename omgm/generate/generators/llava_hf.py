@@ -17,6 +17,7 @@ import torch
 
 from omgm.data.images import load_image
 from omgm.devices import resolve_device, torch_dtype
+from omgm.generate.decoding import restore_v4_decoding
 from omgm.generate.generators.base import GenRequest, Generator, attn_implementation
 from omgm.generate.prompts import check_style, vlm_text
 from omgm.hub import load_pretrained
@@ -32,7 +33,7 @@ class HFVisionGenerator(Generator):
         self.device = resolve_device(device)
         self.processor = load_pretrained("AutoProcessor", path, what="generator processor")
         self.processor.tokenizer.padding_side = "left"
-        self.tokenizer = self.processor.tokenizer
+        self.tokenizer = restore_v4_decoding(self.processor.tokenizer)
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.model = load_pretrained("AutoModelForImageTextToText", path, what="generator",
