@@ -24,6 +24,8 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("data", "check"): ("omgm.prep.check_data", "what is missing (query images, entities, wiki images) per split"),
     ("data", "rename-inat"): ("omgm.prep.rename_inat", "lay iNaturalist files out as {dir}/{id}.jpg"),
     ("data", "mine-negatives"): ("omgm.prep.mine_negatives", "hard negatives for step 2a from step-1 results"),
+    ("fetch",): ("omgm.fetch.cli", "download the released files a dataset's published rows need (resumable, verified)"),
+    ("reproduce",): ("omgm.reproduce.cli", "steps 1-3 + metrics with the published settings -> tables vs the paper"),
     ("list-models",): ("omgm.list_models", "the retrievers, generators and reranker sizes omgm knows"),
 }
 # module mains that take the second word themselves (python -m omgm.step2 train ...)

@@ -1,0 +1,110 @@
+"""``omgm fetch DATASET --root DIR``: every released file the dataset's published rows need; resumable, verified.
+
+    omgm fetch evqa --root $DATA                  # E-VQA: the split, the KB, the index, the reranker, the models...
+    omgm fetch --list evqa --root $DATA           # each artifact, its rows, source, size and status
+    omgm fetch evqa --root $DATA --only evqa-index,reranker
+    omgm fetch demo --root /tmp/omgm_demo         # the demo release (this repository's files), same code
+
+Files land under ``--root`` in the layout ``omgm reproduce`` expects. The first complete download of each file is
+recorded in ``ROOT/omgm_fetch.lock.json`` (size, sha256; the authors publish none) and later copies are checked
+against it. Downloads continue where a killed run stopped. Query images: only those the split references.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from omgm.errors import cli_errors
+from omgm.fetch.download import FetchError, HttpOptions
+from omgm.fetch.fetcher import Fetcher
+from omgm.fetch.registry import Artifact, load_registry
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="omgm fetch", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("dataset", help="evqa, infoseek or demo (the registry's datasets)")
+    p.add_argument("--root", required=True, help="where the files go (the layout omgm reproduce reads)")
+    p.add_argument("--list", action="store_true", help="list the artifacts and their status; fetch nothing")
+    p.add_argument("--verify", action="store_true", help="with --list: hash every present file against the lock")
+    p.add_argument("--rows", default=None, help="comma-separated published rows (default: all; 'train' for "
+                                                 "retraining files)")
+    p.add_argument("--only", default=None, help="comma-separated artifact names (see --list)")
+    p.add_argument("--registry", default=None, help="another registry file with the same schema")
+    p.add_argument("--keep_archives", type=int, choices=(0, 1), default=1,
+                   help="keep downloaded archives (verified against the lock) after unpacking")
+    p.add_argument("--retries", type=int, default=5, help="per file, on 429/5xx/dropped connections")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds per connection or read")
+    p.add_argument("--no_progress", action="store_true")
+    return p
+
+
+def _size(fetcher: Fetcher, a: Artifact) -> str:
+    for rel in (a.dest, f".downloads/{a.name}"):
+        if rel in fetcher.lock.files:
+            return f"{fetcher.lock.files[rel]['size'] / 2**20:,.1f} MiB"
+    return f"~{a.size / 2**30:,.1f} GiB" if a.size else "?"
+
+
+def list_artifacts(fetcher: Fetcher, arts: list[Artifact], verify: bool) -> list[dict]:
+    rows = []
+    for a in arts:
+        t = fetcher.target(a)
+        status = fetcher.lock.status(a.dest, t, verify) if a.unpack == "none" else \
+            ("present (unpacked)" if fetcher.is_done(a) else "missing")
+        if a.source_kind == "manual" and not t.exists():
+            status = "missing (manual: " + a.source["manual"] + ")"
+        rows.append({"name": a.name, "rows": ",".join(a.rows), "source": a.describe_source(),
+                     "size": _size(fetcher, a), "dest": str(t), "status": status})
+    return rows
+
+
+def missing_images(fetcher: Fetcher) -> str | None:
+    """How many query images the split references that are not on disk, and the rows that need them."""
+    from omgm.data.samples import ImageDirs, read_samples, resolve_images
+
+    ds = fetcher.registry.dataset(fetcher.dataset)
+    split = fetcher.root / ds["split"]
+    if not split.is_file():
+        return None
+    s = ds.get("settings", {})
+    dirs = ImageDirs(**{k: str(fetcher.root / s[k]) if k in s else None for k in ("inat_dir", "gld_dir", "infoseek_dir")})
+    samples = read_samples(split)
+    _, missing = resolve_images(samples, dirs)
+    return (f"query images: {len(samples) - len(missing)} of {len(samples)} on disk; {len(missing)} missing "
+            f"(rows affected: {', '.join(ds['rows'])})" + (f"; first: {missing[0]}" if missing else ""))
+
+
+@cli_errors
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    registry = load_registry(args.registry)
+    http = HttpOptions(retries=args.retries, timeout=args.timeout, progress=not args.no_progress)
+    fetcher = Fetcher(registry, Path(args.root), args.dataset, http=http, keep_archives=bool(args.keep_archives))
+    arts = registry.select(args.dataset, args.rows.split(",") if args.rows else None,
+                           args.only.split(",") if args.only else None)
+    if args.list:
+        rows = list_artifacts(fetcher, arts, args.verify)
+        for r in rows:
+            print(f"{r['name']:<28} {r['size']:>12}  {r['status']:<34} rows={r['rows']}\n"
+                  f"{'':<28} {r['source']} -> {r['dest']}")
+        return 0
+    failed = 0
+    for a in arts:
+        try:
+            print(f"[{a.name}] {fetcher.fetch(a)}", flush=True)
+        except FetchError as exc:
+            failed += 1
+            print(f"[{a.name}] FAILED: {exc}", file=sys.stderr, flush=True)
+    note = missing_images(fetcher)
+    if note:
+        print(note)
+    print(json.dumps({"dataset": args.dataset, "root": str(fetcher.root), "artifacts": len(arts), "failed": failed,
+                      "lock": str(fetcher.lock.path)}))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,179 @@
+"""Fetch the artifacts of a registry into ``--root``: each source kind, then the lock check, then unpacking.
+
+One :class:`Fetcher` per run; :meth:`Fetcher.fetch` handles one artifact and returns a status line. Archives are
+kept under ``ROOT/.downloads`` (verified against the lock) unless ``keep_archives`` is false, in which case they
+are removed after a complete unpacking. Query-image subsets only fetch what the dataset's split references.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from omgm.fetch.download import FetchError, HttpOptions, Lock, copy_local, gdrive_url, http_download
+from omgm.fetch.registry import Artifact, Registry
+from omgm.fetch.unpack import archive_kind, read_marker, stream_tar_members, unpack
+
+log = logging.getLogger(__name__)
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Fetcher:
+    registry: Registry
+    root: Path
+    dataset: str
+    http: HttpOptions = field(default_factory=HttpOptions)
+    keep_archives: bool = True
+    lock: Lock = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.lock = Lock(self.root)
+
+    def target(self, a: Artifact) -> Path:
+        return self.root / a.dest
+
+    def is_done(self, a: Artifact) -> bool:
+        t = self.target(a)
+        if a.unpack != "none" and t.is_dir():
+            return read_marker(t, a.name) is not None
+        return t.exists()
+
+    def fetch(self, a: Artifact) -> str:
+        kind = a.source_kind
+        if kind == "manual":
+            return ("present" if self.target(a).exists() else "MANUAL") + f": {a.source['manual']}"
+        if a.kind == "subset":
+            return self._subset(a)
+        if a.kind == "wiki_images":
+            return self._wiki_images(a)
+        if self.is_done(a):
+            return "already there"
+        if kind == "hub":
+            return self._hub(a)
+        if kind == "build":
+            from omgm.fetch.builders import build
+
+            build(a.source["build"], self.target(a), self.root)
+            return "built (tiny RANDOM weights)"
+        path = self._download(a)
+        return self._place(a, path)
+
+    def _download(self, a: Artifact) -> Path:
+        kind = a.source_kind
+        archive = a.unpack != "none"
+        final = (self.root / ".downloads" / a.name) if archive else self.target(a)
+        if archive and final.exists():
+            return final
+        part = final.with_name(final.name + ".part")
+        if kind == "repo":
+            copy_local(REPO / a.source["repo"], part)
+        else:
+            url = a.source["url"] if kind == "url" else gdrive_url(a.source["gdrive"])
+            http_download(url, part, gdrive=kind == "gdrive", opt=self.http, size_hint=a.size)
+        try:
+            self.lock.check_and_record(str(final.relative_to(self.root)), part, a.describe_source())
+        except FetchError:
+            part.replace(part.with_name(final.name + ".rejected"))
+            raise
+        if final.exists() and final.is_dir():
+            import shutil
+
+            shutil.rmtree(final)
+        part.replace(final)
+        return final
+
+    def _place(self, a: Artifact, path: Path) -> str:
+        if a.unpack == "none":
+            return "downloaded and verified"
+        kind = archive_kind(path) if a.unpack == "auto" else a.unpack
+        if kind is None:                                  # 'auto' and a plain file: it is the artifact itself
+            self.target(a).parent.mkdir(parents=True, exist_ok=True)
+            path.replace(self.target(a))
+            return "downloaded and verified (not an archive)"
+        placed = unpack(path, self.target(a), a.name, kind)
+        if a.provides and not (self.root / a.provides).exists():
+            raise FetchError(f"{a.name}: the archive did not contain {a.provides} (it holds {placed[:5]})")
+        if not self.keep_archives:
+            path.unlink()
+        return f"downloaded, verified, unpacked ({len(placed)} entries)"
+
+    def _hub(self, a: Artifact) -> str:
+        from huggingface_hub import snapshot_download
+
+        try:
+            snapshot_download(repo_id=a.source["hub"], local_dir=str(self.target(a)),
+                              allow_patterns=a.source.get("allow"), revision=a.source.get("revision"))
+        except Exception as exc:  # noqa: BLE001 - the hub client raises many types; one line names the model
+            raise FetchError(f"{a.name}: hub model {a.source['hub']} could not be downloaded: "
+                             f"{str(exc).splitlines()[0][:300]}") from None
+        return "downloaded from the hub"
+
+    def needed_images(self, dataset_name: str) -> list[str]:
+        from omgm.data.samples import read_samples
+
+        split = self.root / self.registry.dataset(self.dataset)["split"]
+        if not split.is_file():
+            raise FetchError(f"{split}: the split is not fetched yet; it decides which query images are needed")
+        return sorted({s.image_id for s in read_samples(split) if s.dataset_name == dataset_name})
+
+    def _subset(self, a: Artifact) -> str:
+        dest = self.target(a)
+        ids = [i for i in self.needed_images(a.subset["dataset_name"]) if not (dest / f"{i}.jpg").is_file()]
+        if not ids:
+            return "all needed images there"
+        if a.subset["from"] == "tar":
+            return self._tar_subset(a, ids, dest)
+        return self._url_subset(a, ids, dest)
+
+    def _tar_subset(self, a: Artifact, ids: list[str], dest: Path) -> str:
+        import requests
+
+        id2name = json.loads((self.root / a.subset["id2name"]).read_text(encoding="utf-8"))
+        wanted: dict[str, list[str]] = {}
+        unknown = [i for i in ids if str(i) not in id2name]
+        for i in ids:
+            if str(i) in id2name:
+                wanted.setdefault(id2name[str(i)], []).append(i)
+        with requests.get(a.source["url"], stream=True, timeout=self.http.timeout) as resp:
+            if resp.status_code >= 400:
+                raise FetchError(f"{a.source['url']}: HTTP {resp.status_code}")
+            resp.raw.decode_content = True
+            written, unseen = stream_tar_members(resp.raw, wanted, dest)
+        missing = len(unknown) + sum(len(wanted[n]) for n in unseen)
+        return f"{written} images written from the tarball; {missing} referenced images not found in it"
+
+    def _url_subset(self, a: Artifact, ids: list[str], dest: Path) -> str:
+        from omgm.prep.download_wiki_images import Options, run
+
+        rows = {}
+        with (self.root / a.subset["csv"]).open(newline="", encoding="utf-8") as fh:
+            for r in csv.DictReader(fh):
+                rows[r["id"]] = r["url"]
+        tmp = self.root / ".downloads" / f"{a.name}_csv"
+        tmp.mkdir(parents=True, exist_ok=True)
+        with (tmp / "wiki_image_url_part_1_processed.csv").open("w", newline="", encoding="utf-8") as fh:
+            w = csv.writer(fh)
+            w.writerow(["entity_title", "image_URL", "img_path", "caption"])
+            w.writerows([i, rows[i], f"{i}.jpg", ""] for i in ids if i in rows)
+        summary = run(tmp, Options(dest, timeout=self.http.timeout, retries=self.http.retries),
+                      progress=self.http.progress)
+        unknown = sum(i not in rows for i in ids)
+        return (f"{summary['downloaded']} images downloaded, {summary['failed']} failed, "
+                f"{unknown} referenced ids not in {a.subset['csv']}")
+
+    def _wiki_images(self, a: Artifact) -> str:
+        from omgm.prep.download_wiki_images import Options, only_titles, run
+
+        csv_dir = self.target(self.registry.artifacts[a.source["derived"]])
+        needed = self.root / self.dataset / "wiki_entities.txt"
+        titles = only_titles(needed) if needed.is_file() else None
+        if titles is None:
+            return (f"skipped: the images of which entities? `omgm reproduce` writes {needed} after step 1 "
+                    f"(the candidates' titles); fetch again then, or download all with omgm data download-images")
+        summary = run(csv_dir, Options(self.target(a), timeout=self.http.timeout, retries=self.http.retries),
+                      titles, progress=self.http.progress)
+        return f"{summary['downloaded']} wiki images downloaded, {summary['failed']} failed"
