@@ -172,12 +172,13 @@ class OutputLock:
         self.path.unlink(missing_ok=True)
 
 
-def file_sha256(path: str | Path, block: int = 1 << 20) -> str:
-    """sha256 of a file's bytes (first 16 hex digits): the identity of an input in a resume fingerprint."""
+def file_sha256(path: str | Path, block: int = 1 << 20, digits: int = 16) -> str:
+    """sha256 of a file's bytes, its first ``digits`` hex digits (16: an input's identity in a resume fingerprint;
+    64: the whole digest, as the fetch lock records it)."""
     import hashlib
 
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(block), b""):
             h.update(chunk)
-    return h.hexdigest()[:16]
+    return h.hexdigest()[:digits]

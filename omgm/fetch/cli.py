@@ -52,8 +52,8 @@ def list_artifacts(fetcher: Fetcher, arts: list[Artifact], verify: bool) -> list
     rows = []
     for a in arts:
         t = fetcher.target(a)
-        status = fetcher.lock.status(a.dest, t, verify) if a.unpack == "none" else \
-            ("present (unpacked)" if fetcher.is_done(a) else "missing")
+        status = fetcher.lock.status(a.dest, t, verify) if a.unpack == "none" and a.source_kind != "hub" else \
+            ("present" if fetcher.is_done(a) else "missing")
         if a.source_kind == "manual" and not t.exists():
             status = "missing (manual: " + a.source["manual"] + ")"
         rows.append({"name": a.name, "rows": ",".join(a.rows), "source": a.describe_source(),

@@ -38,6 +38,9 @@ class Fetcher:
 
     def is_done(self, a: Artifact) -> bool:
         t = self.target(a)
+        if a.source_kind == "hub":
+            snaps = t / f"models--{a.source['hub'].replace('/', '--')}" / "snapshots"
+            return snaps.is_dir() and any(snaps.iterdir())
         if a.unpack != "none" and t.is_dir():
             return read_marker(t, a.name) is not None
         return t.exists()
@@ -58,6 +61,7 @@ class Fetcher:
             from omgm.fetch.builders import build
 
             build(a.source["build"], self.target(a), self.root)
+            self.lock.check_and_record(a.dest, self.target(a), a.describe_source())
             return "built (tiny RANDOM weights)"
         path = self._download(a)
         return self._place(a, path)
@@ -105,7 +109,7 @@ class Fetcher:
         from huggingface_hub import snapshot_download
 
         try:
-            snapshot_download(repo_id=a.source["hub"], local_dir=str(self.target(a)),
+            snapshot_download(repo_id=a.source["hub"], cache_dir=str(self.target(a)),
                               allow_patterns=a.source.get("allow"), revision=a.source.get("revision"))
         except Exception as exc:  # noqa: BLE001 - the hub client raises many types; one line names the model
             raise FetchError(f"{a.name}: hub model {a.source['hub']} could not be downloaded: "

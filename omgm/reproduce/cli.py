@@ -1,0 +1,129 @@
+"""``omgm reproduce DATASET --root DIR --out OUT``: the paper's rows from the files ``omgm fetch`` laid out.
+
+    omgm reproduce evqa --root $DATA --out $OUT            # KB import, steps 1-3, metrics, report, tables
+    omgm reproduce evqa --root $DATA --out $OUT --dry_run  # the plan: commands, files, disk, GPU time
+    omgm reproduce evqa --root $DATA --out $OUT --rows retrieval,internvl
+
+Each stage is the published command (the same entry points, the published settings); a killed reproduction
+continues in the stage it was in. Writes ``OUT/tables.json`` and ``OUT/tables.md`` (every chosen row beside the
+paper's number, with the sha256 of every input and the command lines) and ``OUT/report.html``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from omgm.errors import OmgmError, cli_errors
+from omgm.fetch.download import Lock
+from omgm.fetch.registry import load_registry
+from omgm.io import OutputLock, write_json_atomic
+from omgm.reproduce.plan import Stage, build_plan, config_for
+from omgm.reproduce.tables import build_tables, write_tables
+
+STATE = "reproduce_state.json"
+
+
+class ReproduceError(OmgmError, RuntimeError):
+    """A stage that failed or an input that is missing; the message names it."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="omgm reproduce", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("dataset", help="evqa, infoseek or demo")
+    p.add_argument("--root", required=True, help="the folder omgm fetch filled")
+    p.add_argument("--out", required=True, help="results, report and tables")
+    p.add_argument("--rows", default=None, help="comma-separated published rows (default: every row whose files "
+                                                 "are present)")
+    p.add_argument("--dry_run", action="store_true", help="print the plan (commands, files, disk, GPU time) only")
+    p.add_argument("--costs", default=None, help="a benchmarks/gpu_suite.py JSON: per-query GPU costs for --dry_run")
+    p.add_argument("--registry", default=None)
+    return p
+
+
+def _missing(stage: Stage) -> list[Path]:
+    return [p for p in stage.needs if not p.exists()]
+
+
+def dry_run(stages: list[Stage], lock: Lock, root: Path, costs: str | None, n_queries: int | None) -> dict:
+    plan = [{"stage": s.name, "command": s.command(), "missing_inputs": [str(p) for p in _missing(s)]}
+            for s in stages]
+    disk = sum(e.get("size", 0) for e in lock.files.values())
+    gpu = "no measured per-query GPU costs: run benchmarks/gpu_suite.py on the GPU and pass --costs its JSON"
+    if costs and n_queries:
+        d = json.loads(Path(costs).read_text())["derived"]
+        gpu = {"queries": n_queries, "retrieval_gpu_hours": n_queries * d["retrieval_s_per_query"] / 3600,
+               "end_to_end_gpu_hours_per_generator_row": n_queries * d["end_to_end_s_per_query"] / 3600,
+               "from": costs}
+    return {"stages": plan, "fetched_bytes_on_disk": disk, "gpu_time": gpu}
+
+
+def run_stage(stage: Stage, state: dict, state_path: Path, env: dict) -> str:
+    done = state.get(stage.name)
+    if done and done.get("command") == stage.command() and stage.output.exists():
+        return "done earlier"
+    if stage.reuse_output and stage.output.exists():
+        return "done earlier (the KB store is only ever written complete)"
+    missing = _missing(stage)
+    if missing:
+        raise ReproduceError(f"stage {stage.name}: missing {', '.join(map(str, missing))} (omgm fetch first)")
+    print(f"== {stage.name}: {stage.command()}", flush=True)
+    proc = subprocess.run(stage.argv(), env=env)
+    if proc.returncode not in (0,) or not stage.output.exists():
+        raise ReproduceError(f"stage {stage.name} failed (exit {proc.returncode}); fix the cause and run the same "
+                             f"command again: it continues where it stopped")
+    state[stage.name] = {"command": stage.command()}
+    write_json_atomic(state_path, state, indent=1)
+    return "ran"
+
+
+def available_rows(registry, dataset: str, root: Path, out: Path, config: Path) -> list[str]:
+    rows = []
+    for row in registry.rows(dataset):
+        stages = build_plan(registry, dataset, root, out, [row], config)
+        if not any(_missing(s) for s in stages if s.name.startswith("step3")):
+            rows.append(row)
+        else:
+            print(f"row {row}: skipped, its generator is not there ({', '.join(str(p) for s in stages for p in _missing(s) if s.name.startswith('step3'))})")
+    return rows
+
+
+@cli_errors
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    registry = load_registry(args.registry)
+    root, out = Path(args.root).resolve(), Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    config = out / "reproduce_config.yaml"
+    settings = config_for(registry, args.dataset, root)
+    config.write_text(yaml.safe_dump(settings, sort_keys=True))
+    rows = args.rows.split(",") if args.rows else available_rows(registry, args.dataset, root, out, config)
+    stages = build_plan(registry, args.dataset, root, out, rows, config)
+    lock = Lock(root)
+    if args.dry_run:
+        from omgm.data.samples import read_samples
+
+        split = Path(settings["sample_file"])
+        n = len(read_samples(split)) if split.is_file() else None
+        print(json.dumps(dry_run(stages, lock, root, args.costs, n), indent=1))
+        return 0
+    env = {**os.environ, "HF_HUB_CACHE": str(root / "models" / "hub_cache"), "OMGM_CONFIG": ""}
+    state_path = out / STATE
+    with OutputLock(out / "tables.json"):
+        state = json.loads(state_path.read_text()) if state_path.is_file() else {}
+        for stage in stages:
+            print(f"[{stage.name}] {run_stage(stage, state, state_path, env)}", flush=True)
+        tables = build_tables(registry, args.dataset, rows, out, stages, lock.files, root)
+        paths = write_tables(tables, out)
+    print(paths[1].read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

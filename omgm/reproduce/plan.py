@@ -1,0 +1,89 @@
+"""The plan of a reproduction: which stage commands the chosen published rows need, with the published settings.
+
+Settings come from the registry's dataset entry (``omgm/fetch/registry.yaml``): paths relative to ``--root`` in
+the layout ``omgm fetch`` writes, hub ids for the hub models. Every stage is the same entry point a user runs
+by hand (``python -m omgm.step1 ...``), so each one resumes on its own; the plan only orders them.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omgm.fetch.registry import Registry
+
+ROOT_PREFIXES = ("evqa", "infoseek", "demo", "wiki", "models")
+
+
+@dataclass
+class Stage:
+    name: str
+    module: str
+    args: list[str]
+    output: Path                                  # the file whose existence (with the state) means done
+    rows: tuple[str, ...] = ()
+    needs: list[Path] = field(default_factory=list)
+    reuse_output: bool = False                    # an output outside OUT that is only ever written complete
+
+    def argv(self) -> list[str]:
+        return [sys.executable, "-m", self.module, *self.args]
+
+    def command(self) -> str:
+        return " ".join(["python", "-m", self.module, *self.args])
+
+
+def resolve_settings(settings: dict[str, Any], root: Path) -> dict[str, Any]:
+    """Registry settings with root-relative paths made absolute (hub ids and plain values unchanged)."""
+    def one(v: Any) -> Any:
+        return str(root / v) if isinstance(v, str) and v.split("/")[0] in ROOT_PREFIXES else v
+    return {k: one(v) for k, v in settings.items()}
+
+
+def build_plan(registry: Registry, dataset: str, root: Path, out: Path, rows: list[str], config: Path,
+               extra: dict[str, list[str]] | None = None) -> list[Stage]:
+    """Stages for ``rows``: KB import, step 1, step 2 (rerank), step 3 per generator row, then the report."""
+    ds = registry.dataset(dataset)
+    s = resolve_settings(ds.get("settings", {}), root)
+    cfg, nop = ["--config", str(config)], ["--no_progress"]
+    retrieval_rows = tuple(rows)
+    stages = [
+        Stage("kb_import", "omgm.data.kb_import", ["--kb_json", s["kb_json"], "--out", s["knowledge_base"], *cfg],
+              Path(s["knowledge_base"]), retrieval_rows, [Path(s["kb_json"])], reuse_output=True),
+        Stage("step1", "omgm.step1", [*cfg, "--save_result_path", str(out / "step1") + "/", *nop],
+              out / "step1" / "result.json", retrieval_rows, [Path(s["faiss_index"])]),
+        Stage("step2", "omgm.step2", ["rerank", *cfg, "--step1_result", str(out / "step1" / "result.json"),
+                                      "--save_result_path", str(out / "step2") + "/", *nop],
+              out / "step2" / "result.json", retrieval_rows, [Path(s["reranker_ckpt_path"])]),
+    ]
+    answers = []
+    for row in rows:
+        gen = ds["rows"][row].get("generator")
+        if not gen:
+            continue
+        g = resolve_settings(ds["generators"][gen], root)
+        flags = [x for k, v in g.items() for x in (f"--{k}", str(v))]
+        flags += [x for k in ("bem_model", "infoseek_val", "infoseek_qtype") if k in s for x in (f"--{k}", s[k])]
+        target = out / f"step3_{row}"
+        needs = [Path(g["llm_checkpoint"])] if str(g.get("llm_checkpoint", "")).startswith(str(root)) else []
+        stages.append(Stage(f"step3_{row}", "omgm.step3", [*cfg, "--retrieval_results_file",
+                                                           str(out / "step2" / "result.json"), "--output_file",
+                                                           str(target) + "/", *flags, *(extra or {}).get(row, []), *nop],
+                            target / "result.json", (row,), needs))
+        answers.append(target / "result.json")
+    report = ["--step1", str(out / "step1" / "result.json"), "--step2", str(out / "step2" / "result.json")]
+    if answers:
+        report += ["--answers", str(answers[0])]
+    stages.append(Stage("report", "omgm.report", [*cfg, *report, "--out", str(out / "report.html")],
+                        out / "report.html", retrieval_rows))
+    return stages
+
+
+def config_for(registry: Registry, dataset: str, root: Path) -> dict[str, Any]:
+    """The config file every stage reads: the dataset's settings, and its split as each stage's sample file."""
+    s = resolve_settings(registry.dataset(dataset).get("settings", {}), root)
+    for key in ("test_file",):
+        s.setdefault(key, s["sample_file"])
+    s.setdefault("knowledge_base_path", s["knowledge_base"])
+    s.setdefault("knowledge_base_file", s["knowledge_base"])
+    return s

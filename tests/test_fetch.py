@@ -1,0 +1,256 @@
+"""omgm fetch against a tiny release served on 127.0.0.1 in the real layouts, with the faults a user meets."""
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+import threading
+import zipfile
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from omgm.fetch import cli as fetch_cli
+from omgm.fetch.download import FetchError, HttpOptions
+from omgm.fetch.fetcher import Fetcher
+from omgm.fetch.registry import load_registry
+
+BIG = bytes(range(256)) * 4096                                     # 1 MiB "index"
+KB = {"https://en.wikipedia.org/wiki/A": {"title": "A", "url": "https://en.wikipedia.org/wiki/A",
+                                          "section_titles": ["A"], "section_texts": ["a text"]}}
+
+
+def _zip(files: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, data in files.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+def _tar(files: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+class Release:
+    """What the server serves, and what it saw."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, bytes] = {}
+        self.faults: dict[str, list[str]] = {}         # path -> faults to apply, one per request
+        self.seen: Counter = Counter()
+        self.ranges: list[str] = []
+
+
+def _handler(release: Release):
+    class H(BaseHTTPRequestHandler):
+        def log_message(self, *a):                     # quiet
+            pass
+
+        def do_GET(self):
+            path = self.path.split("?")[0]
+            release.seen[path] += 1
+            fault = release.faults.get(path, []).pop(0) if release.faults.get(path) else None
+            if path == "/uc":                           # Drive: a confirmation page in front of the file
+                fid = self.path.split("id=")[1]
+                page = (f'<html><form id="download-form" action="http://127.0.0.1:{self.server.server_port}'
+                        f'/drive/{fid}" method="get"><input type="hidden" name="confirm" value="t"></form></html>')
+                return self._send(200, page.encode(), "text/html; charset=utf-8")
+            if fault == "429":
+                return self._send(429, b"slow down", headers={"Retry-After": "0"})
+            data = release.files.get(path)
+            if data is None:
+                return self._send(404, b"not found")
+            start = 0
+            rng = self.headers.get("Range")
+            if rng:
+                release.ranges.append(rng)
+                start = int(rng.split("=")[1].split("-")[0])
+                if start >= len(data):
+                    return self._send(416, b"")
+            body = data[start:]
+            self.send_response(206 if rng else 200)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Content-Type", "application/octet-stream")
+            if path.startswith("/drive/"):
+                self.send_header("Content-Disposition", 'attachment; filename="f"')
+            self.end_headers()
+            self.wfile.write(body[: len(body) // 2] if fault == "truncate" else body)
+
+        def _send(self, code, body, ctype="text/plain", headers=None):
+            self.send_response(code)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            for k, v in (headers or {}).items():
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(body)
+    return H
+
+
+@pytest.fixture()
+def server(monkeypatch):
+    release = Release()
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(release))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{httpd.server_port}"
+    monkeypatch.setenv("OMGM_GDRIVE_BASE", f"{base}/uc")
+    yield base, release
+    httpd.shutdown()
+
+
+def _registry(tmp_path: Path, base: str) -> Path:
+    csv = "question,answer,dataset_image_ids,dataset_name,question_type,wikipedia_url\n" + "".join(
+        f"q{i},a,{i},inaturalist,automatic,https://en.wikipedia.org/wiki/A\n" for i in (1, 2))
+    reg = {"version": 1,
+           "datasets": {"mini": {"split": "mini/test.csv", "rows": {"retrieval": {"label": "x", "paper": None}},
+                                 "settings": {"inat_dir": "mini/images"}}},
+           "artifacts": [
+               {"name": "split", "datasets": ["mini"], "rows": ["retrieval"], "dest": "mini/test.csv",
+                "source": {"url": f"{base}/test.csv"}},
+               {"name": "kb", "datasets": ["mini"], "rows": ["retrieval"], "dest": "mini", "unpack": "zip",
+                "provides": "mini/kb.json", "source": {"url": f"{base}/kb.zip"}},
+               {"name": "index", "datasets": ["mini"], "rows": ["retrieval"], "dest": "mini/summary.index",
+                "source": {"gdrive": "BIGFILE"}},
+               {"name": "id2name", "datasets": ["mini"], "rows": ["retrieval"], "dest": "mini/id2name.json",
+                "source": {"url": f"{base}/id2name.json"}},
+               {"name": "images", "datasets": ["mini"], "rows": ["retrieval"], "dest": "mini/images", "kind": "subset",
+                "subset": {"from": "tar", "dataset_name": "inaturalist", "id2name": "mini/id2name.json"},
+                "source": {"url": f"{base}/val.tar.gz"}},
+               {"name": "hubmodel", "datasets": ["mini"], "rows": ["retrieval"], "dest": "models/hub_cache",
+                "source": {"hub": "org/model"}}]}
+    p = tmp_path / "registry.yaml"
+    p.write_text(json.dumps(reg))                       # JSON is YAML
+    return p, csv
+
+
+def _serve_release(release: Release, csv: str) -> None:
+    release.files.update({
+        "/test.csv": csv.encode(), "/kb.zip": _zip({"kb.json": json.dumps(KB).encode()}), "/drive/BIGFILE": BIG,
+        "/id2name.json": json.dumps({"1": "val/x/one.jpg", "2": "val/y/two.jpg", "3": "val/z/three.jpg"}).encode(),
+        "/val.tar.gz": _tar({"val/x/one.jpg": b"one", "val/y/two.jpg": b"two", "val/z/three.jpg": b"three",
+                             "val/w/other.jpg": b"other"})})
+
+
+@pytest.fixture()
+def hub_calls(monkeypatch):
+    calls = []
+
+    def fake_snapshot(repo_id, cache_dir, allow_patterns=None, revision=None):  # the huggingface_hub boundary
+        calls.append(repo_id)
+        snap = Path(cache_dir) / f"models--{repo_id.replace('/', '--')}" / "snapshots" / "abc"
+        snap.mkdir(parents=True, exist_ok=True)
+        (snap / "config.json").write_text("{}")
+        return str(snap)
+
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot)
+    return calls
+
+
+def _fetch(reg: Path, root: Path, *extra: str) -> int:
+    return fetch_cli.main(["mini", "--root", str(root), "--registry", str(reg), "--no_progress", *extra])
+
+
+def test_a_release_is_fetched_verified_unpacked_and_subset(server, tmp_path, hub_calls, capsys):
+    base, release = server
+    reg, csv = _registry(tmp_path, base)
+    _serve_release(release, csv)
+    root = tmp_path / "root"
+    assert _fetch(reg, root) == 0
+    out = capsys.readouterr().out
+    assert json.loads((root / "mini" / "kb.json").read_text()) == KB and (root / "mini/summary.index").read_bytes() == BIG
+    assert sorted(p.name for p in (root / "mini/images").iterdir()) == ["1.jpg", "2.jpg"]      # only what the split needs
+    assert (root / "mini/images/2.jpg").read_bytes() == b"two" and "query images: 2 of 2 on disk" in out
+    lock = json.loads((root / "omgm_fetch.lock.json").read_text())["files"]
+    assert {"mini/test.csv", "mini/summary.index", ".downloads/kb"} <= set(lock) and hub_calls == ["org/model"]
+    assert release.seen["/uc"] == 1 and release.seen["/drive/BIGFILE"] == 1                    # through the Drive page
+    assert _fetch(reg, root) == 0 and release.seen["/drive/BIGFILE"] == 1 and hub_calls == ["org/model"]
+    capsys.readouterr()
+    assert _fetch(reg, root, "--list", "--verify") == 0
+    listing = capsys.readouterr().out
+    assert "verified" in listing and "index" in listing and "missing" not in listing
+
+
+def test_a_killed_download_continues_and_gives_the_same_bytes(server, tmp_path):
+    base, release = server
+    reg, csv = _registry(tmp_path, base)
+    _serve_release(release, csv)
+    root = tmp_path / "root"
+    part = root / "mini" / "summary.index.part"
+    part.parent.mkdir(parents=True)
+    part.write_bytes(BIG[:300_000])                                 # what a killed run left
+    f = Fetcher(load_registry(reg), root, "mini", http=HttpOptions(progress=False, backoff=0.01))
+    f.fetch(f.registry.artifacts["index"])
+    assert (root / "mini/summary.index").read_bytes() == BIG and release.ranges == ["bytes=300000-"]
+    assert not part.exists()
+
+
+def test_retries_on_429_and_truncated_bodies(server, tmp_path):
+    base, release = server
+    reg, csv = _registry(tmp_path, base)
+    _serve_release(release, csv)
+    release.faults = {"/test.csv": ["429"], "/drive/BIGFILE": ["truncate"]}
+    f = Fetcher(load_registry(reg), tmp_path / "root", "mini", http=HttpOptions(progress=False, backoff=0.01))
+    f.fetch(f.registry.artifacts["split"])
+    assert (tmp_path / "root/mini/test.csv").read_text() == csv and release.seen["/test.csv"] == 2
+    f.fetch(f.registry.artifacts["index"])
+    assert (tmp_path / "root/mini/summary.index").read_bytes() == BIG and release.seen["/drive/BIGFILE"] == 2
+    assert release.ranges == [f"bytes={len(BIG) // 2}-"]            # the truncated body was continued, not restarted
+
+
+def test_a_file_that_changed_after_the_lock_is_refused(server, tmp_path, capsys):
+    base, release = server
+    reg, csv = _registry(tmp_path, base)
+    _serve_release(release, csv)
+    root = tmp_path / "root"
+    assert _fetch(reg, root, "--only", "index") == 0
+    (root / "mini/summary.index").unlink()
+    release.files["/drive/BIGFILE"] = BIG[::-1]
+    assert _fetch(reg, root, "--only", "index") == 1
+    err = capsys.readouterr().err
+    assert "mini/summary.index: the downloaded file differs from the copy recorded" in err
+    assert not (root / "mini/summary.index").exists() and (root / "mini/summary.index.rejected").exists()
+
+
+def test_http_errors_full_disk_and_corrupt_archives_are_one_line_errors(server, tmp_path, monkeypatch, capsys):
+    base, release = server
+    reg, csv = _registry(tmp_path, base)
+    _serve_release(release, csv)
+    root = tmp_path / "root"
+    del release.files["/test.csv"]
+    assert _fetch(reg, root, "--only", "split") == 1
+    assert "test.csv: HTTP 404" in capsys.readouterr().err
+    release.files["/kb.zip"] = b"PK\x03\x04 this is not a zip" * 10
+    assert _fetch(reg, root, "--only", "kb") == 1
+    err = capsys.readouterr().err
+    assert "corrupt or unreadable zip archive" in err or "not an archive" in err
+    import shutil as sh
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(sh, "disk_usage", lambda p: usage(10, 10, 1000))
+    assert _fetch(reg, root, "--only", "index") == 1
+    assert "GiB free: free some space" in capsys.readouterr().err and not (root / "mini/summary.index").exists()
+
+
+def test_the_real_registry_lists_every_file_of_every_published_row(tmp_path, capsys):
+    reg = load_registry()
+    for dataset in ("evqa", "infoseek"):
+        assert fetch_cli.main(["--list", dataset, "--root", str(tmp_path)]) == 0
+        listing = capsys.readouterr().out
+        for a in reg.select(dataset):
+            assert a.name in listing and set(a.rows) & set(reg.rows(dataset))
+        for row in reg.rows(dataset):          # every published row needs at least its split, index and reranker
+            names = {a.name for a in reg.select(dataset, [row])}
+            assert {"reranker", f"{dataset}-index", f"{dataset}-test-csv"} <= names
+    assert fetch_cli.main(["nope", "--root", str(tmp_path)]) == 2
