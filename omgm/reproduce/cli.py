@@ -83,6 +83,18 @@ def run_stage(stage: Stage, state: dict, state_path: Path, env: dict) -> str:
     return "ran"
 
 
+def note_wiki_entities(step1: Path, target: Path, dataset: str, root: Path) -> None:
+    """The candidates' titles, for ``omgm fetch DATASET --only wiki-images`` (step 2 scores their images)."""
+    from omgm.prep.download_wiki_images import only_titles
+
+    titles = sorted(only_titles(step1))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if not target.is_file() or target.read_text(encoding="utf-8").split("\n")[:-1] != titles:
+        target.write_text("".join(t + "\n" for t in titles), encoding="utf-8")
+        print(f"wrote the {len(titles)} step-1 candidate titles to {target}: entities without their images get step-2 "
+              f"score 0; `omgm fetch {dataset} --root {root} --only wiki-images` downloads the missing ones")
+
+
 def available_rows(registry, dataset: str, root: Path, out: Path, config: Path) -> list[str]:
     rows = []
     for row in registry.rows(dataset):
@@ -119,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
         state = json.loads(state_path.read_text()) if state_path.is_file() else {}
         for stage in stages:
             print(f"[{stage.name}] {run_stage(stage, state, state_path, env)}", flush=True)
+            if stage.name == "step1":
+                note_wiki_entities(stage.output, root / args.dataset / "wiki_entities.txt", args.dataset, root)
         tables = build_tables(registry, args.dataset, rows, out, stages, lock.files, root)
         paths = write_tables(tables, out)
     print(paths[1].read_text())
