@@ -8,7 +8,8 @@ generators, shared-prefix batches, a 2-step LoRA fine-tune) from the same tiny w
   (TF32/fp16 matrix products on the GPU reorder near-ties of random-weight embeddings);
 - step 2: the same top-1 entity for at least 90 % of queries, fused scores within 5e-2 (the ViT runs in fp16
   there, as the authors ran it; fp32 on the CPU);
-- step 3: at least 80 % identical answers (greedy decoding of a random-weight model in bf16 vs fp32 flips
+- step 3 (the tiny LLaVA, and a tiny chat LLM answering in shared-prefix batches of 4): at least 80 % identical
+  answers for each (greedy decoding of a random-weight model in bf16 vs fp32 flips
   near-tied tokens; the prompts are byte-identical, which is what the pipeline controls);
 - step-3 LoRA: finite losses, first-step loss within 5 % of the CPU's.
 """
@@ -57,7 +58,8 @@ def _env(shared: Path, work: Path, device: str) -> dict:
 
 
 def run_chain(shared: Path, work: Path, device: str) -> dict:
-    """Index, step 1, negatives, step 2 train + rerank, step 3, a 2-step LoRA fine-tune; returns per-command times."""
+    """Index, step 1, negatives, step 2 train + rerank, step 3 (LLaVA; a chat LLM in shared-prefix batches of 4), a
+    2-step LoRA fine-tune; returns per-command times."""
     env, log, w, nop = _env(shared, work, device), [], str(work), "--no_progress"
     _run(["omgm.build_index", "--summarizer", "lead", "--summary_file", f"{w}/summaries.jsonl", nop], env, log)
     _run(["omgm.step1", "--sample_file", str(DEMO / "test.csv"), "--save_result_path", f"{w}/step1.json", nop],
@@ -76,6 +78,10 @@ def run_chain(shared: Path, work: Path, device: str) -> dict:
     dtype = ["--dtype", "bf16"] if device != "cpu" else []
     _run(["omgm.step3", "--test_file", str(DEMO / "test.csv"), "--retrieval_results_file", f"{w}/step2.json",
           "--output_file", f"{w}/answers.json", "--max_new_tokens", "8", *dtype, nop], env, log)
+    llm = str(shared / "models" / "tiny_llm")               # a chat LLM: batches of 4 share the prompt prefix
+    _run(["omgm.step3", "--test_file", str(DEMO / "test.csv"), "--retrieval_results_file", f"{w}/step2.json",
+          "--output_file", f"{w}/answers_llm.json", "--answer_generator", llm, "--context_tokenizer", llm,
+          "--batch_size", "4", "--max_new_tokens", "8", *dtype, nop], env, log)
     _run(["omgm.step3_train", "--train_file", str(DEMO / "train.csv"), "--output_dir", f"{w}/sft",
           "--sft_file", f"{w}/sft.jsonl", "--train_section", "evidence", "--tuning", "lora", "--max_steps", "2",
           "--batch_size", "4", "--global_batch_size", "4", "--max_length", "1024",
@@ -103,6 +109,12 @@ def _losses(work: Path) -> list[float]:
     return [json.loads(line)["loss"] for line in log.read_text().splitlines() if '"loss"' in line]
 
 
+def _same_answers(a: Path, b: Path) -> float:
+    ans_a = {r["data_id"]: r["prediction"] for r in _load(a)}
+    ans_b = {r["data_id"]: r["prediction"] for r in _load(b)}
+    return sum(ans_a[k] == ans_b.get(k) for k in ans_a) / len(ans_a)
+
+
 def compare(cpu: Path, dev: Path) -> dict:
     """The device run against the CPU run, with :data:`TOLERANCES`; ``ok`` is true when every check holds."""
     a, b = _rankings(cpu / "step1.json"), _rankings(dev / "step1.json")
@@ -111,9 +123,7 @@ def compare(cpu: Path, dev: Path) -> dict:
     ra, rb = _rankings(cpu / "step2.json"), _rankings(dev / "step2.json")
     same1 = sum(ra[s][0][:1] == rb[s][0][:1] for s in ra) / len(ra)
     score = max((abs(x - y) for s in ra for x, y in zip(ra[s][1], rb[s][1])), default=0.0)
-    ans_a = {r["data_id"]: r["prediction"] for r in _load(cpu / "answers.json")}
-    ans_b = {r["data_id"]: r["prediction"] for r in _load(dev / "answers.json")}
-    same_ans = sum(ans_a[k] == ans_b.get(k) for k in ans_a) / len(ans_a)
+    same_ans = min(_same_answers(cpu / name, dev / name) for name in ("answers.json", "answers_llm.json"))
     la, lb = _losses(cpu), _losses(dev)
     lora_rel = abs(la[0] - lb[0]) / max(abs(la[0]), 1e-9) if la and lb else None
     t = TOLERANCES

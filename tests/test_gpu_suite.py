@@ -35,7 +35,7 @@ def test_every_stage_cli_runs_and_the_comparison_catches_a_difference(tmp_path):
     shared = tmp_path / "shared"
     gpu_correctness.prepare(shared)
     run = gpu_correctness.run_chain(shared, tmp_path / "cpu", "cpu")
-    assert [c["rc"] for c in run["commands"]] == [0] * 8        # index, step 1 x2, negatives, step 2 x2, step 3 x2
+    assert [c["rc"] for c in run["commands"]] == [0] * 9        # index, step 1 x2, negatives, step 2 x2, step 3 x3
     same = gpu_correctness.compare(tmp_path / "cpu", tmp_path / "cpu")
     assert same["ok"] and same["measured"]["step3_same_answer"] == 1.0
     other = tmp_path / "other"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -26,7 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="omgm fetch", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("dataset", help="evqa, infoseek or demo (the registry's datasets)")
-    p.add_argument("--root", required=True, help="where the files go (the layout omgm reproduce reads)")
+    p.add_argument("--root", default=os.environ.get("OMGM_DATA", "omgm_data"),
+                   help="where the files go (the layout omgm reproduce reads); default: $OMGM_DATA or ./omgm_data")
     p.add_argument("--list", action="store_true", help="list the artifacts and their status; fetch nothing")
     p.add_argument("--verify", action="store_true", help="with --list: hash every present file against the lock")
     p.add_argument("--rows", default=None, help="comma-separated published rows (default: all; 'train' for "
@@ -82,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     registry = load_registry(args.registry)
     http = HttpOptions(retries=args.retries, timeout=args.timeout, progress=not args.no_progress)
-    fetcher = Fetcher(registry, Path(args.root), args.dataset, http=http, keep_archives=bool(args.keep_archives))
+    fetcher = Fetcher(registry, Path(args.root), args.dataset, http=http, keep_archives=bool(args.keep_archives),
+                      create=not args.list)
     arts = registry.select(args.dataset, args.rows.split(",") if args.rows else None,
                            args.only.split(",") if args.only else None)
     if args.list:

@@ -27,10 +27,12 @@ class Fetcher:
     dataset: str
     http: HttpOptions = field(default_factory=HttpOptions)
     keep_archives: bool = True
+    create: bool = True                         # False for --list: look, do not make the root
     lock: Lock = field(init=False)
 
     def __post_init__(self) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
+        if self.create:
+            self.root.mkdir(parents=True, exist_ok=True)
         self.lock = Lock(self.root)
 
     def target(self, a: Artifact) -> Path:

@@ -51,6 +51,17 @@ def _missing(stage: Stage) -> list[Path]:
     return [p for p in stage.needs if not p.exists()]
 
 
+def disk_to_fetch(registry, dataset: str, rows: list[str], root: Path) -> dict:
+    """Bytes the missing artifacts of ``rows`` will take (registry estimates), and those of unknown size."""
+    from omgm.fetch.fetcher import Fetcher
+
+    f = Fetcher(registry, root, dataset, create=False)
+    missing = [a for a in registry.select(dataset, rows) if a.source_kind != "manual" and not f.is_done(a)]
+    return {"missing_artifacts": [a.name for a in missing],
+            "estimated_bytes": sum(a.size or 0 for a in missing),
+            "unknown_size": [a.name for a in missing if not a.size]}
+
+
 def dry_run(stages: list[Stage], lock: Lock, root: Path, costs: str | None, n_queries: int | None) -> dict:
     plan = [{"stage": s.name, "command": s.command(), "missing_inputs": [str(p) for p in _missing(s)]}
             for s in stages]
@@ -115,7 +126,14 @@ def main(argv: list[str] | None = None) -> int:
     config = out / "reproduce_config.yaml"
     settings = config_for(registry, args.dataset, root)
     config.write_text(yaml.safe_dump(settings, sort_keys=True))
-    rows = args.rows.split(",") if args.rows else available_rows(registry, args.dataset, root, out, config)
+    if args.rows:
+        rows = args.rows.split(",")
+        unknown = set(rows) - set(registry.rows(args.dataset))
+        if unknown:
+            raise ReproduceError(f"--rows: {args.dataset} has no row {', '.join(sorted(unknown))} "
+                                 f"(rows: {', '.join(registry.rows(args.dataset))})")
+    else:
+        rows = registry.rows(args.dataset) if args.dry_run else available_rows(registry, args.dataset, root, out, config)
     stages = build_plan(registry, args.dataset, root, out, rows, config)
     lock = Lock(root)
     if args.dry_run:
@@ -123,7 +141,9 @@ def main(argv: list[str] | None = None) -> int:
 
         split = Path(settings["sample_file"])
         n = len(read_samples(split)) if split.is_file() else None
-        print(json.dumps(dry_run(stages, lock, root, args.costs, n), indent=1))
+        plan = dry_run(stages, lock, root, args.costs, n)
+        plan["still_to_fetch"] = disk_to_fetch(registry, args.dataset, rows, root)
+        print(json.dumps(plan, indent=1))
         return 0
     env = {**os.environ, "HF_HUB_CACHE": str(root / "models" / "hub_cache"), "OMGM_CONFIG": ""}
     state_path = out / STATE
