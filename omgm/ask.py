@@ -57,6 +57,8 @@ def show(result: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     setup_logging()
     args = build_parser().parse_args(argv)
+    if not args.question.strip():
+        raise ConfigError("--question is empty: nothing to answer")
     from omgm.pipeline.pipeline import Pipeline
 
     pipe = Pipeline.from_config(*args.config, **_overrides(args.overrides))

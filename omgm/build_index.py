@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     require(args, "knowledge_base", "faiss_index")
     index_path, ctx = Path(args.faiss_index), context()
     args.device = device_for(ctx, args.device)
-    check_writable(index_path)
+    check_writable(index_path, inputs=[args.knowledge_base])
     kb = open_kb(args.knowledge_base)
     opts = BuildOptions(Path(args.work_dir) if args.work_dir else None, args.shard_size, args.batch_size,
                         args.index_factory, args.faiss_params, progress=not args.no_progress, ctx=ctx)

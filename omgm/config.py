@@ -16,6 +16,7 @@ String values may reference other keys as ``${key}`` and environment variables a
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 from pathlib import Path
@@ -128,6 +129,8 @@ def number_in(kind: type, low: float | None = None, high: float | None = None, w
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}")
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
         if (low is not None and (value <= low if above else value < low)) or (high is not None and value > high):
             span = f"between {low} and {high}" if low is not None and high is not None else (
                 f"{'above' if above else 'at least'} {low}" if low is not None else f"at most {high}")

@@ -113,9 +113,14 @@ def sibling(path: Path, suffix: str) -> Path:
     return path.with_name(path.stem + suffix)
 
 
-def check_writable(*paths: str | Path) -> None:
-    """Fail before any work when an output's folder cannot be created or written."""
+def check_writable(*paths: str | Path, inputs: Iterable[str | Path | None] = ()) -> None:
+    """Fail before any work when an output's folder cannot be created or written, or when an output is one of
+    the ``inputs`` (writing it would destroy that input)."""
+    ins = {os.path.realpath(i): str(i) for i in inputs if i}
     for p in paths:
+        same = ins.get(os.path.realpath(p))
+        if same is not None:
+            raise OutputError(f"the output {p} is the input {same}: choose another output path")
         folder = Path(p).parent
         try:
             folder.mkdir(parents=True, exist_ok=True)

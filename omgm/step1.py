@@ -71,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         raise ConfigError(f"--top_ks {max(args.top_ks)} exceeds --retrieval_top_k {args.retrieval_top_k}")
     t0, out, ctx = time.time(), output_file(args.save_result_path), context()
     args.device = device_for(ctx, args.device)
-    check_writable(out)
+    check_writable(out, sibling(out, ".summary.json"),
+                   inputs=[args.sample_file, args.knowledge_base, args.faiss_index])
     with OutputLock(out) if ctx.main else nullcontext():
         samples = read_samples(args.sample_file)
         kb = open_kb(args.knowledge_base)

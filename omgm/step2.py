@@ -164,7 +164,8 @@ def run_rerank(argv: list[str]) -> int:
     args = parse_with_config(rerank_parser(), argv)
     require(args, "sample_file", "step1_result", "knowledge_base_path", "save_result_path")
     t0, out, ctx = time.time(), output_file(args.save_result_path), context()
-    check_writable(out)
+    check_writable(out, sibling(out, ".summary.json"), inputs=[args.sample_file, args.step1_result,
+                                                               args.knowledge_base_path, args.reranker_ckpt_path])
     samples, step1 = read_samples(args.sample_file), read_retrieval(args.step1_result)
     kb = open_kb(args.knowledge_base_path)
     missing = check_made_for(step1, samples, args.sample_file, kb)

@@ -104,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     retrieval = read_retrieval(args.retrieval_results_file)
     kb = open_kb(args.knowledge_base_path)
     unretrieved = [s for s in check_made_for(retrieval, everything, args.test_file, kb) if s in samples]
-    check_writable(out)
+    check_writable(out, sibling(out, ".summary.json"),
+                   inputs=[args.test_file, args.retrieval_results_file, args.knowledge_base_path])
     with OutputLock(out) if ctx.main else nullcontext():
         settings = {**asdict(cfg), "device": (cfg.device or "auto").split(":")[0], "samples": samples_fingerprint(everything),
                     "kb": kb.url_order_hash(), "retrieval": file_sha256(args.retrieval_results_file)}

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from omgm.hub import ModelLoadError
 from omgm.retrieval.encoders import HFClipRetriever, RetrieverSpec, build_retriever, file_fingerprint
 
 
@@ -28,7 +29,7 @@ def test_same_checkpoint_same_id_and_embeddings(tiny_clip_ckpt, tiny_retriever):
 def test_unknown_retriever_and_missing_checkpoint():
     with pytest.raises(ValueError, match="unknown retriever 'no-such-model'"):
         build_retriever(RetrieverSpec("no-such-model"))
-    with pytest.raises(FileNotFoundError, match="open_clip checkpoint not found"):
+    with pytest.raises(ModelLoadError, match="open_clip checkpoint not found"):
         build_retriever(RetrieverSpec("omgm-tiny-eva", retriever_pretrained="/no/such/ckpt.pt", device="cpu"))
     with pytest.raises(ValueError, match="hf-clip needs --retriever_path"):
         build_retriever(RetrieverSpec("hf-clip"))

@@ -111,6 +111,10 @@ def iter_object_members(path: str | Path, start_byte: int = 0,
             while True:
                 ch = buf.skip_ws()
                 if ch == "}":
+                    buf.pos += 1
+                    if buf.skip_ws() != "":
+                        raise JsonStreamError(f"data after the closing '}}' at byte {buf.byte_offset()}: more "
+                                              f"than one JSON value in the file (concatenated objects?)")
                     return
                 if ch == "":
                     raise JsonStreamError(f"unexpected end of file at byte {buf.byte_offset()}: the file "

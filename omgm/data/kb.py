@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+import urllib.parse
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -216,7 +217,8 @@ class SqliteKnowledgeBase(KnowledgeBase):
         self.path = Path(path)
         if not self.path.is_file():
             raise KnowledgeBaseError(f"knowledge base store not found: {self.path}")
-        self._con = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
+        uri = "file:" + urllib.parse.quote(str(self.path.resolve())) + "?mode=ro"      # '#', '?' are URI syntax
+        self._con = sqlite3.connect(uri, uri=True, check_same_thread=False)
         try:
             self.meta = dict(self._con.execute("SELECT key, value FROM meta"))
         except sqlite3.DatabaseError as exc:

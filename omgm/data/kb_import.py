@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sqlite3
 import sys
@@ -19,13 +20,15 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from omgm.config import parse_with_config, require
+from omgm.config import ConfigError, parse_with_config, require
 from omgm.data.jsonstream import iter_object_members
 from omgm.data.kb import STORE_FORMAT, STORE_VERSION, KnowledgeBaseError, UrlOrderHash, check_entity
 from omgm.data.kb_jsonl import entity_of, is_jsonl, iter_jsonl
 from omgm.data.wiki_images import CsvStats, iter_csv_rows
 from omgm.errors import cli_errors
 from omgm.io import OutputLock, atomic_write, check_writable
+
+log = logging.getLogger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT);
@@ -46,8 +49,11 @@ def _set_meta(con: sqlite3.Connection, **kv: object) -> None:
     con.executemany("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", [(k, str(v)) for k, v in kv.items()])
 
 
-def _open_partial(partial: Path, source: Path) -> tuple[sqlite3.Connection, int, int]:
-    """Open (or create) the partial store; return it with the resume (row, byte offset)."""
+def _open_partial(partial: Path, source: Path, images_dir: str | Path | None = None
+                  ) -> tuple[sqlite3.Connection, int, int]:
+    """Open (or create) the partial store; return it with the resume (row, byte offset). A partial import made
+    with another source file or another ``--images_dir`` is refused (its rows hold the other paths)."""
+    images = str(Path(images_dir).resolve()) if images_dir else ""
     con = sqlite3.connect(partial)
     con.executescript(SCHEMA)
     con.execute("PRAGMA journal_mode=WAL")
@@ -55,13 +61,18 @@ def _open_partial(partial: Path, source: Path) -> tuple[sqlite3.Connection, int,
     meta = dict(con.execute("SELECT key, value FROM meta"))
     if not meta:
         _set_meta(con, format=STORE_FORMAT, version=STORE_VERSION, source=_source_id(source),
-                  count=0, offset=0, complete=0)
+                  count=0, offset=0, complete=0, import_images_dir=images)
         con.commit()
         return con, 0, 0
     if meta.get("source") != _source_id(source):
         con.close()
         raise KnowledgeBaseError(f"{partial} is an unfinished import of a different file ({meta.get('source')}); "
                                  f"delete it or pass --overwrite")
+    if meta.get("import_images_dir", images) != images:
+        con.close()
+        raise KnowledgeBaseError(f"{partial} is an unfinished import made with --images_dir "
+                                 f"{meta.get('import_images_dir') or '(none)'}, not {images or '(none)'}: resume with "
+                                 f"the same folder, or pass --overwrite to start again")
     return con, int(meta["count"]), int(meta["offset"])
 
 
@@ -153,9 +164,9 @@ def run_import(knowledge_base: str | Path, out: str | Path, wiki_img_csv_dir: st
         raise KnowledgeBaseError(f"knowledge base file not found: {source}")
     if is_jsonl(source) and wiki_img_csv_dir:
         raise KnowledgeBaseError("a JSONL knowledge base lists its own images: --wiki_img_csv_dir does not apply")
+    check_writable(out, inputs=[source, images_dir])
     if out.exists() and not overwrite:
         raise KnowledgeBaseError(f"{out} exists; pass --overwrite to replace it")
-    check_writable(out)
     with OutputLock(out):
         return _import_locked(source, out, wiki_img_csv_dir, overwrite, commit_every, progress, images_dir)
 
@@ -167,12 +178,14 @@ def _import_locked(source: Path, out: Path, wiki_img_csv_dir, overwrite: bool, c
         for p in (partial, Path(str(partial) + "-wal"), Path(str(partial) + "-shm")):
             p.unlink(missing_ok=True)
     out.parent.mkdir(parents=True, exist_ok=True)
-    con, row, offset = _open_partial(partial, source)
+    con, row, offset = _open_partial(partial, source, images_dir)
     try:
         if row:
             print(f"resuming import of {source} at entity {row} (byte {offset})", file=sys.stderr)
         count = import_entities(source, con, row, offset, commit_every, progress,
                                 Path(images_dir) if images_dir else None)
+        if count == 0:
+            raise KnowledgeBaseError(f"{source}: no entity to import (an empty knowledge base)")
         if is_jsonl(source):
             _set_meta(con, images_dir=str(Path(images_dir).resolve()) if images_dir else "")
             _finish_jsonl_images(con, out)
@@ -225,7 +238,16 @@ def build_parser() -> argparse.ArgumentParser:
 @cli_errors
 def main(argv: list[str] | None = None) -> int:
     args = parse_with_config(build_parser(), argv)
+    given = {a.split("=")[0] for a in (argv if argv is not None else sys.argv[1:]) if a.startswith("--")}
     if args.jsonl:
+        for flag in ("--kb_json", "--wiki_img_csv_dir"):
+            dest = flag[2:]
+            if flag in given:
+                raise ConfigError(f"--jsonl and {flag} conflict: a JSONL knowledge base is imported with its own "
+                                  f"images; give one of them")
+            if getattr(args, dest):
+                log.warning("%s %s (from a config file or OMGM_%s) is ignored: --jsonl is imported instead",
+                            flag, getattr(args, dest), dest.upper())
         args.kb_json = args.jsonl
     require(args, "kb_json", "out")
     run_import(args.kb_json, args.out, None if args.jsonl else args.wiki_img_csv_dir, args.overwrite,

@@ -99,7 +99,7 @@ def iter_samples(path: str | Path, single_hop_only: bool = True) -> Iterator[Sam
         if missing:
             raise SampleFileError(f"{path}: missing column(s) {missing}; found {header}")
         has_data_id = "data_id" in header
-        kept = 0
+        kept, seen_ids = 0, {}
         for row_no, row in enumerate(reader, start=1):
             if None in row or any(row.get(c) is None for c in REQUIRED_COLUMNS):
                 raise SampleFileError(f"{path}, row {row_no} (line {reader.line_num}): expected "
@@ -112,6 +112,10 @@ def iter_samples(path: str | Path, single_hop_only: bool = True) -> Iterator[Sam
                 raise SampleFileError(f"{path}, row {row_no}: empty dataset_image_ids")
             if has_data_id and row.get("data_id", "").strip():
                 sample_id = row["data_id"].strip()
+                if sample_id in seen_ids:
+                    raise SampleFileError(f"{path}, row {row_no}: data_id {sample_id!r} repeats row "
+                                          f"{seen_ids[sample_id]} (each question needs its own id)")
+                seen_ids[sample_id] = row_no
             else:
                 sample_id = f"E-VQA_{kept}"
             kept += 1

@@ -17,6 +17,7 @@ from PIL import Image
 
 from omgm.data.images import load_image
 from omgm.data.samples import Sample
+from omgm.errors import OmgmError
 from omgm.pipeline.answer import AnswerConfig, Answerer, build_answerer
 from omgm.pipeline.rerank import Reranker
 from omgm.pipeline.search import EntitySearch, SearchConfig
@@ -80,6 +81,8 @@ class Pipeline:
 
     def ask(self, image: str | Path | Image.Image, question: str, dataset: str = "evqa", top: int = 5) -> dict:
         """Rank entities for the question's image, pick a section of the best, answer. Returns a plain dict."""
+        if not str(question).strip():
+            raise OmgmError("the question is empty: nothing to answer")
         t0 = time.time()
         if isinstance(image, Image.Image):           # the generator reads a file: keep one
             import tempfile

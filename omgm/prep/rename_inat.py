@@ -17,6 +17,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from omgm.data.wiki_images import safe_relative
 from omgm.errors import OmgmError, cli_errors
 
 
@@ -24,13 +25,21 @@ def read_id2name(path: str | Path) -> dict[str, str]:
     p = Path(path)
     if not p.is_file():
         raise OmgmError(f"id2name file not found: {p}")
-    data = json.loads(p.read_text(encoding="utf-8"))
-    if isinstance(data, list):                      # [[id, name], ...] or [{"id":..., "file_name":...}, ...]
-        data = {str(r[0]): r[1] for r in data} if data and isinstance(data[0], list) else \
-            {str(r["id"]): r["file_name"] for r in data}
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+        if isinstance(data, list):                  # [[id, name], ...] or [{"id":..., "file_name":...}, ...]
+            data = {str(r[0]): r[1] for r in data} if data and isinstance(data[0], list) else \
+                {str(r["id"]): r["file_name"] for r in data}
+    except (ValueError, UnicodeDecodeError, KeyError, IndexError, TypeError) as exc:
+        raise OmgmError(f"{p}: not an id2name file ({type(exc).__name__}: {str(exc)[:120]}); expected an object "
+                        f"mapping image id -> file name") from None
     if not isinstance(data, dict):
         raise OmgmError(f"{p}: expected an object mapping image id -> file name")
     return {str(k): str(v) for k, v in data.items()}
+
+
+def _plain_name(img_id: str) -> bool:
+    return bool(img_id) and img_id not in (".", "..") and not any(c in img_id for c in "/\\\0")
 
 
 def place(src: Path, dst: Path, mode: str) -> None:
@@ -47,9 +56,14 @@ def place(src: Path, dst: Path, mode: str) -> None:
 
 def rename(id2name: dict[str, str], src_root: Path, dst: Path, mode: str = "symlink", progress: bool = True) -> dict:
     dst.mkdir(parents=True, exist_ok=True)
-    counts = {"placed": 0, "already_there": 0, "missing_source": 0}
+    counts = {"placed": 0, "already_there": 0, "missing_source": 0, "unsafe_entry": 0}
     missing = []
     for img_id, name in tqdm(id2name.items(), desc="iNat", unit=" img", disable=not progress):
+        if not _plain_name(img_id) or not safe_relative(name):     # would read or write outside the folders
+            counts["unsafe_entry"] += 1
+            missing.append(f"{img_id}\t{name}\tunsafe: an id with a path separator or '..', or a file name "
+                           f"leaving --src")
+            continue
         target = dst / f"{img_id}.jpg"
         if target.exists():
             counts["already_there"] += 1
@@ -76,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     counts = rename(read_id2name(a.id2name), Path(a.src), Path(a.dst), a.mode, not a.no_progress)
     print(json.dumps(counts))
+    if counts["unsafe_entry"]:
+        print(f"{counts['unsafe_entry']} entries skipped: an id or file name would leave --dst or --src "
+              f"(see {Path(a.dst) / 'rename_missing.txt'})")
     if counts["missing_source"]:
         print(f"{counts['missing_source']} source files missing: see {Path(a.dst) / 'rename_missing.txt'}")
     return 0

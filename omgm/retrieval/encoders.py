@@ -26,6 +26,7 @@ import torch
 from PIL import Image
 
 from omgm.devices import resolve_device, torch_dtype
+from omgm.hub import ModelLoadError
 
 log = logging.getLogger(__name__)
 MODEL_CONFIG_DIR = Path(__file__).with_name("model_configs")
@@ -90,7 +91,7 @@ class OpenClipRetriever(Retriever):
         self.device = resolve_device(device)
         precision = precision or ("fp16" if self.device.type == "cuda" else "fp32")
         if pretrained and not Path(pretrained).is_file() and os.sep in pretrained:
-            raise FileNotFoundError(f"open_clip checkpoint not found: {pretrained}")
+            raise ModelLoadError(f"open_clip checkpoint not found: {pretrained}")
         if not pretrained:
             log.warning("open_clip model %s has no pretrained weights: RANDOM weights, results are meaningless",
                         model_name)

@@ -1,0 +1,132 @@
+"""Round two of bad inputs and faults (nothing lost, nothing silently wrong): each case failed before its fix."""
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+
+import pytest
+
+from omgm import cli
+from omgm.data import kb_import
+from omgm.data.samples import SampleFileError, read_samples
+
+DEMO_KB = {"https://en.wikipedia.org/wiki/A": {"title": "A", "url": "https://en.wikipedia.org/wiki/A",
+                                               "section_titles": ["A"], "section_texts": ["a text"]}}
+
+
+def _kb_json(path, kb=DEMO_KB):
+    path.write_text(json.dumps(kb))
+    return path
+
+
+def test_an_output_equal_to_an_input_is_refused_and_the_input_kept(tmp_path, demo_dir, capsys):
+    src = _kb_json(tmp_path / "kb.json")
+    before = src.read_bytes()
+    assert kb_import.main(["--kb_json", str(src), "--out", str(src), "--overwrite"]) == 2
+    assert "is the input" in capsys.readouterr().err and src.read_bytes() == before
+    sample = tmp_path / "test.csv"
+    shutil.copy(demo_dir / "test.csv", sample)
+    before = sample.read_bytes()
+    assert cli.main(["step1", "--sample_file", str(sample), "--knowledge_base", str(tmp_path / "kb.sqlite"),
+                     "--faiss_index", str(tmp_path / "x.index"), "--save_result_path", str(sample)]) == 2
+    assert "is the input" in capsys.readouterr().err and sample.read_bytes() == before
+
+
+def test_rename_inat_never_leaves_its_folders(tmp_path, capsys):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    (src / "a").mkdir(parents=True)
+    (src / "a" / "1.jpg").write_bytes(b"x")
+    (tmp_path / "secret.jpg").write_bytes(b"keep")
+    id2name = tmp_path / "id2name.json"
+    id2name.write_text(json.dumps({"1": "a/1.jpg", "../secret": "a/1.jpg", "2": "../secret.jpg"}))
+    assert cli.main(["data", "rename-inat", "--id2name", str(id2name), "--src", str(src), "--dst", str(dst),
+                     "--mode", "copy", "--no_progress"]) == 0
+    out = capsys.readouterr().out
+    assert json.loads(out.splitlines()[0])["unsafe_entry"] == 2 and "2 entries skipped" in out
+    assert (tmp_path / "secret.jpg").read_bytes() == b"keep" and sorted(p.name for p in dst.iterdir()) == \
+        ["1.jpg", "rename_missing.txt"]
+    id2name.write_text("{not json")
+    assert cli.main(["data", "rename-inat", "--id2name", str(id2name), "--src", str(src), "--dst", str(dst)]) == 2
+    assert "not an id2name file" in capsys.readouterr().err
+
+
+def test_two_concatenated_kb_objects_are_refused(tmp_path, capsys):
+    src = tmp_path / "kb.json"
+    src.write_text(json.dumps(DEMO_KB) + json.dumps(DEMO_KB))
+    assert kb_import.main(["--kb_json", str(src), "--out", str(tmp_path / "kb.sqlite")]) == 2
+    assert "more than one JSON value" in capsys.readouterr().err and not (tmp_path / "kb.sqlite").exists()
+
+
+def test_duplicate_infoseek_data_ids_are_refused(demo_dir, tmp_path):
+    rows = (demo_dir / "infoseek_test.csv").read_text().splitlines()
+    (tmp_path / "dup.csv").write_text("\n".join(rows + [rows[1]]) + "\n")
+    with pytest.raises(SampleFileError, match=r"data_id .* repeats row 1"):
+        read_samples(tmp_path / "dup.csv")
+
+
+def test_a_store_path_with_hash_and_question_marks_opens(tmp_path):
+    from omgm.data.kb import open_kb
+
+    out = tmp_path / "my#kb?.sqlite"
+    assert kb_import.main(["--kb_json", str(_kb_json(tmp_path / "kb.json")), "--out", str(out)]) == 0
+    kb = open_kb(out)
+    assert list(kb.urls()) == list(DEMO_KB) and sorted(p.name for p in tmp_path.iterdir()) == ["kb.json", out.name]
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "NaN"])
+def test_nan_and_inf_are_refused_by_numeric_flags(value, capsys):
+    from omgm import step2
+
+    with pytest.raises(SystemExit) as exc:
+        step2.main(["train", f"--learning-rate={value}"])
+    assert exc.value.code == 2 and "expected a finite number" in capsys.readouterr().err
+
+
+def test_an_empty_kb_is_refused_at_import(tmp_path, capsys):
+    src = tmp_path / "kb.json"
+    src.write_text("{}")
+    assert kb_import.main(["--kb_json", str(src), "--out", str(tmp_path / "kb.sqlite")]) == 2
+    assert "no entity to import" in capsys.readouterr().err and not (tmp_path / "kb.sqlite").exists()
+
+
+def test_conflicting_kb_sources_are_refused(tmp_path, capsys):
+    jsonl = tmp_path / "kb.jsonl"
+    jsonl.write_text(json.dumps({"url": "u", "title": "T", "sections": [{"title": "T", "text": "x"}]}) + "\n")
+    src = _kb_json(tmp_path / "kb.json")
+    assert kb_import.main(["--kb_json", str(src), "--jsonl", str(jsonl), "--out", str(tmp_path / "a.sqlite")]) == 2
+    assert "--jsonl and --kb_json conflict" in capsys.readouterr().err
+    assert kb_import.main(["--jsonl", str(jsonl), "--wiki_img_csv_dir", str(tmp_path), "--out",
+                           str(tmp_path / "b.sqlite")]) == 2
+    assert "--jsonl and --wiki_img_csv_dir conflict" in capsys.readouterr().err
+
+
+def test_a_jsonl_import_resumed_with_other_images_is_refused(tmp_path, capsys):
+    jsonl = tmp_path / "kb.jsonl"
+    jsonl.write_text(json.dumps({"url": "u", "title": "T", "sections": [{"title": "T", "text": "x"}]}) + "\n")
+    partial = tmp_path / "kb.sqlite.partial"
+    con = sqlite3.connect(partial)                       # what a killed import left, made with --images_dir a/
+    con.executescript(kb_import.SCHEMA)
+    kb_import._set_meta(con, format=kb_import.STORE_FORMAT, version=kb_import.STORE_VERSION,
+                        source=kb_import._source_id(jsonl), count=0, offset=0, complete=0,
+                        import_images_dir=str((tmp_path / "a").resolve()))
+    con.commit()
+    con.close()
+    assert kb_import.main(["--jsonl", str(jsonl), "--images_dir", str(tmp_path / "b"), "--out",
+                           str(tmp_path / "kb.sqlite")]) == 2
+    assert "unfinished import made with --images_dir" in capsys.readouterr().err
+
+
+def test_an_empty_question_is_refused(demo_dir, capsys):
+    assert cli.main(["ask", "--config", "configs/demo.yaml", "--image", str(demo_dir / "images/inat/inat0000.jpg"),
+                     "--question", "  "]) == 2
+    assert "--question is empty" in capsys.readouterr().err
+
+
+def test_a_missing_open_clip_checkpoint_is_one_line(tmp_path, capsys):
+    from omgm.errors import OmgmError
+    from omgm.retrieval.encoders import RetrieverSpec, build_retriever
+
+    with pytest.raises(OmgmError, match="open_clip checkpoint not found"):
+        build_retriever(RetrieverSpec("omgm-tiny-eva", retriever_pretrained=str(tmp_path / "no" / "tiny.pt"),
+                                      device="cpu"))
