@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     with OutputLock(out) if ctx.main else nullcontext():
         settings = {**asdict(cfg), "device": (cfg.device or "auto").split(":")[0], "samples": samples_fingerprint(everything),
                     "kb": kb.url_order_hash(), "retrieval": file_sha256(args.retrieval_results_file)}
-        records, answerer = _answer(args, cfg, ctx, kb, samples, retrieval, settings, out)
+        records, answerer, partial = _answer(args, cfg, ctx, kb, samples, retrieval, settings, out)
         if records is None:              # another rank merges
             return 0
         meta = {"omgm_version": __version__, "test_file": str(args.test_file), "dataset": dataset, **settings,
@@ -122,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         summary = _summary(args, records, meta, dataset, samples, time.time() - t0)
         write_json_atomic(sibling(out, ".summary.json"), summary, indent=2)
         remove_parts(out.with_name(out.name + ".parts"))
+        if partial is not None:          # only now: until the result is written, the answers live there
+            partial.remove()
     print(json.dumps(summary, indent=2))
     return 0
 
@@ -133,14 +135,13 @@ def _answer(args, cfg, ctx, kb, samples, retrieval, settings, out):
     parallel = (ctx, out.with_name(out.name + ".parts"), settings)
     if use_parts(parallel):
         return answer_in_parallel(answerer, samples, retrieval.results, parallel, args.window,
-                                  not args.no_progress), answerer
+                                  not args.no_progress), answerer, None
     partial = PartialRecords(out.with_name(out.name + ".partial.jsonl"), settings)
     done = partial.open(args.restart)
     if done:
         print(f"resuming: {len(done)} answers already in {partial.path}", file=sys.stderr)
     records = answer_resumably(answerer, samples, retrieval.results, partial, done, args.window, not args.no_progress)
-    partial.remove()
-    return records, answerer
+    return records, answerer, partial
 
 
 def _summary(args, records, meta, dataset, samples, seconds) -> dict:

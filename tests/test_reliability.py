@@ -130,3 +130,44 @@ def test_a_missing_open_clip_checkpoint_is_one_line(tmp_path, capsys):
     with pytest.raises(OmgmError, match="open_clip checkpoint not found"):
         build_retriever(RetrieverSpec("omgm-tiny-eva", retriever_pretrained=str(tmp_path / "no" / "tiny.pt"),
                                       device="cpu"))
+
+
+def _step3_args(env, models, out, retrieval=None):
+    return ["--test_file", str(env.demo / "test.csv"),
+            "--retrieval_results_file", str(retrieval or env.dir / "test_step1.json"),
+            "--knowledge_base_path", str(env.dir / "kb.sqlite"), "--output_file", str(out),
+            "--answer_generator", str(models.llm), "--section_reranker", str(models.cross),
+            "--context_tokenizer", str(models.llm), "--device", "cpu", "--max_new_tokens", "3", "--limit", "4",
+            "--window", "2", "--no_progress"]
+
+
+def test_answers_survive_a_failed_final_write(step2_env, tiny_step3_models, tmp_path, monkeypatch, capsys):
+    from omgm import step3
+    from omgm.generate.generators.base import Generator
+
+    out = tmp_path / "ans.json"
+    real = step3.write_json_atomic
+    with monkeypatch.context() as m:
+        m.setattr(step3, "write_json_atomic", lambda *a, **k: (_ for _ in ()).throw(OSError(28, "No space left")))
+        with pytest.raises(OSError):
+            step3.main(_step3_args(step2_env, tiny_step3_models, out))
+    partial = tmp_path / "ans.json.partial.jsonl"
+    assert len(partial.read_text().splitlines()) == 5 and not out.exists()      # header + 4 answers kept
+    calls = []
+    monkeypatch.setattr(Generator, "generate", lambda self, reqs, batch_size=1: calls.append(reqs) or [])
+    monkeypatch.setattr(step3, "write_json_atomic", real)
+    assert step3.main(_step3_args(step2_env, tiny_step3_models, out)) == 0
+    assert calls == [] and len(json.loads(out.read_text())["records"]) == 4 and not partial.exists()
+
+
+def test_nan_section_scores_are_refused_when_read(step2_env, tiny_step3_models, tmp_path, capsys):
+    from omgm import step3
+
+    data = json.loads((step2_env.dir / "test_step1.json").read_text())
+    results = data.get("results", data)
+    sid = next(iter(results))
+    results[sid]["sec_sim"] = [[float("nan")] for _ in results[sid]["retrieved_entities"]]
+    bad = tmp_path / "nan.json"
+    bad.write_text(json.dumps(data))                    # json writes NaN as a bare NaN token
+    assert step3.main(_step3_args(step2_env, tiny_step3_models, tmp_path / "a.json", bad)) == 2
+    assert f"sample {sid!r}: sec_sim[0] holds nan, not a finite number" in capsys.readouterr().err

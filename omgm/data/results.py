@@ -77,6 +77,10 @@ def _check_entry(path: Path | str, sid: str, entry: Any) -> None:
         sec = entry["sec_sim"]
         if not isinstance(sec, list) or len(sec) != len(ents) or not all(isinstance(x, list) for x in sec):
             raise ResultFileError(f"{where}: 'sec_sim' must be one list of section scores per entity")
+        for j, scores in enumerate(sec):
+            bad = [s for s in scores if not isinstance(s, (int, float)) or isinstance(s, bool) or not math.isfinite(s)]
+            if bad:
+                raise ResultFileError(f"{where}: sec_sim[{j}] holds {bad[0]!r}, not a finite number")
 
 
 def read_retrieval(path: str | Path) -> RetrievalFile:
