@@ -19,7 +19,7 @@ from urllib.parse import quote
 
 from omgm.config import int_list, parse_with_config, positive_int, setup_logging
 from omgm.data.images import load_image
-from omgm.data.results import read_retrieval
+from omgm.data.results import check_answers_made_for, check_made_for, read_retrieval
 from omgm.data.samples import ImageDirs, MissingImageError, read_samples
 from omgm.errors import OmgmError, cli_errors
 from omgm.io import atomic_write
@@ -180,8 +180,13 @@ def main(argv: list[str] | None = None) -> int:
         raise OmgmError("give --sample_file and at least one of --step1, --step2, --answers")
     samples, out = read_samples(a.sample_file), Path(a.out)
     rf1, rf2 = (read_retrieval(p) if p else None for p in (a.step1, a.step2))
+    for rf in (rf1, rf2):
+        if rf is not None:
+            check_made_for(rf, samples, a.sample_file)
     s1, s2 = (rf.results if rf else {} for rf in (rf1, rf2))
     records, ans_meta = read_answers_file(a.answers) if a.answers else ([], {})
+    if a.answers:
+        check_answers_made_for(a.answers, ans_meta, records, samples, a.sample_file)
     answers = {r["data_id"]: r for r in records}
     head, plot_html = _recall_table({"step 1": s1, "step 2": s2}, {s.sample_id: s.wikipedia_url for s in samples},
                                     a.top_ks, out)

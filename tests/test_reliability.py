@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sqlite3
 
@@ -171,3 +172,31 @@ def test_nan_section_scores_are_refused_when_read(step2_env, tiny_step3_models, 
     bad.write_text(json.dumps(data))                    # json writes NaN as a bare NaN token
     assert step3.main(_step3_args(step2_env, tiny_step3_models, tmp_path / "a.json", bad)) == 2
     assert f"sample {sid!r}: sec_sim[0] holds nan, not a finite number" in capsys.readouterr().err
+
+
+def test_result_files_of_another_split_are_refused_by_evaluate_report_and_mining(step2_env, tmp_path, capsys):
+    from omgm.data.results import write_retrieval
+    from omgm.data.samples import samples_fingerprint
+
+    train = read_samples(step2_env.demo / "train.csv")
+    data = json.loads((step2_env.dir / "test_step1.json").read_text())
+    results = data.get("results", data)
+    made = tmp_path / "train_made.json"               # a step-1 file made for the train split, same E-VQA ids
+    write_retrieval(made, results, "step1", meta={"samples_hash": samples_fingerprint(train),
+                                                  "sample_file": str(step2_env.demo / "train.csv")})
+    test_csv = str(step2_env.demo / "test.csv")
+    assert cli.main(["evaluate", str(made), "--sample_file", test_csv, "--out", str(tmp_path / "e.json")]) == 2
+    assert "was made for other samples" in capsys.readouterr().err
+    assert cli.main(["report", "--sample_file", test_csv, "--step1", str(made), "--out",
+                     str(tmp_path / "r.html")]) == 2
+    assert "was made for other samples" in capsys.readouterr().err
+    test_made = tmp_path / "test_made.json"
+    write_retrieval(test_made, results, "step1",
+                    meta={"samples_hash": samples_fingerprint(read_samples(test_csv))})
+    assert cli.main(["data", "mine-negatives", "--train_file", str(step2_env.demo / "train.csv"), "--step1_result",
+                     str(test_made), "--knowledge_base", str(step2_env.dir / "kb.sqlite"),
+                     "--wiki_img_path_prefix", str(step2_env.demo / "wiki_images"),
+                     "--out", str(tmp_path / "neg.json")]) == 2
+    assert "was made for other samples" in capsys.readouterr().err and not (tmp_path / "neg.json").exists()
+    assert cli.main(["evaluate", str(test_made), "--sample_file", test_csv, "--out", str(tmp_path / "e.json")]) == 0
+    assert "recall" in json.dumps(json.loads((tmp_path / "e.json").read_text())).lower()   # --out: where asked

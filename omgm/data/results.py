@@ -131,6 +131,20 @@ def _check_bare(rf: RetrievalFile, samples: list, sample_file: str | Path, kb) -
                                   f"knowledge base {kb.path} (e.g. {sorted(unknown)[0]!r}): a file of another KB?")
 
 
+def check_answers_made_for(path: str | Path, meta: dict, records: list[dict], samples: list,
+                           sample_file: str | Path) -> None:
+    """Refuse an answers file made for other samples (its fingerprint, or no id in common)."""
+    from omgm.data.samples import samples_fingerprint
+
+    made_for = meta.get("samples")
+    if made_for and made_for != samples_fingerprint(samples):
+        raise ResultFileError(f"{path} was made for other samples ({meta.get('test_file', '?')}) than "
+                              f"{sample_file}: E-VQA ids are positions, so they would silently mismatch")
+    ids = {s.sample_id for s in samples}
+    if records and not any(r.get("data_id") in ids for r in records):
+        raise ResultFileError(f"{path} has no answer for any sample of {sample_file}: a file of another split?")
+
+
 def check_made_for(rf: RetrievalFile, samples: list, sample_file: str | Path, kb=None) -> list:
     """Refuse a retrieval file made for other samples; return the samples it has no result for.
 

@@ -14,7 +14,7 @@ import sys
 
 from omgm.config import parse_with_config, positive_int, require, setup_logging
 from omgm.data.kb import open_kb
-from omgm.data.results import read_retrieval
+from omgm.data.results import check_made_for, read_retrieval
 from omgm.data.samples import read_samples
 from omgm.data.wiki_images import wiki_images_for
 from omgm.errors import cli_errors
@@ -40,7 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     require(args, "train_file", "step1_result", "knowledge_base", "wiki_img_path_prefix", "out")
     kb = open_kb(args.knowledge_base)
     wiki = wiki_images_for(kb, args.wiki_img_path_prefix, args.wiki_img_csv_dir)
-    entries, counts = mine(read_samples(args.train_file), read_retrieval(args.step1_result), kb, wiki, args.top_k)
+    samples, step1 = read_samples(args.train_file), read_retrieval(args.step1_result)
+    check_made_for(step1, samples, args.train_file, kb)
+    entries, counts = mine(samples, step1, kb, wiki, args.top_k)
     write_negative_db(args.out, entries)
     print(f"wrote {len(entries)} entries to {args.out}; " + ", ".join(f"{k}: {v}" for k, v in counts.items()),
           file=sys.stderr)
