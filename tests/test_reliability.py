@@ -200,3 +200,21 @@ def test_result_files_of_another_split_are_refused_by_evaluate_report_and_mining
     assert "was made for other samples" in capsys.readouterr().err and not (tmp_path / "neg.json").exists()
     assert cli.main(["evaluate", str(test_made), "--sample_file", test_csv, "--out", str(tmp_path / "e.json")]) == 0
     assert "recall" in json.dumps(json.loads((tmp_path / "e.json").read_text())).lower()   # --out: where asked
+
+
+def test_an_image_index_whose_rows_leave_the_kb_is_refused(demo_image_index, demo_dir, tmp_path, capsys):
+    import numpy as np
+
+    from omgm import step1
+
+    w = demo_image_index
+    for name in ("img.index", "img.index.manifest.json"):
+        shutil.copy(w.dir / name, tmp_path / name)
+    rows = np.load(w.dir / "img.index.ids.npy")
+    rows[3] = -1
+    np.save(tmp_path / "img.index.ids.npy", rows)
+    assert step1.main(w.args + ["--sample_file", str(demo_dir / "test.csv"), "--faiss_index", str(tmp_path / "img.index"),
+                              "--save_result_path", str(tmp_path / "s1.json"), "--inat_dir",
+                              str(demo_dir / "images/inat"), "--gld_dir", str(demo_dir / "images/gld")]) == 2
+    err = capsys.readouterr().err
+    assert "img.index.ids.npy: item 3 is row -1, outside the knowledge base" in err and not (tmp_path / "s1.json").exists()

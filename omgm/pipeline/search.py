@@ -88,7 +88,7 @@ class EntitySearch:
         apply_search_params(index, params)
         if params:
             notes.append(f"FAISS search parameters: {params}")
-        rows = load_ids(index_path) if manifest is not None and manifest.kind == "image" else None
+        rows = load_ids(index_path, len(kb)) if manifest is not None and manifest.kind == "image" else None
         return cls(retriever, maybe_to_gpu(index, faiss_gpu, faiss_fp16, gpu), kb, rows, search_batch_size, notes, manifest)
 
     @property
@@ -100,7 +100,9 @@ class EntitySearch:
         if self.image_rows is not None:
             return search_entities(self.index, self.image_rows, vectors, k, self.search_batch_size)
         scores, ids = search(self.index, vectors, k, self.search_batch_size, progress)
-        return [[int(i) for i in r] for r in ids], [[float(s) for s in r] for r in scores]
+        keep = [[j for j, i in enumerate(r) if i >= 0] for r in ids]     # FAISS pads with -1 when it finds fewer
+        return ([[int(r[j]) for j in js] for r, js in zip(ids, keep)],
+                [[float(s[j]) for j in js] for s, js in zip(scores, keep)])
 
     def _entries(self, rows: list[list[int]], sims: list[list[float]]) -> list[dict]:
         return [{"retrieved_entities": [dict(zip(("url", "title"), self.kb.url_title_at(i))) for i in r],

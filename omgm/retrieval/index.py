@@ -145,11 +145,22 @@ def ids_path(index_path: str | Path) -> Path:
     return Path(str(index_path) + ".ids.npy")
 
 
-def load_ids(index_path: str | Path) -> np.ndarray:
+def load_ids(index_path: str | Path, kb_len: int | None = None) -> np.ndarray:
+    """The KB row of every vector of an image index, checked: integers, each a row of the KB."""
     p = ids_path(index_path)
     if not p.is_file():
         raise IndexMismatchError(f"{index_path} is an image index but its entity-row file {p} is missing")
-    return np.load(p)
+    try:
+        rows = np.load(p, allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise IndexMismatchError(f"{p}: not an entity-row array ({exc})") from None
+    if rows.ndim != 1 or not np.issubdtype(rows.dtype, np.integer):
+        raise IndexMismatchError(f"{p}: expected a 1-D integer array of KB rows, got {rows.dtype} {rows.shape}")
+    if kb_len is not None and len(rows) and (rows.min() < 0 or rows.max() >= kb_len):
+        i = int(np.argmax((rows < 0) | (rows >= kb_len)))
+        raise IndexMismatchError(f"{p}: item {i} is row {int(rows[i])}, outside the knowledge base's {kb_len} "
+                                 f"entities (an index of another KB, or a damaged file)")
+    return rows
 
 
 def search_entities(index: faiss.Index, ids: np.ndarray, queries: np.ndarray, k: int, batch_size: int = 1024,
