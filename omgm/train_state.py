@@ -62,3 +62,19 @@ def trim_log(path: Path, step: int) -> None:
     keep = [r for r in read_jsonl(path) if r.get("step", 0) <= step]
     with atomic_write(path) as tmp:
         tmp.write_text("".join(json.dumps(r) + "\n" for r in keep), encoding="utf-8")
+
+
+def check_run_settings(path: Path, wanted: dict, resuming: bool, error: type[Exception] = ResumeStateError) -> None:
+    """Refuse to resume a run made with other settings, naming them; a fresh run records its settings."""
+    import json
+
+    from omgm.io import write_json_atomic
+    from omgm.resume import settings_diff
+
+    if resuming and path.is_file():
+        what = settings_diff(json.loads(path.read_text(encoding="utf-8")), wanted)
+        if what:
+            raise error(f"{path.parent} holds a run made with other settings ({what}); use the same settings to "
+                        f"resume, or another output folder")
+        return
+    write_json_atomic(path, wanted, indent=2)

@@ -1,5 +1,6 @@
 import json
 
+import pytest
 import torch
 
 from omgm import step2
@@ -130,3 +131,10 @@ def test_a_planted_training_state_is_not_unpickled(step2_env, tmp_path, capsys):
     assert step2.main(_train_args(step2_env, tmp_path / "run") + ["--trust_checkpoint"]) == 2
     assert "cannot resume from" in capsys.readouterr().err
     assert not os.path.exists("/tmp/omgm_planted_state")
+
+
+@pytest.mark.parametrize("flag", [["--learning-rate", "3e-5"], ["--batch-size", "4"], ["--num-epochs", "3"]])
+def test_resuming_with_other_training_settings_is_refused(step2_env, tmp_path, flag, capsys):
+    assert step2.main(_train_args(step2_env, tmp_path / "run", max_steps=2)) == 0
+    assert step2.main(_train_args(step2_env, tmp_path / "run") + flag) == 2
+    assert "holds a run made with other settings" in capsys.readouterr().err

@@ -26,8 +26,7 @@ import torch
 from omgm.finetune.tokens import Collate, encode, image_pixels
 from omgm.errors import OmgmError
 from omgm.io import atomic_write, write_json_atomic
-from omgm.resume import settings_diff
-from omgm.train_state import latest_checkpoint, load_state, rng_state, set_rng_state, trim_log
+from omgm.train_state import check_run_settings, latest_checkpoint, load_state, rng_state, set_rng_state, trim_log
 
 log = logging.getLogger(__name__)
 
@@ -110,14 +109,7 @@ def run_settings(cfg: SftConfig, examples: list[dict], model_name: str) -> dict:
 
 
 def check_settings(path: Path, wanted: dict, resuming: bool) -> None:
-    """Refuse to resume a run made with other settings, naming them; a fresh run records its settings."""
-    if resuming and path.is_file():
-        what = settings_diff(json.loads(path.read_text(encoding="utf-8")), wanted)
-        if what:
-            raise SftError(f"{path.parent} holds a run made with other settings ({what}); use the same settings "
-                           f"to resume, or another --output_dir")
-        return
-    write_json_atomic(path, wanted, indent=2)
+    check_run_settings(path, wanted, resuming, SftError)
 
 
 def epoch_order(n: int, epoch: int, seed: int) -> list[int]:

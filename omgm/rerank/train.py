@@ -26,7 +26,7 @@ from omgm.io import atomic_write, write_json_atomic
 from omgm.rerank.convert import save_ours
 from omgm.rerank.dataset import Collate, RerankTrainSet
 from omgm.rerank.model import IT2ITReranker, normalise_tokens, paired_late_interaction
-from omgm.train_state import (ResumeStateError, latest_checkpoint, load_state, rng_state, set_rng_state,
+from omgm.train_state import (ResumeStateError, check_run_settings, latest_checkpoint, load_state, rng_state, set_rng_state,
                               trim_log)
 
 log = logging.getLogger(__name__)
@@ -107,6 +107,20 @@ def _resume(save_dir: Path, model, opt, sched, acc) -> _Run:
     return _Run(state["step"], resumed, state["rng"])
 
 
+VOLATILE = ("save_dir", "max_steps", "log_every", "wandb", "wandb_project", "progress", "num_workers", "cpu")
+
+
+def run_settings(cfg: TrainConfig, dataset, extra_meta: dict | None) -> dict:
+    """What a resumed run must share with the run it continues: every setting that changes the weights."""
+    import hashlib
+    import json
+
+    examples = json.dumps(getattr(dataset, "examples", []), default=str, sort_keys=True)
+    return {**{k: v for k, v in asdict(cfg).items() if k not in VOLATILE}, "examples": len(dataset),
+            "examples_sha256": hashlib.sha256(examples.encode()).hexdigest()[:16],
+            **{k: v for k, v in (extra_meta or {}).items() if isinstance(v, (str, int, float, bool, type(None)))}}
+
+
 def train(model: IT2ITReranker, dataset: RerankTrainSet, tokenizer, cfg: TrainConfig, extra_meta: dict | None = None,
           trainable_only: bool = True) -> dict:
     """Train (or resume) and return a summary; checkpoints land in ``cfg.save_dir``. ``trainable_only``: leave
@@ -131,6 +145,8 @@ def train(model: IT2ITReranker, dataset: RerankTrainSet, tokenizer, cfg: TrainCo
     opt, sched = make_optimizer(model, cfg.learning_rate, total * acc.num_processes)
     objective, opt, sched = acc.prepare(ContrastiveObjective(model), opt, sched)
     model = acc.unwrap_model(objective).model
+    check_run_settings(save_dir / "run_settings.json", run_settings(cfg, dataset, extra_meta),
+                       latest_checkpoint(save_dir) is not None)
     start = _resume(save_dir, model, opt, sched, acc)
     stop = min(total, cfg.max_steps) if cfg.max_steps else total
     loop = _Loop(acc, objective, model, opt, sched, cfg, save_dir, extra_meta, trainable_only, total, stop, spe)
