@@ -218,3 +218,16 @@ def test_an_image_index_whose_rows_leave_the_kb_is_refused(demo_image_index, dem
                               str(demo_dir / "images/inat"), "--gld_dir", str(demo_dir / "images/gld")]) == 2
     err = capsys.readouterr().err
     assert "img.index.ids.npy: item 3 is row -1, outside the knowledge base" in err and not (tmp_path / "s1.json").exists()
+
+
+def test_an_llm_index_build_does_not_reuse_lead_summaries(demo_dir, tiny_clip_ckpt, tiny_llm, tmp_path, capsys):
+    from omgm import build_index
+
+    assert kb_import.main(["--kb_json", str(demo_dir / "kb.json"), "--out", str(tmp_path / "kb.sqlite")]) == 0
+    args = ["--knowledge_base", str(tmp_path / "kb.sqlite"), "--retriever_vit", "omgm-tiny-eva",
+            "--retriever_pretrained", str(tiny_clip_ckpt), "--device", "cpu", "--no_progress",
+            "--summary_file", str(tmp_path / "s.jsonl")]
+    assert build_index.main(args + ["--faiss_index", str(tmp_path / "lead.index")]) == 0
+    assert build_index.main(args + ["--faiss_index", str(tmp_path / "llm.index"), "--summarizer", "llm",
+                                    "--summary_model", str(tiny_llm)]) == 2
+    assert "summaries written by 'lead'" in capsys.readouterr().err and not (tmp_path / "llm.index").exists()

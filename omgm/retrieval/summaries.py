@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from omgm.data.kb import Entity, KnowledgeBase
 from omgm.errors import OmgmError
-from omgm.io import append_jsonl, atomic_write
+from omgm.io import append_jsonl, atomic_write, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,24 @@ class SummaryStore:
         if rec.get("row") != n or rec.get("url") != url:
             raise SummaryFileError(f"{self.path}, line {n + 1}: expected row {n} ({url!r}), found row "
                                    f"{rec.get('row')} ({rec.get('url')!r}); the file belongs to another KB")
+
+    @property
+    def meta_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".meta.json")
+
+    def check_summarizer(self, summarizer_id: str, done: int) -> None:
+        """Refuse to continue a file another summarizer wrote (its rows would be mixed); record a new one."""
+        if done and self.meta_path.is_file():
+            made_by = json.loads(self.meta_path.read_text(encoding="utf-8")).get("summarizer")
+            if made_by != summarizer_id:
+                raise SummaryFileError(f"{self.path} holds {done} summaries written by {made_by!r}, not "
+                                       f"{summarizer_id!r}: delete it, or give another --summary_file")
+            return
+        if done:
+            raise SummaryFileError(f"{self.path} holds {done} summaries but no record of what wrote them "
+                                   f"({self.meta_path} is missing): delete it, or give another --summary_file")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(self.meta_path, {"summarizer": summarizer_id})
 
     def keep_rows(self, n: int) -> None:
         """Cut the file back to its first ``n`` lines (a crash left a partial batch after them)."""
@@ -169,6 +187,7 @@ def write_summaries(kb: KnowledgeBase, store: SummaryStore, summarize: Callable[
     ctx = ctx or Context()
     if ctx.main or ctx.alone:
         done = store.count_done(kb)
+        store.check_summarizer(summarizer_id, done)
         if done % batch_size:
             store.keep_rows(done - done % batch_size)
     ctx.barrier()
