@@ -8,7 +8,7 @@ warm-up batch), and an **estimate** of the hours for ``--kb_size`` entities (2M:
 your own with ``benchmarks/scale_out.py``).
 
     python benchmarks/estimate_kb.py --knowledge_base kb.sqlite --summary_model meta-llama/Meta-Llama-3-8B-Instruct \\
-        --retriever_vit eva-clip --retriever_path BAAI/EVA-CLIP-8B --engines transformers,vllm --gpus 1,8
+        --retriever_vit eva-clip --trust_remote_code --retriever_path BAAI/EVA-CLIP-8B --engines transformers,vllm --gpus 1,8
     python benchmarks/estimate_kb.py --demo        # tiny random models on the demo KB: checks the script, not a GPU
 """
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Step 1: coarse cross-modal entity search (query image -> entity-summary index), with recall@k.
 
     python -m omgm.step1 --sample_file test.csv --knowledge_base kb.sqlite --faiss_index summary.index \
-        --save_result_path step1.json --retriever_vit eva-clip --top_ks 1,5,10,20 --retrieval_top_k 20
+        --save_result_path step1.json --retriever_vit eva-clip --trust_remote_code --top_ks 1,5,10,20 --retrieval_top_k 20
 
 Writes ``{sample_id: {"retrieved_entities": [{"url", "title"}], "retrieval_similarities": [...]}}`` inside the
 omgm header (see :mod:`omgm.data.results`), prints the recall table and saves it as ``*.summary.json``.

@@ -101,7 +101,8 @@ def remote_clip(tmp_path_factory, tiny_hf_clip):
 FAMILIES = {  # name -> (flags, supports composed queries)
     "open_clip": (lambda m: ["--retriever_vit", "omgm-tiny-eva", "--retriever_pretrained", str(m["clip"])], False),
     "hf-clip": (lambda m: ["--retriever_vit", "hf-clip", "--retriever_path", str(m["hf"])], False),
-    "eva-clip": (lambda m: ["--retriever_vit", "eva-clip", "--retriever_path", str(m["remote"])], False),
+    "eva-clip": (lambda m: ["--retriever_vit", "eva-clip", "--retriever_path", str(m["remote"]), "--trust_remote_code"],
+                 False),
     "vista": (lambda m: ["--retriever_vit", "vista", "--retriever_path", str(m["bge"])], True),
     "mmret-base": (lambda m: ["--retriever_vit", "mmret-base", "--retriever_path", str(m["hf"])], True),
     "mmret-mllm": (lambda m: ["--retriever_vit", "mmret-mllm", "--retriever_path", str(m["llava"])], True),
@@ -148,7 +149,8 @@ def test_remote_code_retriever_recomputes_its_buffers(remote_clip, world, demo_d
     from PIL import Image
 
     folder, reference = remote_clip
-    r = build_retriever(RetrieverSpec("eva-clip", retriever_path=str(folder), device="cpu", precision="fp32"))
+    r = build_retriever(RetrieverSpec("eva-clip", retriever_path=str(folder), device="cpu", precision="fp32",
+                                      trust_remote_code=True))
     assert set(r.restored_buffers) == {"position_ids", "text_position_ids", "rope"}
     img = Image.open(demo_dir / "images/inat/inat0000.jpg").convert("RGB")
     pix = r.preprocess(img).unsqueeze(0)
@@ -188,6 +190,9 @@ def test_a_checkpoint_that_does_not_fill_the_model_is_refused(remote_clip, world
     save_file(sd, folder / "model.safetensors")
     args = ["--knowledge_base", str(world / "kb.sqlite"), "--faiss_index", str(tmp_path / "b.index"), "--device",
             "cpu", "--retriever_vit", "eva-clip", "--retriever_path", str(folder), "--no_progress"]
+    assert build_index.main(args) == 2
+    assert "allow it with --trust_remote_code" in capsys.readouterr().err     # remote code is an explicit opt-in
+    args.append("--trust_remote_code")
     assert build_index.main(args) == 2
     err = capsys.readouterr().err
     assert "does not fill the model" in err and "vproj.bias" in err

@@ -203,7 +203,7 @@ class RetrieverSpec:
     retriever_pretrained: str | None = None  # open_clip pretrained tag or checkpoint file
     device: str | None = None
     precision: str | None = None
-    trust_remote_code: bool | None = None    # None: on for eva-clip (it needs it), off otherwise
+    trust_remote_code: bool | None = None    # remote code runs only when this is true (eva-clip needs it)
 
 
 def build_retriever(spec: RetrieverSpec) -> Retriever:

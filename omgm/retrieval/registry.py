@@ -40,9 +40,12 @@ def _mmret(spec: RetrieverSpec, name: str) -> Retriever:
 
 
 def _eva_clip(spec: RetrieverSpec) -> Retriever:
-    trust = True if spec.trust_remote_code is None else spec.trust_remote_code
-    return HFClipRetriever(spec.retriever_path or EVA_CLIP_8B, device=spec.device, dtype=spec.precision,
-                           trust_remote_code=trust)
+    path = spec.retriever_path or EVA_CLIP_8B
+    if not spec.trust_remote_code:
+        raise UnknownRetrieverError(f"--retriever_vit eva-clip runs the Python code shipped with {path}: allow it "
+                                    f"with --trust_remote_code (trust_remote_code: true in a config file) once you "
+                                    f"trust that folder or hub repository")
+    return HFClipRetriever(path, device=spec.device, dtype=spec.precision, trust_remote_code=True)
 
 
 def _hf_clip(spec: RetrieverSpec) -> Retriever:
@@ -97,7 +100,8 @@ def add_retriever_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--retriever_pretrained", default=None, help="open_clip pretrained tag or checkpoint file; the "
                                                                 "released Visualized-BGE .pth")
     p.add_argument("--trust_remote_code", action=argparse.BooleanOptionalAction, default=None,
-                   help="run the model folder's own code (default: on for eva-clip, which needs it; off otherwise)")
+                   help="run the model folder's own Python code: needed by eva-clip (EVA-CLIP-8B) and other "
+                        "remote-code models; never on unless given")
     p.add_argument("--precision", default=None, help="fp16 | bf16 | fp32 (default: fp16 on GPU, fp32 on CPU)")
 
 
