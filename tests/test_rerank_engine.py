@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -94,3 +96,30 @@ def test_chunks_group_questions_that_share_candidates():
     samples = [SimpleNamespace(sample_id=k) for k in lists]
     entries = {k: {"retrieved_entities": [{"url": u} for u in v]} for k, v in lists.items()}
     assert [s.sample_id for s in grouped(samples, entries)] == ["a", "c", "d", "b", "e"]
+
+
+def test_disk_cache_entries_expire_when_their_image_or_text_changes(step2_env, tiny_reranker, bert_tokenizer, setup,
+                                                                     tmp_path):
+    import shutil
+
+    from omgm.data.wiki_images import wiki_images_for
+
+    t, _, _ = setup
+    images = Path(shutil.copytree(step2_env.demo / "wiki_images", tmp_path / "imgs"))
+    wiki = wiki_images_for(step2_env.kb, images, step2_env.demo / "wiki_image_csv")
+    url = next(u for u in step2_env.urls if wiki.first(step2_env.kb.get(u).title) is not None)
+    first_image = wiki.first(step2_env.kb.get(url).title)
+    saved = first_image.read_bytes()
+    backup = {p: p.read_bytes() for p in images.rglob("*.jpg")}
+    for p in backup:                                          # every wiki image missing, for now
+        p.unlink()
+    a = CandidateEncoder(tiny_reranker, bert_tokenizer, step2_env.kb, wiki, t, cache_dir=tmp_path / "c")
+    assert a.encode([url])[url].tokens is None
+    for p, data in backup.items():                            # the images arrive
+        p.write_bytes(data)
+    b = CandidateEncoder(tiny_reranker, bert_tokenizer, step2_env.kb, wiki, t, cache_dir=tmp_path / "c")
+    assert b.encode([url])[url].tokens is not None and b.counts["disk hits"] == 0
+    assert first_image.read_bytes() == saved
+    c = CandidateEncoder(tiny_reranker, bert_tokenizer, step2_env.kb, wiki, t, cache_dir=tmp_path / "c")
+    c.encode([url])
+    assert c.counts["disk hits"] == 1                          # unchanged inputs: reused

@@ -60,8 +60,23 @@ class CandidateEncoder:
 
     # -- cache -------------------------------------------------------------------------------------------
     def _disk_path(self, url: str) -> Path:
-        d = hashlib.sha1(url.encode()).hexdigest()
+        """Keyed on what the tokens are computed from: the URL, the entity's text and its image file (path, size,
+        modification time), so an entry made from an old KB text or a missing image is never reused."""
+        d = hashlib.sha1(self._source(url).encode()).hexdigest()
         return self.cache_dir / d[:2] / f"{d}.pt"
+
+    def _source(self, url: str) -> str:
+        import json
+
+        if url not in self.kb:
+            return json.dumps([url, None])
+        ent = self.kb.get(url)
+        image, reason = self.wiki.locate(ent.title)
+        img = reason
+        if image is not None:
+            st = image.stat()
+            img = [str(image), st.st_size, st.st_mtime_ns]
+        return json.dumps([url, ent.title, ent.section_titles, ent.section_texts, img])
 
     @staticmethod
     def _size(et: EntityTokens) -> int:
