@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from omgm.io import OutputLock
 from omgm.prep import download_wiki_images as dl
 from omgm.data.wiki_images import WikiImageError
 
@@ -59,6 +60,15 @@ class FaultServer:
                     self.send_header("Content-Length", str(len(body) + 500))
                     self.end_headers()
                     self.wfile.write(body[: len(body) // 2])
+                    self.close_connection = True
+                elif what == "drip":                       # every read succeeds, the body never ends in time
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    for b in body[:12]:
+                        self.wfile.write(bytes([b]))
+                        self.wfile.flush()
+                        time.sleep(0.25)
                     self.close_connection = True
                 elif what == "junk":
                     data = b"<html>not an image</html>"
@@ -215,3 +225,27 @@ def test_rows_that_would_write_outside_out_are_refused(server, tmp_path):
     assert "leaves the image folder" in s["malformed_examples"][0] and "line 3" in s["malformed_examples"][0]
     assert not (tmp_path / "escape.jpg").exists() and not (tmp_path.parent / "escape.jpg").exists()
     assert not Path("/tmp/abs_escape.jpg").exists()
+
+
+def test_a_dripping_server_cannot_hold_a_worker_and_bombs_are_skipped(tmp_path, monkeypatch):
+    srv = FaultServer({"drip.jpg": ["drip"], "bomb.jpg": ["ok"], "good.jpg": ["ok"]})
+    try:
+        csv_dir = _csvs(tmp_path / "csv", srv.port, ["drip.jpg", "bomb.jpg", "good.jpg"])
+        monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 60)           # 16x12 = 192 pixels > 2 x 60: a "bomb"
+        opt = dl.Options(tmp_path / "img", workers=3, rate=100, timeout=1.0, retries=0, backoff=0.05)
+        t0 = time.monotonic()
+        summary = dl.run(csv_dir, opt, progress=False)
+        assert time.monotonic() - t0 < 2.5                             # the 12-byte drip takes 3 s per attempt
+        reasons = summary["failure_reasons"]
+        assert summary["failed"] == 3                                  # every 16x12 image is a bomb here
+        assert reasons.get("timeout") == 1 and any("decompression bomb" in r for r in reasons)
+    finally:
+        srv.close()
+
+
+def test_two_downloaders_on_one_folder(tmp_path, capsys):
+    out = tmp_path / "img"
+    out.mkdir()
+    with OutputLock(out / "download_summary.json"):
+        assert dl.main(["--csv_dir", str(tmp_path), "--out", str(out), "--no_progress"]) == 2
+    assert "is being written by another job" in capsys.readouterr().err

@@ -31,7 +31,7 @@ def load_image(path: str | Path) -> Image.Image:
             return im.convert("RGB")
     except FileNotFoundError:
         raise ImageLoadError(f"image not found: {p}") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise ImageLoadError(f"cannot decode image {p}: {exc}") from None
 
 

@@ -39,7 +39,7 @@ from tqdm import tqdm
 from omgm.data.results import write_json_atomic
 from omgm.data.wiki_images import CsvStats, iter_csv_records
 from omgm.config import nonnegative_int, positive_float, positive_int
-from omgm.io import atomic_write
+from omgm.io import OutputLock, atomic_write
 from omgm.errors import OmgmError, cli_errors
 
 DEFAULT_UA = "omgm-wiki-image-downloader/0.1 (research use; https://github.com/omgm; set --user_agent with your contact)"
@@ -146,6 +146,23 @@ def save_verified(data: bytes, target: Path) -> None:
         raise
 
 
+def _read_within(resp, seconds: float, chunk: int = 1 << 16) -> bytes:
+    """The whole body, or TimeoutError once ``seconds`` have passed in total (a server dripping bytes would
+    otherwise hold a worker forever: the socket timeout only bounds each read)."""
+    start, parts = time.monotonic(), []
+    expected = resp.headers.get("Content-Length")
+    while True:
+        block = resp.read1(chunk)
+        if not block:
+            data = b"".join(parts)
+            if expected and expected.isdigit() and len(data) < int(expected):
+                raise http.client.IncompleteRead(data, int(expected) - len(data))
+            return data
+        parts.append(block)
+        if time.monotonic() - start > seconds:
+            raise TimeoutError(f"body not complete within {seconds:.0f} s")
+
+
 def fetch(task: Task, opt: Options, limiter: RateLimiter) -> tuple[bool, str, int]:
     """Download one file with retries; returns (ok, reason, attempts)."""
     reason = ""
@@ -155,11 +172,13 @@ def fetch(task: Task, opt: Options, limiter: RateLimiter) -> tuple[bool, str, in
         try:
             req = urllib.request.Request(task.url, headers={"User-Agent": opt.user_agent})
             with urllib.request.urlopen(req, timeout=opt.timeout) as resp:
-                data = resp.read()
+                data = _read_within(resp, opt.timeout)
             try:
                 save_verified(data, opt.out / task.rel)
             except DiskFullError:
                 raise
+            except Image.DecompressionBombError:
+                return False, "decompression bomb (more pixels than Pillow's safety limit)", attempt
             except OSError as exc:
                 if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError)):
                     return False, f"cannot write: {exc}", attempt
@@ -194,6 +213,12 @@ def _write_failures(path: Path, failures: list[dict]) -> None:
 
 def run(csv_dir: str | Path, opt: Options, titles: set[str] | None = None, limit: int | None = None,
         failures_path: Path | None = None, progress: bool = True) -> dict:
+    opt.out.mkdir(parents=True, exist_ok=True)
+    with OutputLock(opt.out / "download_summary.json"):      # one downloader per folder
+        return _run_locked(csv_dir, opt, titles, limit, failures_path, progress)
+
+
+def _run_locked(csv_dir, opt: Options, titles, limit, failures_path, progress) -> dict:
     todo, done, stats = plan(csv_dir, opt.out, titles, limit)
     failures_path = failures_path or opt.out / "download_failures.jsonl"
     limiter, counts, failures = RateLimiter(opt.rate), Counter(), []
@@ -232,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="wiki-image root: files land at OUT/img_path")
     p.add_argument("--workers", type=positive_int, default=8)
     p.add_argument("--rate", type=positive_float, default=10.0, help="requests per second, all workers together")
-    p.add_argument("--timeout", type=positive_float, default=30.0)
+    p.add_argument("--timeout", type=positive_float, default=30.0, help="seconds for a whole image (connection, every read, the full body)")
     p.add_argument("--retries", type=nonnegative_int, default=5)
     p.add_argument("--backoff", type=positive_float, default=1.0, help="first retry delay (doubles each time)")
     p.add_argument("--user_agent", default=DEFAULT_UA)
