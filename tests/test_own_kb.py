@@ -91,3 +91,25 @@ def test_omgm_help_lists_every_command(capsys):
         cli.main(["step1", "--help"])
     assert e.value.code == 0 and "--retriever_vit" in capsys.readouterr().out
     assert cli.main(["list-models"]) == 0 and "eva-clip" in capsys.readouterr().out
+
+
+def test_the_store_images_win_over_an_inherited_demo_config(own, demo_dir, caplog):
+    from omgm.data.kb import open_kb
+
+    kb = open_kb(own / "kb.sqlite")
+    lines = [json.loads(x) for x in (OWN / "entities.jsonl").read_text().splitlines()]
+    with caplog.at_level("WARNING"):
+        wiki = wiki_images_for(kb, demo_dir / "wiki_images", demo_dir / "wiki_image_csv")   # a layered demo config
+    assert wiki.first(lines[0]["title"]) == OWN / "images" / lines[0]["images"][0]
+    assert "lists its own images" in caplog.text and "--wiki_img_csv_dir" in caplog.text
+
+
+def test_listed_local_images_that_do_not_exist_are_counted(tmp_path, capsys):
+    src = tmp_path / "kb.jsonl"
+    src.write_text(json.dumps({"url": "u1", "title": "One", "sections": [{"title": "One", "text": "x"}],
+                               "images": ["there.jpg", "gone.jpg"]}) + "\n")
+    (tmp_path / "imgs").mkdir()
+    (tmp_path / "imgs" / "there.jpg").write_bytes(b"x")
+    assert cli.main(["kb", "import", "--jsonl", str(src), "--images_dir", str(tmp_path / "imgs"), "--out",
+                     str(tmp_path / "kb.sqlite")]) == 0
+    assert "1 of 2 listed local images do not exist" in capsys.readouterr().err

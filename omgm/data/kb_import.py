@@ -211,6 +211,15 @@ def _finish_jsonl_images(con: sqlite3.Connection, out: Path) -> None:
     import csv
 
     _set_meta(con, wiki_images=1, wiki_image_csv_dir="")
+    root = Path(dict(con.execute("SELECT key, value FROM meta")).get("images_dir") or ".")
+    urls = {p for (p,) in con.execute("SELECT img_path FROM url_images")}
+    local = [(t, p) for t, p in con.execute("SELECT title, img_path FROM wiki_images") if p not in urls]
+    absent = [(t, p) for t, p in local if not (root / p).is_file()]
+    if absent:
+        print(f"{len(absent)} of {len(local)} listed local images do not exist under {root} (their entities get "
+              f"step-2 score 0 unless another of their images exists), e.g. "
+              + "; ".join(f"{t}: {p}" for t, p in absent[:3]), file=sys.stderr)
+        _set_meta(con, missing_local_images=len(absent))
     rows = list(con.execute("SELECT title, url, img_path FROM url_images ORDER BY title, url"))
     if rows:
         folder = out.with_name(out.name + ".images")

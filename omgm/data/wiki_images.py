@@ -10,6 +10,7 @@ imported with ``kb_import --wiki_img_csv_dir``. Rows with fewer than 3 columns a
 from __future__ import annotations
 
 import csv
+import logging
 import re
 import sqlite3
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from typing import Iterator
 
 from omgm.errors import OmgmError
 
+log = logging.getLogger(__name__)
 MAX_IMAGES_PER_TITLE = 10
 CSV_GLOB = "wiki_image_url_part_*_processed.csv"
 _PART = re.compile(r"part_(\d+)_")
@@ -158,8 +160,18 @@ def wiki_images_for(kb, image_root: str | Path | None, csv_dir: str | Path | Non
     """Title lookup for ``kb``: from the CSV folder when given, else from the KB store's imported CSVs."""
     from omgm.data.kb import SqliteKnowledgeBase
 
-    if not image_root and isinstance(kb, SqliteKnowledgeBase):
-        image_root = kb.meta.get("images_dir") or None        # a JSONL KB remembers its images folder
+    if isinstance(kb, SqliteKnowledgeBase) and "images_dir" in kb.meta:    # imported from JSONL: its own images
+        own = kb.meta.get("images_dir") or None
+        ignored = (["--wiki_img_csv_dir"] if csv_dir else []) + (
+            ["--wiki_img_path_prefix"] if image_root and own and Path(image_root).resolve() != Path(own).resolve() else [])
+        if ignored:
+            log.warning("%s lists its own images (imported from JSONL): %s from the flags or a config file %s "
+                        "ignored", kb.path, " and ".join(ignored), "is" if len(ignored) == 1 else "are")
+        root = own or image_root
+        if not root:
+            raise WikiImageError(f"{kb.path} was imported without --images_dir: pass --wiki_img_path_prefix, the "
+                                 f"folder its image paths are relative to")
+        return WikiImages(root, store=kb.connection())
     if not image_root:
         raise WikiImageError("no wiki-image root: pass --wiki_img_path_prefix (or set it in the config)")
     if csv_dir:
