@@ -92,6 +92,10 @@ def parse_with_config(parser: argparse.ArgumentParser, argv: Sequence[str] | Non
     parser.set_defaults(**{k: _coerce(parser, k, v) for k, v in values.items() if k in dests})
     args = parser.parse_args(argv)
     args.config = files
+    for dest, value in vars(args).items():
+        for v in value if isinstance(value, list) else [value]:
+            if isinstance(v, str) and "\0" in v:
+                raise ConfigError(f"--{dest}: the value {v!r} holds a NUL byte, which no path or setting can contain")
     return args
 
 

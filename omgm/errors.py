@@ -24,5 +24,8 @@ def cli_errors(main: Callable[..., int]) -> Callable[..., int]:
         except OmgmError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
+        except KeyboardInterrupt:
+            print("interrupted: finished work is kept; run the same command again to continue", file=sys.stderr)
+            return 130
 
     return wrapper

@@ -231,3 +231,47 @@ def test_an_llm_index_build_does_not_reuse_lead_summaries(demo_dir, tiny_clip_ck
     assert build_index.main(args + ["--faiss_index", str(tmp_path / "llm.index"), "--summarizer", "llm",
                                     "--summary_model", str(tiny_llm)]) == 2
     assert "summaries written by 'lead'" in capsys.readouterr().err and not (tmp_path / "llm.index").exists()
+
+
+def test_non_utf8_json_nul_bytes_and_planted_pickles_are_one_line(step2_env, tmp_path, capsys):
+    import pickle
+
+    from omgm import step2
+
+    bad = tmp_path / "bad.json"
+    bad.write_bytes(b"\xff\xfe{}")
+    assert cli.main(["evaluate", str(bad), "--dataset", "evqa"]) == 2
+    assert "not UTF-8 text" in capsys.readouterr().err
+    assert cli.main(["evaluate", "a\x00b.json", "--dataset", "evqa"]) == 2
+    assert "holds a NUL byte" in capsys.readouterr().err
+
+    class Planted:
+        def __reduce__(self):
+            return (os.system, ("echo planted > " + str(tmp_path / "ran"),))
+
+    (tmp_path / "model_1.pth").write_bytes(pickle.dumps({"x": Planted()}))
+    d = step2_env.demo
+    assert step2.main(["rerank", "--sample_file", str(d / "test.csv"), "--step1_result",
+                       str(step2_env.dir / "test_step1.json"), "--knowledge_base_path", str(step2_env.dir / "kb.sqlite"),
+                       "--reranker_ckpt_path", str(tmp_path / "model_1.pth"), "--save_result_path",
+                       str(tmp_path / "o.json"), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "holds pickled objects besides tensors" in err and "Traceback" not in err and not (tmp_path / "ran").exists()
+
+
+def test_an_index_with_more_clusters_than_vectors_is_one_line(demo_dir, tiny_clip_ckpt, tmp_path, capsys):
+    from omgm import build_index
+
+    assert kb_import.main(["--kb_json", str(demo_dir / "kb.json"), "--out", str(tmp_path / "kb.sqlite")]) == 0
+    assert build_index.main(["--knowledge_base", str(tmp_path / "kb.sqlite"), "--retriever_vit", "omgm-tiny-eva",
+                             "--retriever_pretrained", str(tiny_clip_ckpt), "--device", "cpu", "--no_progress",
+                             "--faiss_index", str(tmp_path / "ivf.index"), "--index_factory", "IVF4096,Flat"]) == 2
+    assert "cannot be trained on 40 vectors" in capsys.readouterr().err
+
+
+def test_ctrl_c_is_one_line(monkeypatch, capsys):
+    from omgm import evaluate
+
+    monkeypatch.setattr(evaluate, "read_json", lambda p: (_ for _ in ()).throw(KeyboardInterrupt()))
+    assert cli.main(["evaluate", "x.json", "--dataset", "evqa"]) == 130
+    assert "interrupted: finished work is kept" in capsys.readouterr().err

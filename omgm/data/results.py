@@ -45,6 +45,8 @@ def read_json(path: str | Path) -> Any:
             return json.load(fh)
     except json.JSONDecodeError as exc:
         raise ResultFileError(f"{path}: not valid JSON ({exc})") from None
+    except UnicodeDecodeError as exc:
+        raise ResultFileError(f"{path}: not UTF-8 text (byte {exc.start}): JSON files must be UTF-8") from None
 
 
 @dataclass

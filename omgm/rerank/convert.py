@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,10 +106,12 @@ def read_checkpoint(path: str | Path, trust: bool = False) -> dict:
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=not trust)
+        with warnings.catch_warnings():             # torch's note about pickle protocols says nothing useful here
+            warnings.simplefilter("ignore", UserWarning)
+            obj = torch.load(path, map_location="cpu", weights_only=not trust)
     except Exception as exc:  # noqa: BLE001 - torch raises several types for unreadable/unsafe files
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if "Unsupported global" in str(exc) and not trust:
+        if not trust and ("Unsupported global" in str(exc) or "Weights only load failed" in str(exc)):
             raise CheckpointError(f"cannot read checkpoint {path}: it holds pickled objects besides tensors; if you "
                                   f"trust this file, pass --trust_checkpoint to allow them") from None
         raise CheckpointError(f"cannot read checkpoint {path}: not a PyTorch checkpoint, or a damaged/truncated "

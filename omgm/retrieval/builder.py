@@ -54,7 +54,12 @@ def assemble(vectors: np.ndarray, factory: str | None = None, opts: BuildOptions
     except RuntimeError as exc:
         raise OmgmError(f"--index_factory {factory!r}: {str(exc).splitlines()[0]}") from None
     if not index.is_trained:
-        index.train(vectors)
+        try:
+            index.train(vectors)
+        except RuntimeError as exc:
+            why = str(exc).split("Error: ")[-1].splitlines()[0]
+            raise OmgmError(f"--index_factory {factory!r} cannot be trained on {len(vectors)} vectors ({why}); "
+                            f"choose fewer clusters, or Flat for a small KB") from None
     index.add(vectors)
     apply_search_params(index, opts.search_params)
     return index, {"index_type": factory, "search_params": opts.search_params or "",
