@@ -24,6 +24,12 @@ def cli_errors(main: Callable[..., int]) -> Callable[..., int]:
         except OmgmError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
+        except OSError as exc:
+            if exc.errno != 28:                     # ENOSPC: the one OS error a user fixes by freeing space
+                raise
+            print(f"error: the disk is full ({exc.filename or exc}); finished work is kept: free space and run the "
+                  f"same command again", file=sys.stderr)
+            return 2
         except KeyboardInterrupt:
             print("interrupted: finished work is kept; run the same command again to continue", file=sys.stderr)
             return 130

@@ -275,3 +275,45 @@ def test_ctrl_c_is_one_line(monkeypatch, capsys):
     monkeypatch.setattr(evaluate, "read_json", lambda p: (_ for _ in ()).throw(KeyboardInterrupt()))
     assert cli.main(["evaluate", "x.json", "--dataset", "evqa"]) == 130
     assert "interrupted: finished work is kept" in capsys.readouterr().err
+
+
+def test_a_full_disk_leaves_no_index_without_its_manifest(demo_dir, tiny_clip_ckpt, tmp_path, monkeypatch, capsys):
+    import faiss
+
+    from omgm import build_index
+    from omgm.retrieval import index as index_mod
+
+    assert kb_import.main(["--kb_json", str(demo_dir / "kb.json"), "--out", str(tmp_path / "kb.sqlite")]) == 0
+    args = ["--knowledge_base", str(tmp_path / "kb.sqlite"), "--retriever_vit", "omgm-tiny-eva", "--retriever_pretrained",
+            str(tiny_clip_ckpt), "--device", "cpu", "--no_progress", "--faiss_index", str(tmp_path / "s.index")]
+
+    def full(index, path):
+        raise OSError(28, "No space left on device", path)
+
+    with monkeypatch.context() as m:
+        m.setattr(faiss, "write_index", full)
+        assert build_index.main(args) == 2
+    assert "the disk is full" in capsys.readouterr().err
+    assert not (tmp_path / "s.index").exists() and not (tmp_path / "s.index.manifest.json").exists()
+    assert build_index.main(args) == 0
+    manifest = json.loads((tmp_path / "s.index.manifest.json").read_text())
+    assert manifest["index_bytes"] == (tmp_path / "s.index").stat().st_size
+    manifest["dim"] = "64"
+    (tmp_path / "s.index.manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(index_mod.IndexMismatchError, match="wrong type: dim"):
+        index_mod.load_index(tmp_path / "s.index")
+    manifest["dim"], manifest["index_bytes"] = 64, 12
+    (tmp_path / "s.index.manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(index_mod.IndexMismatchError, match="from different builds"):
+        index_mod.load_index(tmp_path / "s.index")
+
+
+def test_an_sft_file_without_a_prompt_is_one_line(tmp_path):
+    from omgm.finetune.data import SftDataError, read_sft_file
+
+    from omgm.finetune import data
+
+    p = tmp_path / "sft.jsonl"
+    p.write_text(json.dumps({"format": data.SFT_FORMAT, "meta": {}}) + "\n" + json.dumps({"answer": "a"}) + "\n")
+    with pytest.raises(SftDataError, match="line 2: prompt missing or not a string"):
+        read_sft_file(p)

@@ -123,4 +123,8 @@ def read_sft_file(path: str | Path) -> tuple[list[dict], dict]:
     rows = read_jsonl(path)
     if not rows or rows[0].get("format") != SFT_FORMAT:
         raise SftDataError(f"{path}: not an omgm SFT file (its first line is not a {SFT_FORMAT} header)")
+    for n, row in enumerate(rows[1:], start=2):
+        bad = [k for k in ("prompt", "answer") if not isinstance(row.get(k), str)]
+        if bad:
+            raise SftDataError(f"{path}, line {n}: {' and '.join(bad)} missing or not a string")
     return rows[1:], rows[0].get("meta", {})

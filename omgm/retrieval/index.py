@@ -47,6 +47,7 @@ class IndexManifest:
     texts: dict = field(default_factory=dict)
     created_at: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     omgm_version: str = ""
+    index_bytes: int | None = None      # the index file's size: an index and a manifest of two builds never pair up
     format: str = MANIFEST_FORMAT
     version: int = MANIFEST_VERSION
 
@@ -63,11 +64,14 @@ def build_flat_ip(vectors: np.ndarray) -> faiss.Index:
 
 
 def write_index(index: faiss.Index, path: str | Path, manifest: IndexManifest) -> Path:
-    """Write the index and its manifest, each atomically (temp file + rename)."""
+    """Write the index and its manifest atomically: the index goes to a temporary file, the manifest (with that
+    file's size) is written, and only then is the index renamed into place. A failure at any point (a full disk)
+    leaves no index without its manifest: at worst the previous pair, which the size check tells apart."""
     path = Path(path)
     with atomic_write(path) as tmp:
         faiss.write_index(faiss.index_gpu_to_cpu(index) if _is_gpu(index) else index, str(tmp))
-    write_json_atomic(manifest_path(path), asdict(manifest), indent=2)
+        manifest.index_bytes = Path(tmp).stat().st_size
+        write_json_atomic(manifest_path(path), asdict(manifest), indent=2)
     return path
 
 
@@ -96,9 +100,18 @@ def load_index(path: str | Path) -> tuple[faiss.Index, IndexManifest | None]:
     data = read_json(mpath)
     known = {k: v for k, v in data.items() if k in IndexManifest.__dataclass_fields__}
     try:
-        return index, IndexManifest(**known)
+        manifest = IndexManifest(**known)
     except TypeError as exc:
         raise IndexMismatchError(f"{mpath}: incomplete manifest ({exc})") from None
+    bad = [k for k, t in (("model_id", str), ("dim", int), ("count", int), ("kb_url_order_hash", str), ("kind", str))
+           if not isinstance(getattr(manifest, k), t) or isinstance(getattr(manifest, k), bool)]
+    if bad or not isinstance(manifest.texts, dict):
+        raise IndexMismatchError(f"{mpath}: field(s) of the wrong type: {', '.join(bad) or 'texts'}")
+    if manifest.index_bytes is not None and manifest.index_bytes != path.stat().st_size:
+        raise IndexMismatchError(f"{mpath} describes an index of {manifest.index_bytes} bytes but {path} has "
+                                 f"{path.stat().st_size}: the index and its manifest are from different builds "
+                                 f"(an interrupted write?); build the index again")
+    return index, manifest
 
 
 def check_index(index: faiss.Index, manifest: IndexManifest | None, *, index_path: str | Path, kb_len: int,
