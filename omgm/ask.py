@@ -12,7 +12,7 @@ import json
 
 import yaml
 
-from omgm.config import ConfigError, positive_int, setup_logging
+from omgm.config import ConfigError, positive_int, quiet_libraries, setup_logging
 from omgm.errors import cli_errors
 
 
@@ -59,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if not args.question.strip():
         raise ConfigError("--question is empty: nothing to answer")
+    quiet_libraries()                               # one answer: no loading bars around it
     from omgm.pipeline.pipeline import Pipeline
 
     pipe = Pipeline.from_config(*args.config, **_overrides(args.overrides))

@@ -92,11 +92,37 @@ def parse_with_config(parser: argparse.ArgumentParser, argv: Sequence[str] | Non
     parser.set_defaults(**{k: _coerce(parser, k, v) for k, v in values.items() if k in dests})
     args = parser.parse_args(argv)
     args.config = files
+    if getattr(args, "no_progress", False):
+        quiet_libraries()
     for dest, value in vars(args).items():
         for v in value if isinstance(value, list) else [value]:
             if isinstance(v, str) and "\0" in v:
                 raise ConfigError(f"--{dest}: the value {v!r} holds a NUL byte, which no path or setting can contain")
     return args
+
+
+def quiet_libraries() -> None:
+    """No progress bars or advisory chatter from transformers / huggingface_hub / open_clip (``--no_progress``)."""
+    import logging
+
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+    except ImportError:
+        pass
+    for logger in (logging.getLogger(), logging.getLogger("open_clip")):
+        if not any(isinstance(f, _RandomWeightsNote) for f in logger.filters):
+            logger.addFilter(_RandomWeightsNote())
+
+
+class _RandomWeightsNote:
+    """Drop open_clip's 'No pretrained weights loaded' line: omgm says itself when a model is random."""
+
+    def filter(self, record) -> bool:
+        return "No pretrained weights loaded" not in record.getMessage()
 
 
 def _coerce(parser: argparse.ArgumentParser, dest: str, value: Any) -> Any:

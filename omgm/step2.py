@@ -169,8 +169,14 @@ def run_rerank(argv: list[str]) -> int:
     samples, step1 = read_samples(args.sample_file), read_retrieval(args.step1_result)
     kb = open_kb(args.knowledge_base_path)
     missing = check_made_for(step1, samples, args.sample_file, kb)
-    if max(args.top_ks) > max((len(e["retrieved_entities"]) for e in step1.results.values()), default=0):
-        raise ConfigError(f"--top_ks {max(args.top_ks)} exceeds the {args.step1_result} candidate lists")
+    longest = max((len(e["retrieved_entities"]) for e in step1.results.values()), default=0)
+    if max(args.top_ks) > longest:
+        if longest < len(kb) or not any(k <= longest for k in args.top_ks):
+            raise ConfigError(f"--top_ks {max(args.top_ks)} exceeds the {args.step1_result} candidate lists")
+        dropped = [k for k in args.top_ks if k > longest]              # a KB smaller than k: R@k says nothing
+        args.top_ks = [k for k in args.top_ks if k <= longest]
+        print(f"note: the knowledge base has {len(kb)} entities: recall at {dropped} is not reported",
+              file=sys.stderr)
     with OutputLock(out) if ctx.main else nullcontext():
         reranker = _reranker(args, kb, device_for(ctx, args.device))
         settings = {"samples": samples_fingerprint(samples), "kb": kb.url_order_hash(),

@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # The whole pipeline on the demo data with tiny RANDOM-weight models: no GPU, no downloads.
 # Numbers it prints show that every stage runs; with random weights they are not meaningful.
+# About 3 minutes on a 2-core machine once ./.venv exists (the first run installs it: a few minutes more).
 source "$(dirname "${BASH_SOURCE[0]}")/_venv.sh"
 export OMGM_CONFIG=configs/demo.yaml
 W=.cache/demo
 mkdir -p "$W" outputs/demo
-echo "== tiny models (random weights)"
+echo "== tiny models: every model of this demo has RANDOM weights (its numbers only show that each stage runs)"
 "$PY" -m utils.make_tiny_models --out "$W/models"
 echo "== import the demo KB into SQLite"
-"$PY" -m omgm.data.kb_import --out "$W/kb.sqlite" --overwrite
+"$PY" -m omgm.data.kb_import --out "$W/kb.sqlite" --overwrite --no_progress
 echo "== build the summary index (lead-section summaries)"
 "$PY" -m omgm.build_index --summarizer lead --summary_file "$W/summaries_lead.jsonl" --no_progress
 echo "== step 1 on the E-VQA-format demo test split"
@@ -30,7 +31,8 @@ echo "== step 2b: rerank the test split's step-1 top 20 (alpha 1 = step 1 alone;
   --save_result_path outputs/demo/evqa_step2.json --no_progress
 echo "== step 3: best section of the top entity -> tiny LLaVA (RANDOM weights: its answers are gibberish) -> E-VQA metric"
 "$PY" -m omgm.step3 --test_file assets/demo/test.csv --retrieval_results_file outputs/demo/evqa_step2.alpha0.json \
-  --output_file outputs/demo/evqa_answers.json --max_new_tokens 8 --no_progress
+  --output_file outputs/demo/evqa_answers.json --max_new_tokens 8 --no_progress > /dev/null
+"$PY" -c 'import json; e = json.load(open("outputs/demo/evqa_answers.summary.json"))["evaluation"]; print("E-VQA accuracy {:.2f} over {} answers ({}); summary: outputs/demo/evqa_answers.summary.json".format(e["accuracy"], e["total"], e["metric"]))'
 echo "== fine-tune the tiny LLaVA on the demo train split (step 3's own prompts; exact match before -> after)"
 rm -rf "$W/llava_sft"
 "$PY" -m omgm.step3_train --train_file assets/demo/train.csv --output_dir "$W/llava_sft" --sft_file "$W/sft.jsonl" \

@@ -113,3 +113,13 @@ def test_listed_local_images_that_do_not_exist_are_counted(tmp_path, capsys):
     assert cli.main(["kb", "import", "--jsonl", str(src), "--images_dir", str(tmp_path / "imgs"), "--out",
                      str(tmp_path / "kb.sqlite")]) == 0
     assert "1 of 2 listed local images do not exist" in capsys.readouterr().err
+
+
+def test_a_kb_smaller_than_the_default_top_ks_runs_steps_1_and_2(own, capsys):
+    args = ["--config", str(own / "own.yaml"), "--sample_file", str(OWN / "questions.csv"), "--inat_dir",
+            str(OWN / "images"), "--no_progress"]
+    assert cli.main(["step1", *args, "--retrieval_top_k", "20", "--save_result_path", str(own / "s1") + "/"]) == 0
+    assert cli.main(["step2", "rerank", *args, "--step1_result", str(own / "s1" / "result.json"),
+                     "--knowledge_base_path", str(own / "kb.sqlite"), "--save_result_path", str(own / "s2") + "/"]) == 0
+    out = capsys.readouterr()
+    assert "recall at [10, 20] is not reported" in out.err and "R@5" in out.out

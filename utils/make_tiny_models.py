@@ -23,6 +23,8 @@ from pathlib import Path
 
 import torch
 
+from omgm.config import quiet_libraries
+
 
 def make_tiny_clip(path: Path, seed: int = 0) -> Path:
     import open_clip
@@ -70,7 +72,7 @@ def _bpe_tokenizer(corpus: list[str] | None, extra_special: list[str] | None = N
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=512, special_tokens=["<unk>", "<s>", "</s>", "<pad>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     bpe.train_from_iterator(corpus, trainer)
     tok = PreTrainedTokenizerFast(tokenizer_object=bpe, unk_token="<unk>", bos_token="<s>", eos_token="</s>",
                                   pad_token="<pad>")
@@ -306,6 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--demo_dir", default="assets/demo")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
+    quiet_libraries()                   # these models are RANDOM by design: the demo says so once, up front
     out = Path(args.out)
     if not (out / "tiny_clip.pt").is_file():
         print("wrote", make_tiny_clip(out / "tiny_clip.pt", args.seed))

@@ -131,14 +131,16 @@ def import_entities(source: Path, con: sqlite3.Connection, start_row: int, start
     return row
 
 
-def import_wiki_images(con: sqlite3.Connection, csv_dir: Path, max_per_title: int = 50) -> CsvStats:
+def import_wiki_images(con: sqlite3.Connection, csv_dir: Path, max_per_title: int = 50,
+                       progress: bool = True) -> CsvStats:
     """Replace the ``wiki_images`` table with the CSVs' ``(title, img_path)`` rows, de-duplicated per title."""
     stats = CsvStats()
     con.execute("DELETE FROM wiki_images")
     counts: dict[str, int] = {}
     seen: set[tuple[str, str]] = set()
     batch = []
-    for title, rel in tqdm(iter_csv_rows(csv_dir, stats), desc="import wiki-image CSVs", unit=" rows"):
+    for title, rel in tqdm(iter_csv_rows(csv_dir, stats), desc="import wiki-image CSVs", unit=" rows",
+                           disable=not progress):
         n = counts.get(title, 0)
         if (title, rel) in seen or n >= max_per_title:
             continue
@@ -190,7 +192,7 @@ def _import_locked(source: Path, out: Path, wiki_img_csv_dir, overwrite: bool, c
             _set_meta(con, images_dir=str(Path(images_dir).resolve()) if images_dir else "")
             _finish_jsonl_images(con, out)
         elif wiki_img_csv_dir:
-            stats = import_wiki_images(con, Path(wiki_img_csv_dir))
+            stats = import_wiki_images(con, Path(wiki_img_csv_dir), progress=progress)
             print(f"wiki-image CSVs: {stats.files} files, {stats.rows} rows, {stats.malformed} malformed rows "
                   f"skipped" + "".join(f"\n  e.g. {e}" for e in stats.examples), file=sys.stderr)
         url_hash = UrlOrderHash.of(u for (u,) in con.execute("SELECT url FROM entities ORDER BY row"))
@@ -240,7 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="the SQLite store to write (e.g. encyclopedic_kb_wiki.sqlite)")
     p.add_argument("--wiki_img_csv_dir", default=None, help="also import the wiki_image_url_part_*_processed.csv files")
     p.add_argument("--commit_every", type=int, default=2000)
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing store")
+    p.add_argument("--no_progress", action="store_true", help="no progress bars")
     return p
 
 
@@ -260,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
         args.kb_json = args.jsonl
     require(args, "kb_json", "out")
     run_import(args.kb_json, args.out, None if args.jsonl else args.wiki_img_csv_dir, args.overwrite,
-               args.commit_every, images_dir=args.images_dir)
+               args.commit_every, progress=not args.no_progress, images_dir=args.images_dir)
     return 0
 
 
