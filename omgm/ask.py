@@ -12,12 +12,12 @@ import json
 
 import yaml
 
-from omgm.config import ConfigError, positive_int, quiet_libraries, setup_logging
+from omgm.config import ConfigError, command_parser, describe, positive_int, quiet_libraries, setup_logging
 from omgm.errors import cli_errors
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="omgm ask", description=__doc__.split("\n\n")[0])
+    p = command_parser("ask", __doc__)
     p.add_argument("--image", required=True, help="the query image")
     p.add_argument("--question", required=True)
     p.add_argument("--config", action="append", default=[], help="YAML file(s) (also $OMGM_CONFIG)")

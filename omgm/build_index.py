@@ -13,7 +13,7 @@ import sys
 from contextlib import nullcontext
 from pathlib import Path
 
-from omgm.config import parse_with_config, positive_int, require, setup_logging
+from omgm.config import command_parser, describe, parse_with_config, positive_int, require, setup_logging
 from omgm.data.kb import open_kb
 from omgm.data.wiki_images import wiki_images_for
 from omgm.errors import cli_errors
@@ -25,7 +25,7 @@ from omgm.retrieval.summaries import LLMSummarizer, SummaryStore, lead_summary, 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m omgm.build_index", description=__doc__.split("\n\n")[0])
+    p = command_parser("index build", __doc__)
     p.add_argument("--knowledge_base", help="KB JSON or SQLite store")
     p.add_argument("--faiss_index", help="index file to write (its manifest goes beside it)")
     add_retriever_flags(p)

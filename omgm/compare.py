@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from omgm.config import config_values, int_list, interpolate, setup_logging
+from omgm.config import command_parser, config_values, describe, int_list, interpolate, setup_logging
 from omgm.data.results import read_retrieval, write_json_atomic, write_retrieval
 from omgm.data.samples import read_samples, samples_fingerprint
 from omgm.errors import OmgmError, cli_errors
@@ -37,7 +37,7 @@ def _pairs(values: list[str], flag: str) -> list[tuple[str, str]]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m omgm.compare", description=__doc__.split("\n\n")[0])
+    p = command_parser("compare", __doc__)
     p.add_argument("--config", action="append", default=[], help="shared YAML(s) for every run")
     p.add_argument("--sample_file", required=True)
     p.add_argument("--run", action="append", default=[], help="NAME=retriever YAML (runs step 1)")

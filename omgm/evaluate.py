@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from omgm.config import int_list, parse_with_config, setup_logging
+from omgm.config import command_parser, describe, int_list, parse_with_config, setup_logging
 from omgm.data.results import (RETRIEVAL_FORMAT, check_answers_made_for, check_made_for, read_json, read_retrieval,
                                write_json_atomic)
 from omgm.errors import OmgmError, cli_errors
@@ -23,7 +23,7 @@ from omgm.metrics.evaluate import evaluate, evaluate_records, read_answers_file
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m omgm.evaluate", description=__doc__.split("\n\n")[0])
+    p = command_parser("evaluate", __doc__)
     p.add_argument("result_file")
     p.add_argument("--dataset", choices=["evqa", "infoseek"], default=None, help="for answer files")
     p.add_argument("--bem_model", default=None)

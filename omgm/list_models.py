@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from omgm.config import command_parser, describe
 from omgm.errors import cli_errors
 
 
@@ -29,7 +30,7 @@ def catalogue() -> dict[str, dict[str, str]]:
 
 @cli_errors
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="omgm list-models", description=__doc__.split("\n\n")[0])
+    p = command_parser("list-models", __doc__)
     p.add_argument("--json", action="store_true", help="print JSON")
     args = p.parse_args(argv)
     cat = catalogue()

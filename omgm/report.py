@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 from urllib.parse import quote
 
-from omgm.config import int_list, parse_with_config, positive_int, setup_logging
+from omgm.config import command_parser, describe, int_list, parse_with_config, positive_int, setup_logging
 from omgm.data.images import load_image
 from omgm.data.results import check_answers_made_for, check_made_for, read_retrieval
 from omgm.data.samples import ImageDirs, MissingImageError, read_samples
@@ -126,7 +126,7 @@ def card(s, s1: dict | None, s2: dict | None, ans: dict | None, k: int, dirs: Im
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m omgm.report", description=__doc__.split("\n\n")[0])
+    p = command_parser("report", __doc__)
     for flag in ("--sample_file", "--step1", "--step2", "--answers", "--knowledge_base", "--wiki_img_csv_dir",
                  "--wiki_img_path_prefix", "--inat_dir", "--gld_dir", "--infoseek_dir"):
         p.add_argument(flag, default=None)

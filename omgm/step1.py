@@ -14,8 +14,8 @@ import time
 from contextlib import nullcontext
 
 from omgm import __version__
-from omgm.config import (ConfigError, int_list, nonnegative_int, parse_with_config, positive_int, require,
-                         setup_logging)
+from omgm.config import (ConfigError, command_parser, describe, int_list, nonnegative_int, parse_with_config,
+                         positive_int, require, setup_logging)
 from omgm.data.kb import open_kb
 from omgm.data.results import write_retrieval
 from omgm.data.samples import ImageDirs, read_samples, samples_fingerprint
@@ -28,7 +28,7 @@ from omgm.retrieval.registry import add_retriever_flags, build_retriever, retrie
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m omgm.step1", description=__doc__.split("\n\n")[0])
+    p = command_parser("step1", __doc__)
     p.add_argument("--sample_file", help="E-VQA or InfoSeek CSV")
     p.add_argument("--knowledge_base", help="KB JSON or SQLite store (row i = FAISS row i)")
     p.add_argument("--faiss_index", help="summary index (ours with manifest, or the authors' bare file), an image "

@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 
 from omgm import __version__
-from omgm.config import (ConfigError, float_list, int_list, nonnegative_int, parse_with_config, positive_float, positive_int,
-                         require, setup_logging)
+from omgm.config import (ConfigError, command_parser, describe, float_list, int_list, nonnegative_int,
+                         parse_with_config, positive_float, positive_int, require, setup_logging)
 from omgm.data.kb import open_kb
 from omgm.devices import resolve_device
 from omgm.data.results import check_made_for, read_retrieval, write_json_atomic, write_retrieval
@@ -54,7 +54,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def train_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m omgm.step2 train", description="Step 2a: train the IT2IT reranker")
+    p = command_parser("step2 train", "Step 2a: train the IT2IT reranker")
     p.add_argument("--train_file", help="E-VQA-format training CSV")
     p.add_argument("--knowledge_base_file", help="KB JSON or SQLite store")
     p.add_argument("--negative_db_file", help="hard-negative JSON (the authors' file, or omgm data mine-negatives)")
@@ -74,7 +74,7 @@ def train_parser() -> argparse.ArgumentParser:
 
 
 def rerank_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m omgm.step2 rerank", description="Step 2b: hybrid-grained reranking")
+    p = command_parser("step2 rerank", "Step 2b: hybrid-grained reranking")
     p.add_argument("--sample_file")
     p.add_argument("--step1_result")
     p.add_argument("--reranker_ckpt_path", help="trained reranker (official model_*.pth or omgm's)")

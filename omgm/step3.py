@@ -20,7 +20,7 @@ from contextlib import nullcontext
 from dataclasses import asdict, fields
 
 from omgm import __version__
-from omgm.config import fraction, parse_with_config, positive_int, require, setup_logging
+from omgm.config import command_parser, describe, fraction, parse_with_config, positive_int, require, setup_logging
 from omgm.data.kb import open_kb
 from omgm.data.results import check_made_for, read_retrieval
 from omgm.data.samples import ImageDirs, read_samples, samples_fingerprint
@@ -35,7 +35,7 @@ from omgm.resume import PartialRecords
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m omgm.step3", description=__doc__.split("\n\n")[0])
+    p = command_parser("step3", __doc__)
     p.add_argument("--test_file", help="E-VQA or InfoSeek CSV")
     p.add_argument("--retrieval_results_file", help="step-2 (or step-1) result JSON")
     p.add_argument("--knowledge_base_path", help="KB JSON or SQLite store")

@@ -16,7 +16,8 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from omgm.config import fraction, parse_with_config, positive_float, positive_int, require, setup_logging
+from omgm.config import (command_parser, describe, fraction, parse_with_config, positive_float, positive_int, require,
+                         setup_logging)
 from omgm.data.kb import open_kb
 from omgm.data.samples import ImageDirs, read_samples
 from omgm.errors import OmgmError, cli_errors
@@ -31,7 +32,7 @@ from omgm.resume import settings_diff
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="omgm step3 train", description=__doc__.split("\n\n")[0])
+    p = command_parser("step3 train", __doc__)
     for flag, help_text in (("--train_file", "training CSV (E-VQA or InfoSeek form)"),
                             ("--knowledge_base_path", "KB JSON or SQLite store"), ("--output_dir", "where to write")):
         p.add_argument(flag, help=help_text)

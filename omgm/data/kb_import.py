@@ -20,7 +20,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from omgm.config import ConfigError, parse_with_config, require
+from omgm.config import ConfigError, command_parser, describe, parse_with_config, require
 from omgm.data.jsonstream import iter_object_members
 from omgm.data.kb import STORE_FORMAT, STORE_VERSION, KnowledgeBaseError, UrlOrderHash, check_entity
 from omgm.data.kb_jsonl import entity_of, is_jsonl, iter_jsonl
@@ -235,7 +235,7 @@ def _finish_jsonl_images(con: sqlite3.Connection, out: Path) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m omgm.data.kb_import", description=__doc__.split("\n\n")[0])
+    p = command_parser("kb import", __doc__)
     p.add_argument("--kb_json", help="the KB JSON ({url: {title, section_titles, ...}})")
     p.add_argument("--jsonl", default=None, help="or your own KB: one entity per line {url, title, sections, images}")
     p.add_argument("--images_dir", default=None, help="--jsonl: the folder its image paths are relative to")

@@ -17,6 +17,7 @@ import os
 import sys
 from pathlib import Path
 
+from omgm.config import command_parser, describe
 from omgm.errors import cli_errors
 from omgm.fetch.download import FetchError, HttpOptions
 from omgm.fetch.fetcher import Fetcher
@@ -24,8 +25,7 @@ from omgm.fetch.registry import Artifact, load_registry
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="omgm fetch", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = command_parser("fetch", __doc__)
     p.add_argument("dataset", help="evqa, infoseek or demo (the registry's datasets)")
     p.add_argument("--root", default=os.environ.get("OMGM_DATA", "omgm_data"),
                    help="where the files go (the layout omgm reproduce reads); default: $OMGM_DATA or ./omgm_data")

@@ -15,7 +15,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from omgm.config import parse_with_config, setup_logging
+from omgm.config import command_parser, describe, parse_with_config, setup_logging
 from omgm.data.kb import open_kb
 from omgm.data.results import read_retrieval, write_json_atomic
 from omgm.data.samples import ImageDirs, read_samples
@@ -42,7 +42,7 @@ def check_split(path: str, kb, wiki, dirs: ImageDirs, examples: int = 3) -> dict
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="omgm data check", description=__doc__.split("\n\n")[0])
+    p = command_parser("data check", __doc__)
     p.add_argument("--splits", nargs="*", default=None, help="CSV files (default: train_file, test_file, sample_file)")
     p.add_argument("--train_file", default=None)
     p.add_argument("--test_file", default=None)

@@ -38,7 +38,7 @@ from tqdm import tqdm
 
 from omgm.data.results import write_json_atomic
 from omgm.data.wiki_images import CsvStats, iter_csv_records
-from omgm.config import nonnegative_int, positive_float, positive_int
+from omgm.config import command_parser, describe, nonnegative_int, positive_float, positive_int
 from omgm.io import OutputLock, atomic_write
 from omgm.errors import OmgmError, cli_errors
 
@@ -252,7 +252,7 @@ def _run_locked(csv_dir, opt: Options, titles, limit, failures_path, progress) -
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="omgm data download-images", description=__doc__.split("\n\n")[0])
+    p = command_parser("data download-images", __doc__)
     p.add_argument("--csv_dir", required=True)
     p.add_argument("--out", required=True, help="wiki-image root: files land at OUT/img_path")
     p.add_argument("--workers", type=positive_int, default=8)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from omgm.config import parse_with_config, positive_int, require, setup_logging
+from omgm.config import command_parser, describe, parse_with_config, positive_int, require, setup_logging
 from omgm.data.kb import open_kb
 from omgm.data.results import check_made_for, read_retrieval
 from omgm.data.samples import read_samples
@@ -22,14 +22,14 @@ from omgm.rerank.negatives import mine, write_negative_db
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="omgm data mine-negatives", description=__doc__.split("\n\n")[0])
+    p = command_parser("data mine-negatives", __doc__)
     p.add_argument("--train_file")
     p.add_argument("--step1_result")
     p.add_argument("--knowledge_base")
     p.add_argument("--wiki_img_csv_dir", default=None)
     p.add_argument("--wiki_img_path_prefix")
     p.add_argument("--out")
-    p.add_argument("--top_k", type=positive_int, default=20)
+    p.add_argument("--top_k", type=positive_int, default=20, help="step-1 candidates that negatives are drawn from")
     return p
 
 

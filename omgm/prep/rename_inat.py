@@ -17,6 +17,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from omgm.config import command_parser, describe
 from omgm.data.wiki_images import safe_relative
 from omgm.errors import OmgmError, cli_errors
 
@@ -81,7 +82,7 @@ def rename(id2name: dict[str, str], src_root: Path, dst: Path, mode: str = "syml
 
 @cli_errors
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="omgm data rename-inat", description=__doc__.split("\n\n")[0])
+    p = command_parser("data rename-inat", __doc__)
     p.add_argument("--id2name", required=True)
     p.add_argument("--src", required=True, help="root of the iNaturalist release")
     p.add_argument("--dst", required=True, help="the inat_dir E-VQA reads")

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import yaml
 
+from omgm.config import command_parser, describe
 from omgm.errors import OmgmError, cli_errors
 from omgm.fetch.download import Lock
 from omgm.fetch.registry import load_registry
@@ -34,8 +35,7 @@ class ReproduceError(OmgmError, RuntimeError):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="omgm reproduce", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = command_parser("reproduce", __doc__)
     p.add_argument("dataset", help="evqa, infoseek or demo")
     p.add_argument("--root", required=True, help="the folder omgm fetch filled")
     p.add_argument("--out", required=True, help="results, report and tables")

@@ -1,0 +1,43 @@
+"""Help a newcomer can read: one usage form, every flag described with its default, no source markup."""
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+from omgm import cli
+from omgm.config import describe
+
+PARSERS = {("ask",): "omgm.ask:build_parser", ("index", "build"): "omgm.build_index:build_parser",
+           ("compare",): "omgm.compare:build_parser", ("evaluate",): "omgm.evaluate:build_parser",
+           ("report",): "omgm.report:build_parser", ("step1",): "omgm.step1:build_parser",
+           ("step2", "train"): "omgm.step2:train_parser", ("step2", "rerank"): "omgm.step2:rerank_parser",
+           ("step3",): "omgm.step3:build_parser", ("step3", "train"): "omgm.step3_train:build_parser",
+           ("kb", "import"): "omgm.data.kb_import:build_parser", ("fetch",): "omgm.fetch.cli:build_parser",
+           ("reproduce",): "omgm.reproduce.cli:build_parser", ("data", "check"): "omgm.prep.check_data:build_parser",
+           ("data", "download-images"): "omgm.prep.download_wiki_images:build_parser",
+           ("data", "mine-negatives"): "omgm.prep.mine_negatives:build_parser"}
+
+
+def _parser(words):
+    module, fn = PARSERS[words].split(":")
+    return describe(getattr(importlib.import_module(module), fn)())
+
+
+@pytest.mark.parametrize("words", sorted(PARSERS))
+def test_every_flag_is_described_under_one_usage_form(words):
+    p = _parser(words)
+    assert p.prog == "omgm " + " ".join(words)
+    bare = [a.option_strings[0] if a.option_strings else a.dest for a in p._actions if not a.help]
+    assert bare == [], f"omgm {' '.join(words)}: flags without help: {bare}"
+
+
+@pytest.mark.parametrize("words", sorted(k for k in cli.COMMANDS if k != ("list-models",)))
+def test_help_output_is_plain_and_shows_defaults(words, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main([*words, "--help"])
+    out = capsys.readouterr().out
+    assert exc.value.code == 0 and out.startswith(f"usage: omgm {' '.join(words)}")
+    assert "``" not in out and ":class:" not in out and ":func:" not in out
+    if "--device" in out:
+        assert "(default: auto)" in out or "(default: cpu)" in out or "(default: None)" in out
