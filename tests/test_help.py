@@ -41,3 +41,27 @@ def test_help_output_is_plain_and_shows_defaults(words, capsys):
     assert "``" not in out and ":class:" not in out and ":func:" not in out
     if "--device" in out:
         assert "(default: auto)" in out or "(default: cpu)" in out or "(default: None)" in out
+
+
+def test_from_omgm_import_pipeline():
+    from omgm import Pipeline
+    from omgm.pipeline.pipeline import Pipeline as Same
+
+    assert Pipeline is Same
+
+
+def test_no_progress_is_quiet(tmp_path, demo_dir, tiny_llm, capfd):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "omgm.data.kb_import", "--kb_json", str(demo_dir / "kb.json"),
+                           "--out", str(tmp_path / "kb.sqlite"), "--no_progress"], capture_output=True, text=True)
+    assert proc.returncode == 0 and "%|" not in proc.stderr and "\n\n" not in proc.stderr
+    from omgm.config import quiet_libraries
+    from omgm.hub import load_pretrained
+
+    capfd.readouterr()
+    quiet_libraries()
+    load_pretrained("AutoModelForCausalLM", tiny_llm, what="test model")
+    err = capfd.readouterr().err
+    assert "Loading weights" not in err and "%|" not in err

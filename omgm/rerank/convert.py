@@ -111,7 +111,7 @@ def read_checkpoint(path: str | Path, trust: bool = False) -> dict:
             obj = torch.load(path, map_location="cpu", weights_only=not trust)
     except Exception as exc:  # noqa: BLE001 - torch raises several types for unreadable/unsafe files
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if not trust and ("Unsupported global" in str(exc) or "Weights only load failed" in str(exc)):
+        if not trust and ("Unsupported global" in str(exc) or _is_raw_pickle(path)):
             raise CheckpointError(f"cannot read checkpoint {path}: it holds pickled objects besides tensors; if you "
                                   f"trust this file, pass --trust_checkpoint to allow them") from None
         raise CheckpointError(f"cannot read checkpoint {path}: not a PyTorch checkpoint, or a damaged/truncated "
@@ -119,6 +119,13 @@ def read_checkpoint(path: str | Path, trust: bool = False) -> dict:
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: expected a state dict, got {type(obj).__name__}")
     return obj
+
+
+def _is_raw_pickle(path: Path) -> bool:
+    """A bare pickle stream (protocol 2-5), not a zip checkpoint: what a planted object arrives as."""
+    with path.open("rb") as fh:
+        head = fh.read(2)
+    return len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5
 
 
 def state_dict_of(obj: dict) -> dict[str, torch.Tensor]:
