@@ -59,8 +59,8 @@ def _handler(release: Release):
             path = self.path.split("?")[0]
             release.seen[path] += 1
             fault = release.faults.get(path, []).pop(0) if release.faults.get(path) else None
-            if path == "/uc":                           # Drive: a confirmation page in front of the file
-                fid = self.path.split("id=")[1]
+            if path in ("/uc", "/drive/LOOP"):          # Drive: a confirmation page in front of the file
+                fid = self.path.split("id=")[1] if path == "/uc" else "LOOP"
                 page = (f'<html><form id="download-form" action="http://127.0.0.1:{self.server.server_port}'
                         f'/drive/{fid}" method="get"><input type="hidden" name="confirm" value="t"></form></html>')
                 return self._send(200, page.encode(), "text/html; charset=utf-8")
@@ -254,3 +254,15 @@ def test_the_real_registry_lists_every_file_of_every_published_row(tmp_path, cap
             names = {a.name for a in reg.select(dataset, [row])}
             assert {"reranker", f"{dataset}-index", f"{dataset}-test-csv"} <= names
     assert fetch_cli.main(["nope", "--root", str(tmp_path)]) == 2
+
+
+def test_a_drive_page_that_never_gives_the_file_is_one_line(server, tmp_path):
+    base, release = server
+    reg, csv = _registry(tmp_path, base)
+    _serve_release(release, csv)
+    data = json.loads(reg.read_text())
+    data["artifacts"][2]["source"] = {"gdrive": "LOOP"}
+    reg.write_text(json.dumps(data))
+    f = Fetcher(load_registry(reg), tmp_path / "root", "mini", http=HttpOptions(progress=False, backoff=0.01))
+    with pytest.raises(FetchError, match="keeps answering with a web page"):
+        f.fetch(f.registry.artifacts["index"])

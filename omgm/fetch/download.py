@@ -113,7 +113,7 @@ def http_download(url: str, part: Path, *, gdrive: bool = False, opt: HttpOption
     from tqdm import tqdm
 
     opt = opt or HttpOptions()
-    start, attempt = time.monotonic(), 0
+    start, attempt, pages = time.monotonic(), 0, 0
     session = requests.Session()
     part.parent.mkdir(parents=True, exist_ok=True)
     while True:
@@ -135,6 +135,10 @@ def http_download(url: str, part: Path, *, gdrive: bool = False, opt: HttpOption
             if resp.status_code >= 400:
                 raise FetchError(f"{url}: HTTP {resp.status_code} ({resp.reason}); is the release still there?")
             if gdrive and _is_confirmation(resp):
+                pages += 1
+                if pages > 3:
+                    raise FetchError(f"{url}: Google Drive keeps answering with a web page instead of the file "
+                                     f"(a quota or permission page?); try again later or download it by hand")
                 url = _confirmed_url(url, resp.text)
                 continue
             if have and resp.status_code != 206:                 # range ignored: start again
