@@ -179,12 +179,14 @@ def run_rerank(argv: list[str]) -> int:
               file=sys.stderr)
     with OutputLock(out) if ctx.main else nullcontext():
         reranker = _reranker(args, kb, device_for(ctx, args.device))
+        parts = out.with_name(out.name + ".parts")
+        # the parts' settings, also for one process merging what ranks left (it compares them with theirs)
         settings = {"samples": samples_fingerprint(samples), "kb": kb.url_order_hash(),
                     "model": model_hash(reranker.model), "step1": file_sha256(args.step1_result),
                     "query_norm": args.query_norm, "unit": args.query_chunk, "batch_size": args.batch_size,
-                    "pad_to_max": args.pad_to_max} if ctx.world > 1 else {}
+                    "pad_to_max": args.pad_to_max} if ctx.world > 1 or parts.is_dir() else {}
         runs = reranker.rerank(samples, step1.results, args.step1_alpha, not args.no_progress,
-                               (ctx, out.with_name(out.name + ".parts"), settings))
+                               (ctx, parts, settings))
         if runs is None:                 # another rank merges
             return 0
         seconds = time.time() - t0
@@ -193,7 +195,7 @@ def run_rerank(argv: list[str]) -> int:
             "stage": "step2", "runs": summaries, "counts": dict(reranker.counts), "processes": ctx.world,
             "samples_without_step1_result": len(missing), "seconds": round(seconds, 2),
             "seconds_per_query": round(seconds / max(1, len(runs[0].results)), 4)}, indent=2)
-        remove_parts(out.with_name(out.name + ".parts"))
+        remove_parts(parts)
     if missing:
         print(f"  {len(missing)} samples had no step-1 result (counted as misses), e.g. {missing[0].sample_id}")
     print(f"  candidates: {dict(reranker.counts)}")

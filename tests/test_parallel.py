@@ -65,6 +65,11 @@ def test_step1_step2_step3_merged_outputs_equal_one_process(world):
     _ok(torchrun("omgm.step2", s2 + ["--save_result_path", str(w / "s2_two.json")]))
     one, two = (json.loads((w / f"s2_{x}.json").read_text()) for x in ("one", "two"))
     assert one["results"] == two["results"] and "sec_sim" in next(iter(one["results"].values()))
+    alone = s2 + ["--save_result_path", str(w / "s2_alone.json")]      # each rank run alone, then one merge
+    _ok(single("omgm.step2", alone, RANK="1", WORLD_SIZE="2"))
+    _ok(single("omgm.step2", alone, RANK="0", WORLD_SIZE="2"))
+    _ok(single("omgm.step2", alone))
+    assert json.loads((w / "s2_alone.json").read_text())["results"] == one["results"]
 
     _ok(single("omgm.step3", _s3(world, w / "s2_one.json", w / "a_one.json")))
     _ok(torchrun("omgm.step3", _s3(world, w / "s2_one.json", w / "a_two.json")))
@@ -102,8 +107,9 @@ def test_a_killed_rank_is_redone_alone_and_the_rest_kept(world):
     _ok(single("omgm.step3", args, RANK="1", WORLD_SIZE="2"))     # the dead rank, alone: no merge
     assert not (w / "k.json").exists()
     _ok(single("omgm.step3", args, RANK="0", WORLD_SIZE="2"))     # rank 0 finishes its part too
+    assert all(parts.joinpath(n).stat().st_mtime_ns == t for n, t in kept.items())   # finished units not redone
     _ok(single("omgm.step3", args))                               # every part is there: only the merge
-    assert all(parts.joinpath(n).stat().st_mtime_ns == t for n, t in kept.items() if parts.exists())
+    assert not parts.exists()
     one, two = (json.loads((w / x).read_text()) for x in ("k_one.json", "k.json"))
     assert one["records"] == two["records"]
 
