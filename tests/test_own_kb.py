@@ -123,3 +123,34 @@ def test_a_kb_smaller_than_the_default_top_ks_runs_steps_1_and_2(own, capsys):
                      "--knowledge_base_path", str(own / "kb.sqlite"), "--save_result_path", str(own / "s2") + "/"]) == 0
     out = capsys.readouterr()
     assert "recall at [10, 20] is not reported" in out.err and "R@5" in out.out
+
+
+def test_ask_refuses_unknown_and_out_of_range_settings(own, capsys):
+    img = OWN / "images" / "violet_ring_wren_0.jpg"
+    base = ["ask", "--config", str(own / "own.yaml"), "--image", str(img), "--question", "q"]
+    assert cli.main(base + ["--set", "step1_alpha=2"]) == 2
+    assert "step1_alpha: 2.0 is out of range" in capsys.readouterr().err
+    assert cli.main(base + ["--set", "no_such_key=1"]) == 2
+    assert "unknown setting(s) no_such_key" in capsys.readouterr().err
+
+
+def test_ask_reads_omgm_variables_for_every_setting(own, monkeypatch, capsys):
+    img = OWN / "images" / "violet_ring_wren_0.jpg"
+    monkeypatch.setenv("OMGM_FAISS_INDEX", str(own / "missing.index"))
+    assert cli.main(["ask", "--config", str(own / "own.yaml"), "--image", str(img), "--question", "q"]) == 2
+    assert "missing.index" in capsys.readouterr().err
+
+
+def test_asking_about_a_pil_image_leaves_no_file_and_no_changed_answerer(own, tmp_path, monkeypatch):
+    import tempfile
+
+    from PIL import Image
+
+    from omgm.pipeline.pipeline import Pipeline
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    pipe = Pipeline.from_config(str(own / "own.yaml"))
+    dirs = pipe.answerer.image_dirs
+    with Image.open(OWN / "images" / "violet_ring_wren_0.jpg") as im:
+        out = pipe.ask(im.copy(), "What colour is it?")
+    assert out["image"] is None and list(tmp_path.iterdir()) == [] and pipe.answerer.image_dirs is dirs

@@ -33,13 +33,45 @@ class GivenImage:
         return self.path
 
 
+RERANK_KEYS = ("reranker_ckpt_path", "reranker_model_name", "vit_ckpt", "wiki_img_path_prefix", "wiki_img_csv_dir",
+               "tokenizer", "query_norm", "step1_alpha")
+
+
+def known_keys() -> set[str]:
+    """Every setting a pipeline reads (step 1, the reranker, step 3): the keys ``--set`` and ``OMGM_*`` may name."""
+    return set(SearchConfig.__dataclass_fields__) | {f.name for f in fields(AnswerConfig)} | set(RERANK_KEYS)
+
+
+def check_overrides(overrides: dict[str, Any]) -> None:
+    """Unknown keys and out-of-range values are refused, as the stages' flags refuse them."""
+    import argparse
+
+    from omgm.config import ConfigError, fraction, positive_int
+
+    unknown = sorted(set(overrides) - known_keys())
+    if unknown:
+        raise ConfigError(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known_keys()))}")
+    checks = {"step1_alpha": fraction, "step2_beta": fraction, "retrieval_top_k": positive_int,
+              "max_new_tokens": positive_int, "batch_size": positive_int}
+    for key, value in overrides.items():
+        for v in value if isinstance(value, list) else [value]:
+            try:
+                if key in checks:
+                    checks[key](str(v))
+                elif key == "query_norm" and v not in ("faithful", "per_token"):
+                    raise argparse.ArgumentTypeError(f"{v!r} is not one of faithful, per_token")
+            except argparse.ArgumentTypeError as exc:
+                raise ConfigError(f"{key}: {exc}") from None
+
+
 def _values(config_files: tuple[str, ...], overrides: dict[str, Any]) -> dict:
     import os
 
     from omgm.config import config_values, interpolate
 
+    check_overrides(overrides)
     files = list(config_files) or [f for f in os.environ.get("OMGM_CONFIG", "").split(":") if f]
-    return interpolate({**config_values(files, [f.name for f in fields(AnswerConfig)]), **overrides})
+    return interpolate({**config_values(files, sorted(known_keys())), **overrides})
 
 
 def _reranker(values: dict, search: EntitySearch) -> Reranker | None:
@@ -84,13 +116,24 @@ class Pipeline:
         if not str(question).strip():
             raise OmgmError("the question is empty: nothing to answer")
         t0 = time.time()
-        if isinstance(image, Image.Image):           # the generator reads a file: keep one
+        temporary = None
+        if isinstance(image, Image.Image):           # the generator reads a file: one, removed afterwards
+            import os
             import tempfile
 
-            path = Path(tempfile.mkstemp(suffix=".png", prefix="omgm-ask-")[1])
+            fd, name = tempfile.mkstemp(suffix=".png", prefix="omgm-ask-")
+            os.close(fd)
+            temporary = path = Path(name)
             image.convert("RGB").save(path)
         else:
             path = Path(image)
+        try:
+            return self._ask(path, question, dataset, top, t0, shown=None if temporary else str(path))
+        finally:
+            if temporary is not None:
+                temporary.unlink(missing_ok=True)
+
+    def _ask(self, path: Path, question: str, dataset: str, top: int, t0: float, shown: str | None) -> dict:
         img = load_image(path)
         entry = self.search.query(img, None, self.k)
         t1 = time.time()
@@ -99,14 +142,17 @@ class Pipeline:
         t2 = time.time()
         sample = Sample("ask", question, "", "", "infoseek" if dataset == "infoseek" else "ask", "automatic"
                         if dataset != "infoseek" else "infoseek", "")
-        self.answerer.image_dirs = GivenImage(path)
-        rec = self.answerer.answer([sample], {"ask": entry})[0]
+        before, self.answerer.image_dirs = self.answerer.image_dirs, GivenImage(path)
+        try:
+            rec = self.answerer.answer([sample], {"ask": entry})[0]
+        finally:
+            self.answerer.image_dirs = before
         ents = [{"rank": i + 1, "url": e["url"], "title": e.get("title", ""),
                  "score": entry["retrieval_similarities"][i],
                  "step1": (entry.get("step1_similarities") or entry["retrieval_similarities"])[i],
                  "step2": entry["step2_scores"][i] if "step2_scores" in entry else None}
                 for i, e in enumerate(entry["retrieved_entities"][:top])]
-        return {"question": question, "image": str(path) if path else None, "entities": ents,
+        return {"question": question, "image": shown, "entities": ents,
                 "reranked": self.reranker is not None,
                 "section": {"entity": rec["top1_entity_title"], "title": rec["top1_section_title"],
                             "text": rec["top1_sec"], "q2s": rec["q2s_scores"], "s3": rec["step3_sec_sim"]},
