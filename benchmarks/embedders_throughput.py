@@ -20,6 +20,7 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from benchmarks._smoke import add_smoke, apply_smoke  # noqa: E402
 
 from omgm.retrieval.encoders import RetrieverSpec, build_retriever  # noqa: E402
 from omgm.retrieval.vista import VistaRetriever  # noqa: E402
@@ -37,7 +38,8 @@ def rate(fn, items: list, batch: int) -> float:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--items", type=int, default=64)
-    a = p.parse_args(argv)
+    add_smoke(p)
+    a = apply_smoke(p.parse_args(argv), items=4)
     torch.manual_seed(0)
     corpus = tiny.demo_corpus(ROOT / "assets/demo")
     images = [Image.new("RGB", (96 + i % 7, 80), (i * 37 % 255, 90, 200 - i % 200)) for i in range(a.items)]

@@ -23,6 +23,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from benchmarks._smoke import add_smoke, apply_smoke  # noqa: E402
 
 
 def timed(fn, repeats: int) -> list[float]:
@@ -108,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gpus", default="1,8")
     p.add_argument("--device", default=None)
     p.add_argument("--demo", action="store_true", help="tiny random models on the demo KB")
-    a = p.parse_args(argv)
+    add_smoke(p)
+    a = apply_smoke(p.parse_args(argv), demo=True, sample=8, repeats=1, batch_size=8, summary_batch_size=4)
     import torch
 
     from omgm.data.kb import open_kb

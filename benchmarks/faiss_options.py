@@ -12,10 +12,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
+from pathlib import Path
 
 import faiss
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks._smoke import add_smoke, apply_smoke  # noqa: E402
 
 DEFAULT_OPTIONS = "Flat,SQfp16,HNSW32,IVF1024,Flat,IVF1024,PQ64x4fs"
 SEARCH_PARAMS = {"HNSW32": {"efSearch": 128}, "IVF1024,Flat": {"nprobe": 32}, "IVF1024,PQ64x4fs": {"nprobe": 32}}
@@ -48,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--k", type=int, default=20)
     p.add_argument("--options", default=DEFAULT_OPTIONS)
     p.add_argument("--train", type=int, default=50_000, help="training vectors for IVF/PQ")
-    a = p.parse_args(argv)
+    add_smoke(p)
+    a = apply_smoke(p.parse_args(argv), n=3000, dim=32, queries=50, train=2000, options="Flat,HNSW32,IVF16,Flat")
     rng = np.random.default_rng(0)
     centres = rng.standard_normal((2000, a.dim)).astype(np.float32)
     base, queries = mixture(a.n, a.dim, centres, rng), mixture(a.queries, a.dim, centres, rng)

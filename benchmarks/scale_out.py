@@ -26,6 +26,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from benchmarks._smoke import add_smoke, apply_smoke  # noqa: E402
 
 
 def _env(threads: int | None) -> dict:
@@ -73,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--kb_copies", type=int, default=2000, help="copies of the demo KB's 40 entities to rerank among")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--stages", default="index,rerank")
-    a = p.parse_args(argv)
+    add_smoke(p)
+    a = apply_smoke(p.parse_args(argv), entities=500, repeat=1, kb_copies=1, repeats=1, stages="index")
     from omgm.data.kb_import import run_import
     from utils.make_tiny_models import demo_corpus, make_tiny_clip, make_tiny_reranker_files
     from utils.synthetic_kb import write_synthetic_kb

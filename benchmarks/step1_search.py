@@ -20,6 +20,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from benchmarks._smoke import add_smoke, apply_smoke  # noqa: E402
 
 from omgm.retrieval.index import build_flat_ip, search  # noqa: E402
 from utils.synthetic_kb import write_synthetic_kb  # noqa: E402
@@ -86,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dim", type=int, default=768)
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--kb_entities", type=int, default=100_000)
-    a = p.parse_args(argv)
+    add_smoke(p)
+    a = apply_smoke(p.parse_args(argv), entities=3000, dim=32, batch=16, kb_entities=300)
     s = bench_search(a.entities, a.dim, 20, a.batch, n_single=200, n_batched=2048)
     print(f"search  {s['index']}, k=20: one query per call {s['one_per_call_qps']} q/s, batch {a.batch} "
           f"{s[f'batch_{a.batch}_qps']} q/s -> {s['speedup']}x (target >= 10x); identical results: {s['same_results']}")

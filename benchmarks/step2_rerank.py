@@ -22,6 +22,7 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from benchmarks._smoke import add_smoke, apply_smoke  # noqa: E402
 
 from omgm.data.kb import JsonKnowledgeBase  # noqa: E402
 from omgm.data.wiki_images import WikiImages  # noqa: E402
@@ -45,7 +46,8 @@ def synthetic_world(root: Path, n_entities: int, sections: int, rng: random.Rand
         rows.append(f"E{i},u,img/{i}.jpg,c\n")
     (root / "kb.json").write_text(json.dumps(kb))
     (root / "csv").mkdir()
-    (root / "csv/wiki_image_url_part_1_processed.csv").write_text("t,u,p,c\n" + "".join(rows))
+    (root / "csv/wiki_image_url_part_1_processed.csv").write_text("entity_title,image_URL,img_path,caption\n"
+                                                                   + "".join(rows))
     return root / "kb.json", root / "csv", root
 
 
@@ -54,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--queries", type=int, default=3)
     p.add_argument("--entities", type=int, default=40)
     p.add_argument("--sections", type=int, default=10)
-    a = p.parse_args(argv)
+    add_smoke(p)
+    a = apply_smoke(p.parse_args(argv), queries=1, entities=4, sections=2)
     rng = random.Random(0)
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
@@ -68,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         model = IT2ITReranker(cfg).eval()
         kb, wiki, t = JsonKnowledgeBase(kb_path), WikiImages(root, csv_dir=csv_dir), image_transform(224)
         urls = list(kb.urls())
-        queries = [(rng.sample(urls, 20), torch.randn(1, 3, 224, 224), "what is the colour of this tower")
+        queries = [(rng.sample(urls, min(20, len(urls))), torch.randn(1, 3, 224, 224), "what is the colour of this tower")
                    for _ in range(a.queries)]
         qs = [rr.encode_queries(model, tok, pix, [text], "faithful")[0] for _, pix, text in queries]
 

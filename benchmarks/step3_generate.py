@@ -20,6 +20,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from benchmarks._smoke import add_smoke, apply_smoke  # noqa: E402
 
 import torch  # noqa: E402
 
@@ -61,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--layers", type=int, default=4)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--dataset", choices=["evqa", "infoseek", "both"], default="both")
-    a = p.parse_args(argv)
+    add_smoke(p)
+    a = apply_smoke(p.parse_args(argv), requests=4, batch=2, new_tokens=4, hidden=32, layers=1, repeats=1, dataset="evqa")
     torch.set_num_threads(torch.get_num_threads())
     rng = random.Random(0)
     corpus = demo_corpus(ROOT / "assets/demo")
