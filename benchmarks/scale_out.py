@@ -86,9 +86,11 @@ def main(argv: list[str] | None = None) -> int:
         if "index" in a.stages:
             kb = run_import(write_synthetic_kb(w / "kb.json", a.entities), w / "kb.sqlite", progress=False)
             clip = make_tiny_clip(w / "clip.pt")
-            index_args = lambda out: ["--knowledge_base", str(kb), "--faiss_index", str(out / "s.index"),
-                                      "--retriever_vit", "omgm-tiny-eva", "--retriever_pretrained", str(clip),
-                                      "--device", "cpu", "--summarizer", "lead", "--shard_size", "4096", "--no_progress"]
+
+            def index_args(out, kb=kb, clip=clip):
+                return ["--knowledge_base", str(kb), "--faiss_index", str(out / "s.index"), "--retriever_vit",
+                        "omgm-tiny-eva", "--retriever_pretrained", str(clip), "--device", "cpu", "--summarizer", "lead",
+                        "--shard_size", "4096", "--no_progress"]
             print(json.dumps(compare("index encoding", "omgm.build_index", index_args, w, a.repeats)), flush=True)
         if "rerank" in a.stages:
             rerank_args = _rerank_world(w, demo, a.repeat, a.kb_copies, make_tiny_reranker_files, demo_corpus)

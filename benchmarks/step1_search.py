@@ -21,7 +21,6 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from benchmarks._smoke import add_smoke, apply_smoke  # noqa: E402
-
 from omgm.retrieval.index import build_flat_ip, search  # noqa: E402
 from utils.synthetic_kb import write_synthetic_kb  # noqa: E402
 

@@ -23,7 +23,6 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from benchmarks._smoke import add_smoke, apply_smoke  # noqa: E402
-
 from omgm.data.kb import JsonKnowledgeBase  # noqa: E402
 from omgm.data.wiki_images import WikiImages  # noqa: E402
 from omgm.rerank import rerank as rr  # noqa: E402

@@ -20,11 +20,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from benchmarks._smoke import add_smoke, apply_smoke  # noqa: E402
-
 import torch  # noqa: E402
 
-from omgm.generate.generators import GenRequest, GeneratorSpec, build_generator  # noqa: E402
+from benchmarks._smoke import add_smoke, apply_smoke  # noqa: E402
+from omgm.generate.generators import GeneratorSpec, GenRequest, build_generator  # noqa: E402
 from utils.make_tiny_models import demo_corpus, make_tiny_causal_lm  # noqa: E402
 
 

@@ -12,7 +12,7 @@ import json
 
 import yaml
 
-from omgm.config import ConfigError, command_parser, describe, positive_int, quiet_libraries, setup_logging
+from omgm.config import ConfigError, command_parser, positive_int, quiet_libraries, setup_logging
 from omgm.errors import cli_errors
 
 

@@ -13,7 +13,7 @@ import sys
 from contextlib import nullcontext
 from pathlib import Path
 
-from omgm.config import command_parser, describe, parse_with_config, positive_int, require, setup_logging
+from omgm.config import command_parser, parse_with_config, positive_int, require, setup_logging
 from omgm.data.kb import open_kb
 from omgm.data.wiki_images import wiki_images_for
 from omgm.errors import cli_errors

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from omgm.config import command_parser, config_values, describe, int_list, interpolate, setup_logging
+from omgm.config import command_parser, config_values, int_list, interpolate, setup_logging
 from omgm.data.results import read_retrieval, write_json_atomic, write_retrieval
 from omgm.data.samples import read_samples, samples_fingerprint
 from omgm.errors import OmgmError, cli_errors

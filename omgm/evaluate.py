@@ -14,9 +14,15 @@ import json
 import sys
 from pathlib import Path
 
-from omgm.config import command_parser, describe, int_list, parse_with_config, setup_logging
-from omgm.data.results import (RETRIEVAL_FORMAT, check_answers_made_for, check_made_for, read_json, read_retrieval,
-                               write_json_atomic)
+from omgm.config import command_parser, int_list, parse_with_config, setup_logging
+from omgm.data.results import (
+    RETRIEVAL_FORMAT,
+    check_answers_made_for,
+    check_made_for,
+    read_json,
+    read_retrieval,
+    write_json_atomic,
+)
 from omgm.errors import OmgmError, cli_errors
 from omgm.io import check_writable
 from omgm.metrics.evaluate import evaluate, evaluate_records, read_answers_file

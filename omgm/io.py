@@ -159,7 +159,8 @@ class OutputLock:
                     log.warning("%s: taking over a stale lock of process %s", self.path, holder.get("pid"))
                     self.path.unlink(missing_ok=True)
                     continue
-                raise OutputError(f"{self.target} is being written by another job (process {holder.get('pid') if holder else '?'} "
+                pid = holder.get("pid") if holder else "?"
+                raise OutputError(f"{self.target} is being written by another job (process {pid} "
                                   f"on {holder.get('host') if holder else '?'}; lock file {self.path}). Wait for it, or "
                                   f"delete the lock file if that job is gone") from None
             with os.fdopen(fd, "w") as fh:

@@ -1,10 +1,9 @@
 """``omgm list-models``: every model name the stages accept, from the registries (so it cannot go stale)."""
 from __future__ import annotations
 
-import argparse
 import json
 
-from omgm.config import command_parser, describe
+from omgm.config import command_parser
 from omgm.errors import cli_errors
 
 

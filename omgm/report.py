@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 from urllib.parse import quote
 
-from omgm.config import command_parser, describe, int_list, parse_with_config, positive_int, setup_logging
+from omgm.config import command_parser, int_list, parse_with_config, positive_int, setup_logging
 from omgm.data.images import load_image
 from omgm.data.results import check_answers_made_for, check_made_for, read_retrieval
 from omgm.data.samples import ImageDirs, MissingImageError, read_samples

@@ -14,8 +14,16 @@ import time
 from contextlib import nullcontext
 
 from omgm import __version__
-from omgm.config import (ConfigError, command_parser, describe, int_list, nonnegative_int, parse_with_config,
-                         positive_int, require, setup_logging)
+from omgm.config import (
+    ConfigError,
+    command_parser,
+    int_list,
+    nonnegative_int,
+    parse_with_config,
+    positive_int,
+    require,
+    setup_logging,
+)
 from omgm.data.kb import open_kb
 from omgm.data.results import write_retrieval
 from omgm.data.samples import ImageDirs, read_samples, samples_fingerprint

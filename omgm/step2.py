@@ -18,21 +18,32 @@ from pathlib import Path
 import torch
 
 from omgm import __version__
-from omgm.config import (ConfigError, command_parser, describe, float_list, int_list, nonnegative_int,
-                         parse_with_config, positive_float, positive_int, require, setup_logging)
+from omgm.config import (
+    ConfigError,
+    command_parser,
+    float_list,
+    int_list,
+    nonnegative_int,
+    parse_with_config,
+    positive_float,
+    positive_int,
+    require,
+    setup_logging,
+)
 from omgm.data.kb import open_kb
-from omgm.devices import resolve_device
 from omgm.data.results import check_made_for, read_retrieval, write_json_atomic, write_retrieval
 from omgm.data.samples import ImageDirs, read_samples, samples_fingerprint
 from omgm.data.wiki_images import WikiImages, wiki_images_for
+from omgm.devices import resolve_device
 from omgm.errors import OmgmError, cli_errors
-from omgm.rerank.convert import build_reranker, read_checkpoint
 from omgm.io import OutputLock, check_writable, file_sha256, output_file, sibling
-from omgm.parallel import context, device_for, remove_parts
-from omgm.rerank.rerank import model_hash
 from omgm.metrics.evaluate import evaluate
+from omgm.parallel import context, device_for, remove_parts
 from omgm.pipeline.rerank import Reranker
+from omgm.published import ALPHA
+from omgm.rerank.convert import build_reranker, read_checkpoint
 from omgm.rerank.inputs import image_transform, load_tokenizer
+from omgm.rerank.rerank import model_hash
 
 log = logging.getLogger("omgm.step2")
 
@@ -80,7 +91,7 @@ def rerank_parser() -> argparse.ArgumentParser:
     p.add_argument("--reranker_ckpt_path", help="trained reranker (official model_*.pth or omgm's)")
     p.add_argument("--knowledge_base_path", help="KB JSON or SQLite store")
     p.add_argument("--top_ks", type=int_list, default=[1, 5, 10, 20])
-    p.add_argument("--step1_alpha", type=float_list, default=[0.9], help="fusion weight(s), e.g. 0.9 or 0.5,0.9")
+    p.add_argument("--step1_alpha", type=float_list, default=[ALPHA], help="fusion weight(s), e.g. 0.9 or 0.5,0.9")
     p.add_argument("--save_result_path")
     p.add_argument("--query_norm", choices=["faithful", "per_token"], default="faithful",
                    help="faithful: the official rerank-time normalisation across tokens (alpha 0.9 was tuned with "

@@ -20,7 +20,7 @@ from contextlib import nullcontext
 from dataclasses import asdict, fields
 
 from omgm import __version__
-from omgm.config import command_parser, describe, fraction, parse_with_config, positive_int, require, setup_logging
+from omgm.config import command_parser, fraction, parse_with_config, positive_int, require, setup_logging
 from omgm.data.kb import open_kb
 from omgm.data.results import check_made_for, read_retrieval
 from omgm.data.samples import ImageDirs, read_samples, samples_fingerprint
@@ -31,6 +31,7 @@ from omgm.io import OutputLock, check_writable, file_sha256, output_file, siblin
 from omgm.metrics.evaluate import ANSWERS_FORMAT, ANSWERS_VERSION, evaluate_records
 from omgm.parallel import context, device_for, remove_parts, use_parts
 from omgm.pipeline.answer import AnswerConfig, answer_in_parallel, answer_resumably, build_answerer, record_counts
+from omgm.published import BETA
 from omgm.resume import PartialRecords
 
 
@@ -40,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retrieval_results_file", help="step-2 (or step-1) result JSON")
     p.add_argument("--knowledge_base_path", help="KB JSON or SQLite store")
     p.add_argument("--output_file", help="answers JSON, or a directory for DIR/result.json")
-    p.add_argument("--step2_beta", type=fraction, default=0.2,
+    p.add_argument("--step2_beta", type=fraction, default=BETA,
                    help="weight of the step-2 section scores (paper and script: 0.2; the official argparse default is 0)")
     p.add_argument("--answer_generator", default="llava1_5",
                    help="; ".join(f"{k}: {v}" for k, v in list_generators().items()) + "; or a local model folder")

@@ -16,8 +16,15 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from omgm.config import (command_parser, describe, fraction, parse_with_config, positive_float, positive_int, require,
-                         setup_logging)
+from omgm.config import (
+    command_parser,
+    fraction,
+    parse_with_config,
+    positive_float,
+    positive_int,
+    require,
+    setup_logging,
+)
 from omgm.data.kb import open_kb
 from omgm.data.samples import ImageDirs, read_samples
 from omgm.errors import OmgmError, cli_errors
@@ -28,6 +35,7 @@ from omgm.generate.generators import GeneratorSpec, build_generator
 from omgm.generate.prompts import PROMPT_STYLES
 from omgm.parallel import device_for, env_place
 from omgm.pipeline.answer import AnswerConfig, build_cut
+from omgm.published import BETA
 from omgm.resume import settings_diff
 
 
@@ -45,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                                    "(their section scores join the choice)")
     p.add_argument("--section_reranker", default=AnswerConfig.section_reranker)
     p.add_argument("--context_tokenizer", default=None)
-    p.add_argument("--step2_beta", type=fraction, default=0.2)
+    p.add_argument("--step2_beta", type=fraction, default=BETA)
     p.add_argument("--sft_file", default=None, help="the SFT set as JSONL (written; reused if it exists)")
     p.add_argument("--build_only", action="store_true", help="write --sft_file and stop")
     p.add_argument("--strict", action="store_true", help="refuse a question that cannot make an example")

@@ -210,8 +210,8 @@ def test_report_links_survive_odd_folder_names_and_say_what_made_them(step2_env,
                         "--limit", "3"]) == 0
     doc = out.read_text()
     assert "%23" in doc and "%3F" in doc and "alpha: 0.0" in doc and "query_norm: faithful" in doc
-    from urllib.parse import unquote
     import re
+    from urllib.parse import unquote
 
     srcs = [unquote(s) for s in re.findall(r'<img src="([^"]+)"', doc) if not s.startswith("data:")]
     assert srcs and all((out.parent / s).is_file() for s in srcs if "images" in s)

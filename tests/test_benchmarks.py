@@ -12,6 +12,7 @@ def test_estimate_extrapolates_the_median_per_item_cost():
                     {"stage": "embeddings", "devices": 8, "hours_estimate": 1.25}]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["embedders_throughput", "estimate_kb", "faiss_options", "scale_out", "step1_search",
                                   "step2_rerank", "step3_generate"])
 def test_every_benchmark_runs_in_its_smoke_mode(name):

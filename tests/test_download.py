@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from omgm.data.wiki_images import WikiImageError
 from omgm.io import OutputLock
 from omgm.prep import download_wiki_images as dl
-from omgm.data.wiki_images import WikiImageError
 
 ROOT = Path(__file__).resolve().parents[1]
 

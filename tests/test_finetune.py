@@ -140,7 +140,8 @@ def test_questions_that_cannot_make_an_example_are_counted_or_refused(step2_env,
     from omgm.data.samples import ImageDirs
 
     (demo_copy / "images/inat/inat0000.jpg").unlink()
-    cut = lambda text: (text, False)
+    def cut(text):
+        return text, False
     samples = step2_env.train[:20]
     sft = build_sft_set(samples, step2_env.kb, llava, cut, "evidence",
                         image_dirs=ImageDirs(str(demo_copy / "images/inat"), str(demo_copy / "images/gld")))

@@ -3,10 +3,10 @@ import pytest
 
 from omgm.generate import prompts
 from omgm.generate.context import OfficialContextCut
+from omgm.generate.decoding import clean_up_tokenization
 from omgm.generate.generators import GeneratorError, GeneratorSpec, build_generator
 from omgm.generate.generators.base import GenRequest
 from omgm.generate.sections import CrossEncoder, SectionMismatchError, fuse_sections
-from omgm.generate.decoding import clean_up_tokenization
 
 # The published strings, typed independently of omgm/generate/prompts.py.
 EXAMPLE = ("- Context: # Wiki Article: Dolomites\n## Section Title: Dolomites\nThe Dolomites, also known as the "

@@ -31,6 +31,7 @@ def test_unknown_part_is_refused():
     assert exc.value.code == 2
 
 
+@pytest.mark.slow
 def test_every_stage_cli_runs_and_the_comparison_catches_a_difference(tmp_path):
     shared = tmp_path / "shared"
     gpu_correctness.prepare(shared)

@@ -4,8 +4,16 @@ import faiss
 import numpy as np
 import pytest
 
-from omgm.retrieval.index import (IndexManifest, IndexMismatchError, build_flat_ip, check_index, load_index,
-                                  manifest_path, search, write_index)
+from omgm.retrieval.index import (
+    IndexManifest,
+    IndexMismatchError,
+    build_flat_ip,
+    check_index,
+    load_index,
+    manifest_path,
+    search,
+    write_index,
+)
 
 
 def _unit(rng, n, d):

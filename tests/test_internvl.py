@@ -8,8 +8,14 @@ from PIL import Image
 
 from omgm.generate.generators import GeneratorSpec, build_generator
 from omgm.generate.generators.base import GenRequest
-from omgm.generate.generators.internvl import (IMAGENET_MEAN, IMAGENET_STD, candidate_grids, choose_grid,
-                                               internvl_pixels, tile_image)
+from omgm.generate.generators.internvl import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    candidate_grids,
+    choose_grid,
+    internvl_pixels,
+    tile_image,
+)
 from omgm.generate.prompts import vlm_text
 
 

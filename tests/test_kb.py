@@ -6,8 +6,7 @@ from pathlib import Path
 import pytest
 
 from omgm.data import kb_import
-from omgm.data.kb import (JsonKnowledgeBase, KnowledgeBaseError, SqliteKnowledgeBase, UnknownEntityError,
-                          UrlOrderHash, open_kb)
+from omgm.data.kb import JsonKnowledgeBase, KnowledgeBaseError, SqliteKnowledgeBase, UnknownEntityError, UrlOrderHash, open_kb
 from omgm.data.kb_import import run_import
 from utils.synthetic_kb import write_synthetic_kb
 

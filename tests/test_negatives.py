@@ -5,8 +5,7 @@ from collections import Counter
 import pytest
 
 from omgm.data.results import read_retrieval
-from omgm.rerank.negatives import (EntityCache, NegativeEntry, NegativeFileError, draw, negative_pool,
-                                   read_negative_db)
+from omgm.rerank.negatives import EntityCache, NegativeEntry, NegativeFileError, draw, negative_pool, read_negative_db
 
 
 def test_mined_file_is_in_the_authors_format(step2_env):

@@ -9,9 +9,12 @@ import time
 import numpy as np
 import psutil
 import pytest
+from launch import _env, single, torchrun
+from launch import ok as _ok
 
-from launch import _env, ok as _ok, single, torchrun
 from omgm.parallel import Context, ParallelError, part_owner_check, run_units, units_of
+
+pytestmark = pytest.mark.multiprocess
 
 
 @pytest.fixture(scope="module")

@@ -309,9 +309,8 @@ def test_a_full_disk_leaves_no_index_without_its_manifest(demo_dir, tiny_clip_ck
 
 
 def test_an_sft_file_without_a_prompt_is_one_line(tmp_path):
-    from omgm.finetune.data import SftDataError, read_sft_file
-
     from omgm.finetune import data
+    from omgm.finetune.data import SftDataError, read_sft_file
 
     p = tmp_path / "sft.jsonl"
     p.write_text(json.dumps({"format": data.SFT_FORMAT, "meta": {}}) + "\n" + json.dumps({"answer": "a"}) + "\n")

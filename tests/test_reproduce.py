@@ -7,6 +7,8 @@ import pytest
 
 from omgm import cli
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def demo_root(tmp_path_factory):

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from omgm.rerank.convert import (CheckpointError, build_reranker, load_lavis, save_ours, to_lavis_state_dict)
+from omgm.rerank.convert import CheckpointError, build_reranker, load_lavis, save_ours, to_lavis_state_dict
 from omgm.rerank.inputs import candidate_text, clean_text, tokenize
 from omgm.rerank.model import IT2ITConfig, IT2ITReranker, late_interaction, normalise_tokens, paired_late_interaction
 

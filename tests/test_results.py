@@ -26,7 +26,8 @@ def test_round_trip_with_header_and_bare(tmp_path: Path):
 @pytest.mark.parametrize("entry, msg", [
     ({"retrieved_entities": [{"url": "u"}], "retrieval_similarities": []}, "1 entities but 0 similarities"),
     ({"retrieved_entities": [{"title": "t"}], "retrieval_similarities": [1.0]}, r"retrieved_entities\[0\] has no 'url'"),
-    ({"retrieved_entities": [{"url": "u"}], "retrieval_similarities": ["x"]}, r"retrieval_similarities\[0\] is not a finite number"),
+    ({"retrieved_entities": [{"url": "u"}], "retrieval_similarities": ["x"]},
+     r"retrieval_similarities\[0\] is not a finite number"),
     ({"retrieved_entities": [{"url": "u"}], "retrieval_similarities": [1.0], "sec_sim": [1]}, "'sec_sim' must be"),
     ([1, 2], "expected an object"),
 ])

@@ -5,8 +5,7 @@ import pytest
 
 from omgm.data.kb import JsonKnowledgeBase
 from omgm.retrieval.shards import ShardError, encode_sharded, shard_path
-from omgm.retrieval.summaries import (LLMSummarizer, SummaryFileError, SummaryStore, article_text, lead_summary,
-                                      write_summaries)
+from omgm.retrieval.summaries import LLMSummarizer, SummaryFileError, SummaryStore, article_text, lead_summary, write_summaries
 
 
 @pytest.fixture()

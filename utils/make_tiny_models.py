@@ -107,8 +107,14 @@ LLAVA_TEMPLATE = (
 
 
 def make_tiny_llava(folder: Path, corpus: list[str] | None = None, seed: int = 0) -> Path:
-    from transformers import (CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlavaConfig,
-                              LlavaForConditionalGeneration, LlavaProcessor)
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
 
     tok = _bpe_tokenizer(corpus, ["<image>"])
     proc = LlavaProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 32},

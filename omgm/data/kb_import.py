@@ -20,7 +20,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from omgm.config import ConfigError, command_parser, describe, parse_with_config, require
+from omgm.config import ConfigError, command_parser, parse_with_config, require
 from omgm.data.jsonstream import iter_object_members
 from omgm.data.kb import STORE_FORMAT, STORE_VERSION, KnowledgeBaseError, UrlOrderHash, check_entity
 from omgm.data.kb_jsonl import entity_of, is_jsonl, iter_jsonl

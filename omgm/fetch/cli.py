@@ -17,7 +17,7 @@ import os
 import sys
 from pathlib import Path
 
-from omgm.config import command_parser, describe
+from omgm.config import command_parser
 from omgm.errors import cli_errors
 from omgm.fetch.download import FetchError, HttpOptions
 from omgm.fetch.fetcher import Fetcher

@@ -22,7 +22,7 @@ from typing import Callable, Mapping, Sequence
 from omgm.data.kb import KnowledgeBase
 from omgm.data.samples import ImageDirs, MissingImageError, Sample
 from omgm.errors import OmgmError
-from omgm.generate.generators.base import GenRequest, Generator
+from omgm.generate.generators.base import Generator, GenRequest
 from omgm.generate.sections import SectionSelector
 
 SECTION_MODES = ("selected", "evidence")

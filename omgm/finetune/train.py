@@ -23,8 +23,8 @@ from pathlib import Path
 
 import torch
 
-from omgm.finetune.tokens import Collate, encode, image_pixels
 from omgm.errors import OmgmError
+from omgm.finetune.tokens import Collate, encode, image_pixels
 from omgm.io import atomic_write, write_json_atomic
 from omgm.train_state import check_run_settings, latest_checkpoint, load_state, rng_state, set_rng_state, trim_log
 

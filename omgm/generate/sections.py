@@ -15,6 +15,7 @@ from typing import Sequence
 
 from omgm.data.kb import Entity
 from omgm.errors import OmgmError
+from omgm.published import BETA
 
 DEFAULT_CROSS_ENCODER = "BAAI/bge-reranker-v2-m3"
 
@@ -81,7 +82,7 @@ class SectionSelector:
     ``select_many`` scores the sections of many (question, entity) pairs in one pass of the cross-encoder.
     """
 
-    def __init__(self, cross_encoder: CrossEncoder, beta: float = 0.2) -> None:
+    def __init__(self, cross_encoder: CrossEncoder, beta: float = BETA) -> None:
         self.cross, self.beta = cross_encoder, beta
 
     def select(self, question: str, entity: Entity, sec_sim: Sequence[float] | None = None,

@@ -20,9 +20,10 @@ from omgm.data.kb import Entity, KnowledgeBase, section_document
 from omgm.data.samples import ImageDirs, Sample
 from omgm.generate.context import CONTEXT_TOKENS, OFFICIAL_CONTEXT_TOKENIZER, OfficialContextCut, OwnTokenizerCut
 from omgm.generate.generators import GeneratorSpec, build_generator
-from omgm.generate.generators.base import GenRequest, Generator
+from omgm.generate.generators.base import Generator, GenRequest
 from omgm.generate.sections import DEFAULT_CROSS_ENCODER, CrossEncoder, SectionSelector
 from omgm.parallel import run_units, units_of
+from omgm.published import BETA
 from omgm.resume import PartialRecords
 
 
@@ -123,7 +124,7 @@ class AnswerConfig:
     answer_generator: str = "llava1_5"
     llm_checkpoint: str | None = None
     prompt_style: str = "official"
-    step2_beta: float = 0.2
+    step2_beta: float = BETA
     section_reranker: str = DEFAULT_CROSS_ENCODER
     section_reranker_dtype: str = "fp32"
     context_tokenizer: str | None = None

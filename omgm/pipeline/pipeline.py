@@ -21,6 +21,7 @@ from omgm.errors import OmgmError
 from omgm.pipeline.answer import AnswerConfig, Answerer, build_answerer
 from omgm.pipeline.rerank import Reranker
 from omgm.pipeline.search import EntitySearch, SearchConfig
+from omgm.published import ALPHA
 
 
 class GivenImage:
@@ -95,7 +96,7 @@ class Pipeline:
     """Step 1 -> step 2 (optional) -> step 3 for single questions (see the module docstring)."""
 
     def __init__(self, search: EntitySearch, answerer: Answerer, reranker: Reranker | None = None, k: int = 20,
-                 alpha: float = 0.9) -> None:
+                 alpha: float = ALPHA) -> None:
         self.search, self.answerer, self.reranker, self.k, self.alpha = search, answerer, reranker, k, alpha
 
     @classmethod
@@ -107,7 +108,7 @@ class Pipeline:
         acfg = AnswerConfig(**{f.name: values[f.name] for f in fields(AnswerConfig) if f.name in values})
         if acfg.device == "auto":
             acfg.device = None
-        alpha = values.get("step1_alpha", 0.9)
+        alpha = values.get("step1_alpha", ALPHA)
         alpha = alpha[0] if isinstance(alpha, (list, tuple)) else float(alpha)
         return cls(search, build_answerer(acfg, search.kb), reranker, scfg.retrieval_top_k, alpha)
 

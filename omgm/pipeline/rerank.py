@@ -18,6 +18,7 @@ from omgm.data.kb import KnowledgeBase
 from omgm.data.samples import ImageDirs, Sample
 from omgm.data.wiki_images import WikiImages
 from omgm.parallel import run_units, units_of, use_parts
+from omgm.published import ALPHA
 from omgm.rerank.inputs import image_transform, load_pixels
 from omgm.rerank.model import IT2ITReranker
 from omgm.rerank.rerank import CandidateEncoder, encode_queries, entity_scores, fuse
@@ -124,7 +125,7 @@ class Reranker:
             return None
         return ({k: v for p in parts for k, v in p["sims"].items()}, {k: v for p in parts for k, v in p["ids"].items()})
 
-    def rerank(self, samples: Sequence[Sample], entries: Mapping[str, Mapping], alphas: Sequence[float] = (0.9,),
+    def rerank(self, samples: Sequence[Sample], entries: Mapping[str, Mapping], alphas: Sequence[float] = (ALPHA,),
                progress: bool = False, parallel: tuple | None = None) -> list[RerankedRun] | None:
         scores = self.section_scores(samples, entries, progress, parallel)
         if scores is None:
@@ -140,7 +141,7 @@ class Reranker:
             runs.append(RerankedRun(alpha, results, hits))
         return runs
 
-    def query(self, image: Image.Image, question: str, entry: Mapping, alpha: float = 0.9) -> dict:
+    def query(self, image: Image.Image, question: str, entry: Mapping, alpha: float = ALPHA) -> dict:
         """Rerank one query's step-1 entry."""
         urls = [e["url"] for e in entry["retrieved_entities"]]
         ents = self.candidates.encode(urls)

@@ -21,8 +21,7 @@ from omgm.errors import OmgmError
 from omgm.parallel import run_units, units_of, use_parts
 from omgm.retrieval.encoders import Retriever
 from omgm.retrieval.image_batches import encode_image_files
-from omgm.retrieval.index import (apply_search_params, check_index, load_ids, load_index, maybe_to_gpu, search,
-                                 search_entities)
+from omgm.retrieval.index import apply_search_params, check_index, load_ids, load_index, maybe_to_gpu, search, search_entities
 
 
 class SearchError(OmgmError, ValueError):

@@ -15,7 +15,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from omgm.config import command_parser, describe, parse_with_config, setup_logging
+from omgm.config import command_parser, parse_with_config, setup_logging
 from omgm.data.kb import open_kb
 from omgm.data.results import read_retrieval, write_json_atomic
 from omgm.data.samples import ImageDirs, read_samples

@@ -36,11 +36,11 @@ from pathlib import Path
 from PIL import Image
 from tqdm import tqdm
 
+from omgm.config import command_parser, nonnegative_int, positive_float, positive_int
 from omgm.data.results import write_json_atomic
 from omgm.data.wiki_images import CsvStats, iter_csv_records
-from omgm.config import command_parser, describe, nonnegative_int, positive_float, positive_int
-from omgm.io import OutputLock, atomic_write
 from omgm.errors import OmgmError, cli_errors
+from omgm.io import OutputLock, atomic_write
 
 DEFAULT_UA = "omgm-wiki-image-downloader/0.1 (research use; https://github.com/omgm; set --user_agent with your contact)"
 
@@ -96,7 +96,8 @@ def only_titles(path: str | Path) -> set[str]:
     return {line.strip() for line in p.read_text(encoding="utf-8").splitlines() if line.strip()}
 
 
-def plan(csv_dir: str | Path, out: Path, titles: set[str] | None = None, limit: int | None = None) -> tuple[list[Task], int, CsvStats]:
+def plan(csv_dir: str | Path, out: Path, titles: set[str] | None = None,
+         limit: int | None = None) -> tuple[list[Task], int, CsvStats]:
     """Tasks still to do (distinct paths, not on disk yet), the number already done, and CSV statistics."""
     stats, seen, todo, done = CsvStats(), set(), [], 0
     for title, url, rel in iter_csv_records(csv_dir, stats):
@@ -245,7 +246,8 @@ def _run_locked(csv_dir, opt: Options, titles, limit, failures_path, progress) -
         _write_failures(failures_path, failures)
     summary = {"planned": len(todo), "already_on_disk": done, "downloaded": counts["downloaded"],
                "failed": counts["failed"], "retries": counts["retries"], "csv_rows": stats.rows,
-               "malformed_csv_rows": stats.malformed, "malformed_examples": stats.examples, "failure_reasons": dict(Counter(f["reason"] for f in failures)),
+               "malformed_csv_rows": stats.malformed, "malformed_examples": stats.examples,
+               "failure_reasons": dict(Counter(f["reason"] for f in failures)),
                "failures_file": str(failures_path), "seconds": round(time.time() - t0, 1)}
     write_json_atomic(opt.out / "download_summary.json", summary, indent=2)
     return summary
@@ -257,7 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="wiki-image root: files land at OUT/img_path")
     p.add_argument("--workers", type=positive_int, default=8)
     p.add_argument("--rate", type=positive_float, default=10.0, help="requests per second, all workers together")
-    p.add_argument("--timeout", type=positive_float, default=30.0, help="seconds for a whole image (connection, every read, the full body)")
+    p.add_argument("--timeout", type=positive_float, default=30.0,
+                   help="seconds for a whole image (connection, every read, the full body)")
     p.add_argument("--retries", type=nonnegative_int, default=5)
     p.add_argument("--backoff", type=positive_float, default=1.0, help="first retry delay (doubles each time)")
     p.add_argument("--user_agent", default=DEFAULT_UA)

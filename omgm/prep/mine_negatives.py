@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from omgm.config import command_parser, describe, parse_with_config, positive_int, require, setup_logging
+from omgm.config import command_parser, parse_with_config, positive_int, require, setup_logging
 from omgm.data.kb import open_kb
 from omgm.data.results import check_made_for, read_retrieval
 from omgm.data.samples import read_samples

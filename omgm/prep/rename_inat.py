@@ -9,7 +9,6 @@ missing are counted and listed in ``--dst/rename_missing.txt``.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -17,7 +16,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from omgm.config import command_parser, describe
+from omgm.config import command_parser
 from omgm.data.wiki_images import safe_relative
 from omgm.errors import OmgmError, cli_errors
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from omgm.config import command_parser, describe
+from omgm.config import command_parser
 from omgm.errors import OmgmError, cli_errors
 from omgm.fetch.download import Lock
 from omgm.fetch.registry import load_registry
@@ -113,7 +113,8 @@ def available_rows(registry, dataset: str, root: Path, out: Path, config: Path) 
         if not any(_missing(s) for s in stages if s.name.startswith("step3")):
             rows.append(row)
         else:
-            print(f"row {row}: skipped, its generator is not there ({', '.join(str(p) for s in stages for p in _missing(s) if s.name.startswith('step3'))})")
+            absent = [str(p) for s in stages if s.name.startswith("step3") for p in _missing(s)]
+            print(f"row {row}: skipped, its generator is not there ({', '.join(absent)})")
     return rows
 
 

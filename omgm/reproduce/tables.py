@@ -62,7 +62,9 @@ def build_tables(registry: Registry, dataset: str, rows: list[str], out: Path, s
 
 
 def _fmt(v) -> str:
-    return "—" if v is None else (f"{v:+.2f}" if isinstance(v, float) and v < 0 else f"{v:.2f}" if isinstance(v, float) else str(v))
+    if v is None:
+        return "—"
+    return f"{v:.2f}" if isinstance(v, float) else str(v)
 
 
 def write_tables(tables: dict[str, Any], out: Path) -> tuple[Path, Path]:

@@ -180,7 +180,8 @@ def load_lavis(model: IT2ITReranker, sources: Iterable[tuple[str, dict[str, torc
     if strict and (unexpected or missing):
         raise CheckpointError("checkpoint does not fit the IT2IT reranker (wrong architecture or incomplete):"
                               + (f"\n  unexpected keys ({len(unexpected)}): {unexpected[:8]}" if unexpected else "")
-                              + (f"\n  parameters not found ({len(missing)}): {[lavis_name(k) if not _QKV_BIAS.fullmatch(k) else k for k in missing[:8]]}"
+                              + (f"\n  parameters not found ({len(missing)}): "
+                                 f"{[lavis_name(k) if not _QKV_BIAS.fullmatch(k) else k for k in missing[:8]]}"
                                  if missing else ""))
     model.load_state_dict({**own, **new}, strict=True)
     return report

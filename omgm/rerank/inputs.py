@@ -11,7 +11,8 @@ from torchvision import transforms
 from torchvision.transforms import InterpolationMode
 
 from omgm.data.images import CLIP_MEAN, CLIP_STD, load_image, target_pad
-from omgm.data.kb import SECTION_TEMPLATE as CANDIDATE_TEMPLATE, section_document  # noqa: F401
+from omgm.data.kb import SECTION_TEMPLATE as CANDIDATE_TEMPLATE  # noqa: F401
+from omgm.data.kb import section_document
 
 _PUNCT = re.compile(r"([.!\"()*#:;~])")
 _SPACES = re.compile(r"\s{2,}")

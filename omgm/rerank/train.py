@@ -26,8 +26,15 @@ from omgm.io import atomic_write, write_json_atomic
 from omgm.rerank.convert import save_ours
 from omgm.rerank.dataset import Collate, RerankTrainSet
 from omgm.rerank.model import IT2ITReranker, normalise_tokens, paired_late_interaction
-from omgm.train_state import (ResumeStateError, check_run_settings, latest_checkpoint, load_state, rng_state, set_rng_state,
-                              trim_log)
+from omgm.train_state import (
+    ResumeStateError,
+    check_run_settings,
+    latest_checkpoint,
+    load_state,
+    rng_state,
+    set_rng_state,
+    trim_log,
+)
 
 log = logging.getLogger(__name__)
 

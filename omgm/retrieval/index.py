@@ -21,8 +21,8 @@ import numpy as np
 from tqdm import tqdm
 
 from omgm.data.results import read_json
-from omgm.io import atomic_write, write_json_atomic
 from omgm.errors import OmgmError
+from omgm.io import atomic_write, write_json_atomic
 
 log = logging.getLogger(__name__)
 MANIFEST_FORMAT = "omgm.index"

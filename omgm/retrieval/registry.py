@@ -10,8 +10,15 @@ from dataclasses import dataclass
 from typing import Callable
 
 from omgm.errors import OmgmError
-from omgm.retrieval.encoders import (CLIP_L14, EVA_CLIP_8B, MODEL_CONFIG_DIR, HFClipRetriever, OpenClipRetriever,
-                                     Retriever, RetrieverSpec)
+from omgm.retrieval.encoders import (
+    CLIP_L14,
+    EVA_CLIP_8B,
+    MODEL_CONFIG_DIR,
+    HFClipRetriever,
+    OpenClipRetriever,
+    Retriever,
+    RetrieverSpec,
+)
 
 
 class UnknownRetrieverError(OmgmError, ValueError):

@@ -24,8 +24,8 @@ from torch import nn
 
 from omgm.buffers import nonpersistent_buffers
 from omgm.data.images import clip_eval_transform
-from omgm.errors import OmgmError
 from omgm.devices import resolve_device
+from omgm.errors import OmgmError
 from omgm.retrieval.encoders import Retriever, file_fingerprint, l2_normalise
 
 VARIANTS = {  # bge hidden size -> timm EVA-02 CLIP vision tower (ViT width equals the BGE width)

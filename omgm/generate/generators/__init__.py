@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from omgm.generate.generators.adapters import adapter_base, apply_adapter, is_adapter_folder
-from omgm.generate.generators.base import GenRequest, Generator, GeneratorError
+from omgm.generate.generators.base import Generator, GeneratorError, GenRequest
 from omgm.generate.layouts import detect_layout, layout_of
 from omgm.generate.prompts import check_style
 from omgm.hub import looks_local
@@ -63,8 +63,9 @@ def list_generators() -> dict[str, str]:
 def _hub_layout(repo_id: str) -> str | None:
     """The layout of a hub model whose config.json is in the local cache (or downloadable), else None."""
     try:
-        from huggingface_hub import hf_hub_download
         import json
+
+        from huggingface_hub import hf_hub_download
 
         return layout_of(json.loads(Path(hf_hub_download(repo_id, "config.json")).read_text()), repo_id)
     except Exception:  # noqa: BLE001 - not cached and offline, or not a model repository

@@ -16,7 +16,7 @@ from typing import Sequence
 
 from omgm.devices import resolve_device, torch_dtype
 from omgm.generate.decoding import restore_v4_decoding
-from omgm.generate.generators.base import GenRequest, Generator, attn_implementation, greedy_ids
+from omgm.generate.generators.base import Generator, GenRequest, attn_implementation, greedy_ids
 from omgm.generate.generators.prefix import SharedPrefixGenerator
 from omgm.generate.prompts import chat_messages, check_style, merge_system
 from omgm.hub import load_pretrained

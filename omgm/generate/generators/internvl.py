@@ -20,7 +20,7 @@ from PIL import Image
 from omgm.data.images import load_image
 from omgm.devices import resolve_device, torch_dtype
 from omgm.generate.decoding import restore_v4_decoding
-from omgm.generate.generators.base import GenRequest, Generator
+from omgm.generate.generators.base import Generator, GenRequest
 from omgm.generate.prompts import check_style, vlm_text
 from omgm.hub import load_pretrained
 

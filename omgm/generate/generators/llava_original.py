@@ -21,7 +21,7 @@ from PIL import Image
 
 from omgm.data.images import load_image
 from omgm.devices import resolve_device, torch_dtype
-from omgm.generate.generators.base import GenRequest, Generator, greedy_ids, left_pad
+from omgm.generate.generators.base import Generator, GenRequest, greedy_ids, left_pad
 from omgm.generate.generators.llava_convert import load_original_llava
 from omgm.generate.generators.prefix import SharedPrefixGenerator
 from omgm.generate.prompts import check_style, llava_v1_prompt, vlm_text

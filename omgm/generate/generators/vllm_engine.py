@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from omgm.generate.generators.base import GenRequest, Generator, GeneratorError
+from omgm.generate.generators.base import Generator, GeneratorError, GenRequest
 
 VLLM_DTYPES = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32"}
 
