@@ -164,7 +164,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--work", default=None, help="folder for the correctness runs (default: a temporary one)")
     p.add_argument("--out", default=None, help="also write the JSON here")
+    p.add_argument("--smoke", action="store_true", help="as the other benchmarks: --device cpu --small --repeats 1, "
+                                                        "throughput parts only (seconds)")
     args = p.parse_args(argv)
+    if args.smoke:
+        args.device, args.small, args.repeats = "cpu", True, 1
+        args.parts = ",".join(x for x in PARTS if x != "correctness")
     dev = torch.device(args.device)
     result = {"environment": environment(dev), "small": args.small, "parts": {}, "skipped": {}}
     for name in [x for x in args.parts.split(",") if x]:
