@@ -48,7 +48,7 @@ def build_plan(registry: Registry, dataset: str, root: Path, out: Path, rows: li
     cfg, nop = ["--config", str(config)], ["--no_progress"]
     retrieval_rows = tuple(rows)
     stages = [
-        Stage("kb_import", "omgm.data.kb_import", ["--kb_json", s["kb_json"], "--out", s["knowledge_base"], *cfg],
+        Stage("kb_import", "omgm.data.kb_import", ["--kb_json", s["kb_json"], "--out", s["knowledge_base"], *cfg, *nop],
               Path(s["knowledge_base"]), retrieval_rows, [Path(s["kb_json"])], reuse_output=True),
         Stage("step1", "omgm.step1", [*cfg, "--save_result_path", str(out / "step1") + "/", *nop],
               out / "step1" / "result.json", retrieval_rows, [Path(s["faiss_index"])]),

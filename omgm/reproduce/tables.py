@@ -58,7 +58,7 @@ def build_tables(registry: Registry, dataset: str, rows: list[str], out: Path, s
                           "commands": [st.command() for st in stages if name in st.rows or st.name.endswith(name)]})
     return {"format": TABLES_FORMAT, "version": TABLES_VERSION, "dataset": dataset, "omgm_version": omgm.__version__,
             "git_commit": _git_commit(), "random_weights": bool(ds.get("random_weights")), "rows": table,
-            "inputs": inputs}
+            "inputs": inputs, "commands": [st.command() for st in stages]}
 
 
 def _fmt(v) -> str:
@@ -79,11 +79,7 @@ def write_tables(tables: dict[str, Any], out: Path) -> tuple[Path, Path]:
     lines += ["", f"omgm {tables['omgm_version']}, commit {tables['git_commit'] or 'unknown'}.", "",
               "## Inputs", "", "| file | sha256 | source |", "|---|---|---|"]
     lines += [f"| {i['file']} | {str(i['sha256'])[:16]}… | {i['source']} |" for i in tables["inputs"]]
-    lines += ["", "## Commands", ""]
-    seen: list[str] = []
-    for r in tables["rows"]:
-        seen += [c for c in r["commands"] if c not in seen]
-    lines += [f"    {c}" for c in seen]
+    lines += ["", "## Commands, in the order they ran", ""] + [f"    {c}" for c in tables["commands"]]
     md = out / "tables.md"
     tmp = md.with_name(md.name + ".tmp")
     tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
