@@ -15,7 +15,6 @@ generators, shared-prefix batches, a 2-step LoRA fine-tune) from the same tiny w
 """
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -89,29 +88,25 @@ def run_chain(shared: Path, work: Path, device: str) -> dict:
     return {"device": device, "commands": log, "seconds": round(sum(c["seconds"] for c in log), 2)}
 
 
-def _load(path: Path):
-    data = json.loads(path.read_text())
-    return data.get("results", data.get("records", data)) if isinstance(data, dict) and "format" in data else data
-
-
 def _rankings(path: Path) -> dict[str, tuple[list[str], list[float]]]:
-    out = {}
-    for sid, r in _load(path).items():
-        urls = [e["url"] if isinstance(e, dict) else e for e in r.get("retrieved_entities", [])]
-        out[sid] = (urls, [float(s) for s in r.get("retrieval_similarities", [])])
-    return out
+    from omgm.data.results import read_retrieval
+
+    rf = read_retrieval(path)
+    return {sid: (rf.urls(sid), [float(s) for s in r["retrieval_similarities"]]) for sid, r in rf.results.items()}
 
 
 def _losses(work: Path) -> list[float]:
-    log = next(iter(sorted((work / "sft").glob("*log*.jsonl"))), None)
-    if log is None:
-        return []
-    return [json.loads(line)["loss"] for line in log.read_text().splitlines() if '"loss"' in line]
+    from omgm.io import read_jsonl
+
+    log = work / "sft" / "train_log.jsonl"
+    return [r["loss"] for r in read_jsonl(log) if "loss" in r] if log.is_file() else []
 
 
 def _same_answers(a: Path, b: Path) -> float:
-    ans_a = {r["data_id"]: r["prediction"] for r in _load(a)}
-    ans_b = {r["data_id"]: r["prediction"] for r in _load(b)}
+    from omgm.metrics.evaluate import read_answers
+
+    ans_a = {r["data_id"]: r["prediction"] for r in read_answers(a)}
+    ans_b = {r["data_id"]: r["prediction"] for r in read_answers(b)}
     return sum(ans_a[k] == ans_b.get(k) for k in ans_a) / len(ans_a)
 
 

@@ -184,16 +184,31 @@ def test_missing_index_and_offline_model_are_one_line(step2_env, tmp_path, capsy
     assert err.count("\n") == 1
 
 
+def _rerank_with_checkpoint(env, tmp_path, payload: bytes) -> int:
+    (tmp_path / "model_1.pth").write_bytes(payload)
+    d = env.demo
+    return step2.main(["rerank", "--sample_file", str(d / "test.csv"), "--step1_result", str(env.dir / "test_step1.json"),
+                       "--knowledge_base_path", str(env.dir / "kb.sqlite"), "--reranker_ckpt_path",
+                       str(tmp_path / "model_1.pth"), "--save_result_path", str(tmp_path / "o.json"), "--device", "cpu"])
+
+
 @pytest.mark.parametrize("payload", [os.urandom(256), b"PK\x03\x04truncated"])
 def test_a_damaged_checkpoint_does_not_suggest_trusting_it(step2_env, tmp_path, payload, capsys):
-    (tmp_path / "model_1.pth").write_bytes(payload)
-    d = step2_env.demo
-    assert step2.main(["rerank", "--sample_file", str(d / "test.csv"), "--step1_result",
-                       str(step2_env.dir / "test_step1.json"), "--knowledge_base_path", str(step2_env.dir / "kb.sqlite"),
-                       "--reranker_ckpt_path", str(tmp_path / "model_1.pth"), "--save_result_path",
-                       str(tmp_path / "o.json"), "--device", "cpu"]) == 2
+    assert _rerank_with_checkpoint(step2_env, tmp_path, payload) == 2
     err = capsys.readouterr().err
     assert "not a PyTorch checkpoint, or a damaged/truncated one" in err and "--trust_checkpoint" not in err
+
+
+def test_a_planted_pickle_is_refused_in_one_line_without_running(step2_env, tmp_path, capsys):
+    import pickle
+
+    class Planted:
+        def __reduce__(self):
+            return (os.system, ("echo planted > " + str(tmp_path / "ran"),))
+
+    assert _rerank_with_checkpoint(step2_env, tmp_path, pickle.dumps({"x": Planted()})) == 2
+    err = capsys.readouterr().err
+    assert "holds pickled objects besides tensors" in err and "Traceback" not in err and not (tmp_path / "ran").exists()
 
 
 def test_report_links_survive_odd_folder_names_and_say_what_made_them(step2_env, tmp_path):

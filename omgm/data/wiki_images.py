@@ -77,6 +77,11 @@ def iter_csv_records(csv_dir: str | Path, stats: CsvStats | None = None) -> Iter
                 yield row[0], row[1], row[2]
 
 
+def plain_name(name: str) -> bool:
+    """A bare file name (an image id): no path separator, no NUL, not '.' or '..'."""
+    return bool(name) and name not in (".", "..") and not any(c in name for c in "/\\\0")
+
+
 def safe_relative(rel: str) -> bool:
     """A path that stays inside the folder it is joined to: relative, no ``..`` part, no drive."""
     from pathlib import PurePosixPath, PureWindowsPath

@@ -71,8 +71,8 @@ def missing_images(fetcher: Fetcher) -> str | None:
     split = fetcher.root / ds["split"]
     if not split.is_file():
         return None
-    s = ds.get("settings", {})
-    dirs = ImageDirs(**{k: str(fetcher.root / s[k]) if k in s else None for k in ("inat_dir", "gld_dir", "infoseek_dir")})
+    s = fetcher.registry.settings(fetcher.dataset, fetcher.root)
+    dirs = ImageDirs(**{k: s.get(k) for k in ("inat_dir", "gld_dir", "infoseek_dir")})
     samples = read_samples(split)
     _, missing = resolve_images(samples, dirs)
     return (f"query images: {len(samples) - len(missing)} of {len(samples)} on disk; {len(missing)} missing "

@@ -120,12 +120,13 @@ class Fetcher:
 
     def needed_images(self, dataset_name: str) -> list[str]:
         from omgm.data.samples import read_samples
+        from omgm.data.wiki_images import plain_name
 
         split = self.root / self.registry.dataset(self.dataset)["split"]
         if not split.is_file():
             raise FetchError(f"{split}: the split is not fetched yet; it decides which query images are needed")
         ids = {s.image_id for s in read_samples(split) if s.dataset_name == dataset_name}
-        unsafe = sorted(i for i in ids if not i or i in (".", "..") or any(c in i for c in "/\\\0"))
+        unsafe = sorted(i for i in ids if not plain_name(i))
         if unsafe:
             log.warning("%s: %d image ids are not plain file names and are skipped: %s", split, len(unsafe), unsafe[:3])
         return sorted(ids - set(unsafe))

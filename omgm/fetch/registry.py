@@ -14,6 +14,7 @@ import yaml
 from omgm.errors import OmgmError
 
 DEFAULT_REGISTRY = Path(__file__).with_name("registry.yaml")
+SHARED_FOLDERS = ("wiki", "models")         # beside one folder per dataset, what --root holds
 SOURCE_KINDS = ("url", "gdrive", "hub", "repo", "build", "manual", "derived")
 
 
@@ -54,6 +55,16 @@ class Registry:
         if name not in self.datasets:
             raise RegistryError(f"unknown dataset {name!r} (known: {', '.join(sorted(self.datasets))})")
         return self.datasets[name]
+
+    def resolve(self, value: Any, root: Path) -> Any:
+        """A registry value as a stage reads it: a path under ``root`` (it starts with a dataset's folder or a
+        shared one) made absolute; hub ids and numbers as they are."""
+        folders = set(self.datasets) | set(SHARED_FOLDERS)
+        return str(root / value) if isinstance(value, str) and value.split("/")[0] in folders else value
+
+    def settings(self, dataset: str, root: Path) -> dict[str, Any]:
+        """The dataset's published settings, resolved (:meth:`resolve`)."""
+        return {k: self.resolve(v, root) for k, v in self.dataset(dataset).get("settings", {}).items()}
 
     def rows(self, dataset: str) -> list[str]:
         return list(self.dataset(dataset)["rows"])

@@ -17,7 +17,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from omgm.config import command_parser
-from omgm.data.wiki_images import safe_relative
+from omgm.data.wiki_images import plain_name, safe_relative
 from omgm.errors import OmgmError, cli_errors
 
 
@@ -38,10 +38,6 @@ def read_id2name(path: str | Path) -> dict[str, str]:
     return {str(k): str(v) for k, v in data.items()}
 
 
-def _plain_name(img_id: str) -> bool:
-    return bool(img_id) and img_id not in (".", "..") and not any(c in img_id for c in "/\\\0")
-
-
 def place(src: Path, dst: Path, mode: str) -> None:
     tmp = dst.with_name(dst.name + ".tmp")
     tmp.unlink(missing_ok=True)
@@ -59,7 +55,7 @@ def rename(id2name: dict[str, str], src_root: Path, dst: Path, mode: str = "syml
     counts = {"placed": 0, "already_there": 0, "missing_source": 0, "unsafe_entry": 0}
     missing = []
     for img_id, name in tqdm(id2name.items(), desc="iNat", unit=" img", disable=not progress):
-        if not _plain_name(img_id) or not safe_relative(name):     # would read or write outside the folders
+        if not plain_name(img_id) or not safe_relative(name):     # would read or write outside the folders
             counts["unsafe_entry"] += 1
             missing.append(f"{img_id}\t{name}\tunsafe: an id with a path separator or '..', or a file name "
                            f"leaving --src")

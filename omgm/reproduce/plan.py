@@ -13,8 +13,6 @@ from typing import Any
 
 from omgm.fetch.registry import Registry
 
-ROOT_PREFIXES = ("evqa", "infoseek", "demo", "wiki", "models")
-
 
 @dataclass
 class Stage:
@@ -33,18 +31,11 @@ class Stage:
         return " ".join(["python", "-m", self.module, *self.args])
 
 
-def resolve_settings(settings: dict[str, Any], root: Path) -> dict[str, Any]:
-    """Registry settings with root-relative paths made absolute (hub ids and plain values unchanged)."""
-    def one(v: Any) -> Any:
-        return str(root / v) if isinstance(v, str) and v.split("/")[0] in ROOT_PREFIXES else v
-    return {k: one(v) for k, v in settings.items()}
-
-
 def build_plan(registry: Registry, dataset: str, root: Path, out: Path, rows: list[str], config: Path,
                extra: dict[str, list[str]] | None = None) -> list[Stage]:
     """Stages for ``rows``: KB import, step 1, step 2 (rerank), step 3 per generator row, then the report."""
     ds = registry.dataset(dataset)
-    s = resolve_settings(ds.get("settings", {}), root)
+    s = registry.settings(dataset, root)
     cfg, nop = ["--config", str(config)], ["--no_progress"]
     retrieval_rows = tuple(rows)
     stages = [
@@ -61,7 +52,7 @@ def build_plan(registry: Registry, dataset: str, root: Path, out: Path, rows: li
         gen = ds["rows"][row].get("generator")
         if not gen:
             continue
-        g = resolve_settings(ds["generators"][gen], root)
+        g = {k: registry.resolve(v, root) for k, v in ds["generators"][gen].items()}
         flags = [x for k, v in g.items() for x in (f"--{k}", str(v))]
         flags += [x for k in ("bem_model", "infoseek_val", "infoseek_qtype") if k in s for x in (f"--{k}", s[k])]
         target = out / f"step3_{row}"
@@ -81,7 +72,7 @@ def build_plan(registry: Registry, dataset: str, root: Path, out: Path, rows: li
 
 def config_for(registry: Registry, dataset: str, root: Path) -> dict[str, Any]:
     """The config file every stage reads: the dataset's settings, and its split as each stage's sample file."""
-    s = resolve_settings(registry.dataset(dataset).get("settings", {}), root)
+    s = registry.settings(dataset, root)
     for key in ("test_file",):
         s.setdefault(key, s["sample_file"])
     s.setdefault("knowledge_base_path", s["knowledge_base"])

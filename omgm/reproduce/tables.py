@@ -8,14 +8,14 @@ from typing import Any
 
 import omgm
 from omgm.fetch.registry import Registry
-from omgm.io import write_json_atomic
+from omgm.io import sibling, write_json_atomic
 from omgm.reproduce.plan import Stage
 
 TABLES_FORMAT, TABLES_VERSION = "omgm.tables", 1
 
 
 def _summary(result: Path) -> dict | None:
-    p = result.with_name(result.stem + ".summary.json")
+    p = sibling(result, ".summary.json")
     return json.loads(p.read_text(encoding="utf-8")) if p.is_file() else None
 
 
