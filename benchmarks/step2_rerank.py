@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks._smoke import add_smoke, apply_smoke  # noqa: E402
 from omgm.data.kb import JsonKnowledgeBase  # noqa: E402
 from omgm.data.wiki_images import WikiImages  # noqa: E402
-from omgm.rerank import rerank as rr  # noqa: E402
+from omgm.rerank import scoring as rr  # noqa: E402
 from omgm.rerank.inputs import image_transform, load_tokenizer  # noqa: E402
 from omgm.rerank.model import IT2ITConfig, IT2ITReranker, QFormerSpec, VisionSpec  # noqa: E402
 from utils.make_tiny_models import make_tiny_bert_tokenizer  # noqa: E402

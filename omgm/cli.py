@@ -9,24 +9,24 @@ import sys
 
 # subcommand words -> (module whose main(argv) runs it, one line of help)
 COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
-    ("ask",): ("omgm.ask", "one question end to end: top entities, chosen section, answer"),
-    ("step1",): ("omgm.step1", "step 1: query image -> entity summaries (FAISS), recall@k"),
-    ("step2", "train"): ("omgm.step2", "step 2a: train the IT2IT Q-Former reranker"),
-    ("step2", "rerank"): ("omgm.step2", "step 2b: hybrid-grained reranking of step-1 results"),
-    ("step3",): ("omgm.step3", "step 3: best section of the top entity -> generator -> official metric"),
-    ("step3", "train"): ("omgm.step3_train", "fine-tune the step-3 generator on a training split"),
-    ("evaluate",): ("omgm.evaluate", "score an answers file (E-VQA / InfoSeek) or a ranking (recall@k)"),
-    ("report",): ("omgm.report", "an HTML page of a run: recall plot, per-sample rankings, sections, answers"),
-    ("compare",): ("omgm.compare", "compare retrievers on the same samples (table + plot)"),
+    ("ask",): ("omgm.commands.ask", "one question end to end: top entities, chosen section, answer"),
+    ("step1",): ("omgm.commands.step1", "step 1: query image -> entity summaries (FAISS), recall@k"),
+    ("step2", "train"): ("omgm.commands.step2", "step 2a: train the IT2IT Q-Former reranker"),
+    ("step2", "rerank"): ("omgm.commands.step2", "step 2b: hybrid-grained reranking of step-1 results"),
+    ("step3",): ("omgm.commands.step3", "step 3: best section of the top entity -> generator -> official metric"),
+    ("step3", "train"): ("omgm.commands.step3_train", "fine-tune the step-3 generator on a training split"),
+    ("evaluate",): ("omgm.commands.evaluate", "score an answers file (E-VQA / InfoSeek) or a ranking (recall@k)"),
+    ("report",): ("omgm.commands.report", "an HTML page of a run: recall plot, per-sample rankings, sections, answers"),
+    ("compare",): ("omgm.commands.compare", "compare retrievers on the same samples (table + plot)"),
     ("kb", "import"): ("omgm.data.kb_import", "KB JSON, or your own JSONL + images, -> SQLite store"),
-    ("index", "build"): ("omgm.build_index", "summaries -> embeddings -> FAISS index with a manifest"),
+    ("index", "build"): ("omgm.commands.build_index", "summaries -> embeddings -> FAISS index with a manifest"),
     ("data", "download-images"): ("omgm.prep.download_wiki_images", "download the Wikipedia images of the CSVs"),
     ("data", "check"): ("omgm.prep.check_data", "what is missing (query images, entities, wiki images) per split"),
     ("data", "rename-inat"): ("omgm.prep.rename_inat", "lay iNaturalist files out as {dir}/{id}.jpg"),
     ("data", "mine-negatives"): ("omgm.prep.mine_negatives", "hard negatives for step 2a from step-1 results"),
     ("fetch",): ("omgm.fetch.cli", "download the released files a dataset's published rows need (resumable, verified)"),
     ("reproduce",): ("omgm.reproduce.cli", "steps 1-3 + metrics with the published settings -> tables vs the paper"),
-    ("list-models",): ("omgm.list_models", "the retrievers, generators and reranker sizes omgm knows"),
+    ("list-models",): ("omgm.commands.list_models", "the retrievers, generators and reranker sizes omgm knows"),
 }
 # module mains that take the second word themselves (python -m omgm.step2 train ...)
 _KEEPS_WORD = {("step2", "train"), ("step2", "rerank")}

@@ -11,7 +11,11 @@ Every entry point builds an ``argparse`` parser whose flag names follow the offi
 4. the flags on the command line.
 
 String values may reference other keys as ``${key}`` and environment variables as ``$VAR``/``${VAR}``;
-``~`` is expanded. Relative paths stay relative to the working directory.
+``~`` is expanded. A relative path written in a config file is relative to that file's folder (after ``${}``
+substitution; a model setting only when it starts with ``.`` or exists there, else it is a hub id or name, see
+:func:`omgm.settings.path_kind`); relative paths in flags and variables are relative to the working directory.
+The official spellings of a setting (``knowledge_base_path``, ``knowledge_base_file``) are accepted everywhere
+as its aliases (:data:`omgm.settings.ALIASES`).
 """
 from __future__ import annotations
 
@@ -67,15 +71,37 @@ def interpolate(values: dict[str, Any]) -> dict[str, Any]:
 
 
 def config_values(config_files: Iterable[str], dests: Iterable[str]) -> dict[str, Any]:
-    """Merge YAML files and ``OMGM_*`` environment variables into one dict (not yet interpolated)."""
-    values: dict[str, Any] = {}
+    """Merge YAML files and ``OMGM_*`` environment variables into one dict, interpolated, aliases renamed to their
+    settings' names, and each file's relative paths resolved against that file's folder."""
+    from omgm.settings import ALIASES, canonical
+
+    raw: dict[str, Any] = {}
+    origin: dict[str, Path] = {}
     for cfg in config_files:
-        values.update(load_yaml(cfg))
+        data = canonical(load_yaml(cfg), where=str(cfg))
+        raw.update(data)
+        origin.update({k: Path(cfg).parent for k in data})
+    values = interpolate(raw)
+    values = {k: resolve_relative(k, v, origin[k]) for k, v in values.items()}
+    env: dict[str, Any] = {}
     for dest in dests:
-        env = os.environ.get(ENV_PREFIX + dest.upper())
-        if env is not None:
-            values[dest] = env
-    return values
+        for name in [dest] + [a for a, c in ALIASES.items() if c == dest]:
+            if os.environ.get(ENV_PREFIX + name.upper()) is not None:
+                env[name] = os.environ[ENV_PREFIX + name.upper()]
+    return {**values, **canonical(env, where="environment")}
+
+
+def resolve_relative(key: str, value: Any, folder: Path) -> Any:
+    """A config file's relative path, resolved against the file's folder (see the module docstring)."""
+    from omgm.settings import path_kind
+
+    kind = path_kind(key)
+    if kind is None or not isinstance(value, str) or not value or os.path.isabs(value) or "://" in value:
+        return value
+    candidate = folder / value
+    if kind == "path" or value.startswith(("./", "../")) or value in (".", "..") or candidate.exists():
+        return os.path.normpath(candidate)
+    return value
 
 
 def parse_with_config(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -88,7 +114,7 @@ def parse_with_config(parser: argparse.ArgumentParser, argv: Sequence[str] | Non
     known, _ = pre.parse_known_args(argv)
     files = known.config or [f for f in os.environ.get("OMGM_CONFIG", "").split(":") if f]
     dests = {a.dest for a in parser._actions if a.dest not in ("help", "config")}
-    values = interpolate(config_values(files, dests))
+    values = interpolate(config_values(files, dests))       # once more for ${key} in environment variables
     parser.set_defaults(**{k: _coerce(parser, k, v) for k, v in values.items() if k in dests})
     describe(parser)
     args = parser.parse_args(argv)

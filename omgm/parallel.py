@@ -158,8 +158,29 @@ def units_of(n: int, size: int) -> list[tuple[int, int]]:
     return [(s, min(s + size, n)) for s in range(0, n, size)]
 
 
-def run_units(ctx: Context, folder: Path, settings: dict, units: Sequence[tuple[int, int]], work,
-              progress: bool = False, desc: str = "units") -> list[dict] | None:
+def parts_folder(out: str | Path) -> Path:
+    """The folder where a job writing ``out`` keeps its parts until the merge: ``OUT.parts``."""
+    return Path(out).with_name(Path(out).name + ".parts")
+
+
+@dataclass(frozen=True)
+class Parallel:
+    """How a stage spreads its units: this process's place, the parts folder beside its output, and the settings
+    every part must have been made with."""
+
+    ctx: Context
+    folder: Path
+    settings: dict
+
+    @property
+    def active(self) -> bool:
+        """Work through the parts folder: under torchrun, for a rank run alone, or to finish (or merge) what a
+        multi-process run left there."""
+        return self.ctx.world > 1 or Path(self.folder).is_dir()
+
+
+def run_units(parallel: Parallel, units: Sequence[tuple[int, int]], work, progress: bool = False,
+              desc: str = "units") -> list[dict] | None:
     """Run ``work(start, end) -> dict`` on this rank's units, each saved as ``folder/unit_{start}_{end}.json``
     (skipped when already there: a restarted rank does only what is missing); after a barrier, rank 0 gets every
     unit's result in unit order, other ranks (and a rank run alone) get None."""
@@ -168,6 +189,7 @@ def run_units(ctx: Context, folder: Path, settings: dict, units: Sequence[tuple[
     from omgm.data.results import read_json
     from omgm.io import write_json_atomic
 
+    ctx, folder, settings = parallel.ctx, Path(parallel.folder), parallel.settings
     done = {u for u in units if (folder / f"unit_{u[0]}_{u[1]}.json").is_file()}
     prepare_parts(folder, settings, ctx, complete=len(done) == len(units))
     mine = [(i, u) for i, u in enumerate(units) if ctx.owns(i)]
@@ -195,9 +217,3 @@ def remove_parts(folder: Path) -> None:
 
     if folder.is_dir():
         shutil.rmtree(folder, ignore_errors=True)
-
-
-def use_parts(parallel: tuple | None) -> bool:
-    """Work through a parts folder: under torchrun, for a rank run alone, or to finish (or merge) what a
-    multi-process run left there."""
-    return parallel is not None and (parallel[0].world > 1 or Path(parallel[1]).is_dir())

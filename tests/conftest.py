@@ -155,7 +155,7 @@ def demo_image_index(tmp_path_factory, demo_dir, tiny_clip_ckpt):
     retriever flags that go with it. Tests write their own outputs beside it, under names of their own."""
     from types import SimpleNamespace
 
-    from omgm import build_index
+    from omgm.commands import build_index
     from omgm.data import kb_import
 
     w = tmp_path_factory.mktemp("image_index")

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from omgm import build_index, report, step1, step2, step3
+from omgm.commands import build_index, report, step1, step2, step3
 from omgm.data import kb_import
 from omgm.data.results import write_retrieval
 from omgm.io import OutputLock

@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from omgm import build_index, compare, step1
+from omgm.commands import build_index, compare, step1
 from omgm.data.results import read_retrieval
 from omgm.retrieval.index import build_flat_ip, search_entities
 

@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 import pytest
 
-from omgm import step1
+from omgm.commands import step1
 from omgm.data.results import read_retrieval
 from omgm.retrieval.echosight import EchoSightIndexError, read_ids
 

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from omgm import step3_train
+from omgm.commands import step3_train
 from omgm.finetune.data import build_sft_set, read_sft_file, target_answer
 from omgm.finetune.tokens import IGNORE, Collate, encode, image_pixels
 from omgm.generate.generators import GeneratorSpec, build_generator

@@ -8,11 +8,11 @@ import pytest
 from omgm import cli
 from omgm.config import describe
 
-PARSERS = {("ask",): "omgm.ask:build_parser", ("index", "build"): "omgm.build_index:build_parser",
-           ("compare",): "omgm.compare:build_parser", ("evaluate",): "omgm.evaluate:build_parser",
-           ("report",): "omgm.report:build_parser", ("step1",): "omgm.step1:build_parser",
-           ("step2", "train"): "omgm.step2:train_parser", ("step2", "rerank"): "omgm.step2:rerank_parser",
-           ("step3",): "omgm.step3:build_parser", ("step3", "train"): "omgm.step3_train:build_parser",
+PARSERS = {("ask",): "omgm.commands.ask:build_parser", ("index", "build"): "omgm.commands.build_index:build_parser",
+           ("compare",): "omgm.commands.compare:build_parser", ("evaluate",): "omgm.commands.evaluate:build_parser",
+           ("report",): "omgm.commands.report:build_parser", ("step1",): "omgm.commands.step1:build_parser",
+           ("step2", "train"): "omgm.commands.step2:train_parser", ("step2", "rerank"): "omgm.commands.step2:rerank_parser",
+           ("step3",): "omgm.commands.step3:build_parser", ("step3", "train"): "omgm.commands.step3_train:build_parser",
            ("kb", "import"): "omgm.data.kb_import:build_parser", ("fetch",): "omgm.fetch.cli:build_parser",
            ("reproduce",): "omgm.reproduce.cli:build_parser", ("data", "check"): "omgm.prep.check_data:build_parser",
            ("data", "download-images"): "omgm.prep.download_wiki_images:build_parser",

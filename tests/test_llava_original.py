@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from omgm import step3
+from omgm.commands import step3
 from omgm.generate.generators import GeneratorError, GeneratorSpec, build_generator
 from omgm.generate.generators.base import GenRequest
 from omgm.generate.generators.llava_convert import LlavaConversionError, load_original_llava

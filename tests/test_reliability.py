@@ -76,7 +76,7 @@ def test_a_store_path_with_hash_and_question_marks_opens(tmp_path):
 
 @pytest.mark.parametrize("value", ["nan", "inf", "-inf", "NaN"])
 def test_nan_and_inf_are_refused_by_numeric_flags(value, capsys):
-    from omgm import step2
+    from omgm.commands import step2
 
     with pytest.raises(SystemExit) as exc:
         step2.main(["train", f"--learning-rate={value}"])
@@ -142,7 +142,7 @@ def _step3_args(env, models, out, retrieval=None):
 
 
 def test_answers_survive_a_failed_final_write(step2_env, tiny_step3_models, tmp_path, monkeypatch, capsys):
-    from omgm import step3
+    from omgm.commands import step3
     from omgm.generate.generators.base import Generator
 
     out = tmp_path / "ans.json"
@@ -161,7 +161,7 @@ def test_answers_survive_a_failed_final_write(step2_env, tiny_step3_models, tmp_
 
 
 def test_nan_section_scores_are_refused_when_read(step2_env, tiny_step3_models, tmp_path, capsys):
-    from omgm import step3
+    from omgm.commands import step3
 
     data = json.loads((step2_env.dir / "test_step1.json").read_text())
     results = data.get("results", data)
@@ -204,7 +204,7 @@ def test_result_files_of_another_split_are_refused_by_evaluate_report_and_mining
 def test_an_image_index_whose_rows_leave_the_kb_is_refused(demo_image_index, demo_dir, tmp_path, capsys):
     import numpy as np
 
-    from omgm import step1
+    from omgm.commands import step1
 
     w = demo_image_index
     for name in ("img.index", "img.index.manifest.json"):
@@ -220,7 +220,7 @@ def test_an_image_index_whose_rows_leave_the_kb_is_refused(demo_image_index, dem
 
 
 def test_an_llm_index_build_does_not_reuse_lead_summaries(demo_dir, tiny_clip_ckpt, tiny_llm, tmp_path, capsys):
-    from omgm import build_index
+    from omgm.commands import build_index
 
     assert kb_import.main(["--kb_json", str(demo_dir / "kb.json"), "--out", str(tmp_path / "kb.sqlite")]) == 0
     args = ["--knowledge_base", str(tmp_path / "kb.sqlite"), "--retriever_vit", "omgm-tiny-eva",
@@ -242,7 +242,7 @@ def test_non_utf8_json_and_nul_bytes_are_one_line(tmp_path, capsys):
 
 
 def test_an_index_with_more_clusters_than_vectors_is_one_line(demo_dir, tiny_clip_ckpt, tmp_path, capsys):
-    from omgm import build_index
+    from omgm.commands import build_index
 
     assert kb_import.main(["--kb_json", str(demo_dir / "kb.json"), "--out", str(tmp_path / "kb.sqlite")]) == 0
     assert build_index.main(["--knowledge_base", str(tmp_path / "kb.sqlite"), "--retriever_vit", "omgm-tiny-eva",
@@ -252,7 +252,7 @@ def test_an_index_with_more_clusters_than_vectors_is_one_line(demo_dir, tiny_cli
 
 
 def test_ctrl_c_is_one_line(monkeypatch, capsys):
-    from omgm import evaluate
+    from omgm.commands import evaluate
 
     monkeypatch.setattr(evaluate, "read_json", lambda p: (_ for _ in ()).throw(KeyboardInterrupt()))
     assert cli.main(["evaluate", "x.json", "--dataset", "evqa"]) == 130
@@ -262,7 +262,7 @@ def test_ctrl_c_is_one_line(monkeypatch, capsys):
 def test_a_full_disk_leaves_no_index_without_its_manifest(demo_dir, tiny_clip_ckpt, tmp_path, monkeypatch, capsys):
     import faiss
 
-    from omgm import build_index
+    from omgm.commands import build_index
     from omgm.retrieval import index as index_mod
 
     assert kb_import.main(["--kb_json", str(demo_dir / "kb.json"), "--out", str(tmp_path / "kb.sqlite")]) == 0

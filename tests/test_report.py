@@ -1,7 +1,7 @@
 import json
 import re
 
-from omgm import report
+from omgm.commands import report
 from omgm.data.results import read_retrieval, write_retrieval
 
 

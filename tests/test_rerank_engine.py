@@ -6,7 +6,7 @@ import torch
 from omgm.data.images import load_image
 from omgm.data.samples import ImageDirs
 from omgm.rerank.inputs import image_transform
-from omgm.rerank.rerank import CandidateEncoder, encode_queries, entity_scores, fuse, naive_section_scores
+from omgm.rerank.scoring import CandidateEncoder, encode_queries, entity_scores, fuse, naive_section_scores
 
 
 @pytest.fixture()

@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from omgm import step2
+from omgm.commands import step2
 from omgm.data.samples import ImageDirs
 from omgm.rerank.convert import build_reranker
 from omgm.rerank.dataset import Collate, RerankTrainSet

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from omgm import build_index, step1
+from omgm.commands import build_index, step1
 from omgm.data import kb_import
 from omgm.data.results import read_retrieval
 

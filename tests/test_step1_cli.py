@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from omgm import build_index, step1
+from omgm.commands import build_index, step1
 from omgm.data import kb_import
 from omgm.data.kb import open_kb
 from omgm.data.results import read_retrieval

@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from omgm import step2
+from omgm.commands import step2
 from omgm.data.results import read_retrieval, write_retrieval
 from omgm.prep import mine_negatives
 

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from omgm import evaluate, step3
+from omgm.commands import evaluate, step3
 from omgm.data.results import read_retrieval, write_retrieval
 from omgm.data.samples import read_samples, samples_fingerprint
 from omgm.generate.generators.llava_hf import HFVisionGenerator

@@ -22,6 +22,9 @@ from typing import Iterable, Iterator
 from omgm.data.jsonstream import iter_object_members
 from omgm.errors import OmgmError
 
+KB_HELP = ("the KB: the JSON object keyed by URL, or the SQLite store of omgm kb import (row i = index row i); the "
+           "official spellings --knowledge_base_path / --knowledge_base_file are accepted")
+
 SKIPPED_SECTION_MARKERS = ("external links", "references")
 SECTION_TEMPLATE = "# Wiki Article: {title}\n## Section Title: {section_title}\n{section_text}"
 STORE_FORMAT = "omgm.kb.sqlite"

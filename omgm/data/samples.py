@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from omgm.errors import OmgmError
+from omgm.settings import setting
 
 SINGLE_HOP_TYPES = frozenset({"automatic", "templated", "multi_answer", "infoseek"})
 REQUIRED_COLUMNS = ("question", "answer", "dataset_image_ids", "dataset_name", "question_type", "wikipedia_url")
@@ -140,9 +141,9 @@ def iter_samples(path: str | Path, single_hop_only: bool = True) -> Iterator[Sam
 class ImageDirs:
     """Where query images live. E-VQA tries iNaturalist then Google Landmarks; InfoSeek ``.jpg`` then ``.JPEG``."""
 
-    inat_dir: str | None = None
-    gld_dir: str | None = None
-    infoseek_dir: str | None = None
+    inat_dir: str | None = setting(help="iNaturalist query images, as {inat_dir}/{image_id}.jpg")
+    gld_dir: str | None = setting(help="Google Landmarks query images, as {gld_dir}/{image_id}.jpg")
+    infoseek_dir: str | None = setting(help="InfoSeek query images, as {infoseek_dir}/{image_id}.jpg or .JPEG")
 
     def candidates(self, sample: Sample) -> list[Path]:
         """Every path the published code would try for this sample's query image, in order."""

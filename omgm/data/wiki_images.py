@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Iterator
 
 from omgm.errors import OmgmError
+from omgm.settings import setting
 
 log = logging.getLogger(__name__)
 MAX_IMAGES_PER_TITLE = 10
@@ -185,3 +186,16 @@ def wiki_images_for(kb, image_root: str | Path | None, csv_dir: str | Path | Non
         return WikiImages(image_root, store=kb.connection())
     raise WikiImageError("no wiki-image CSVs: pass --wiki_img_csv_dir, or use a KB store imported with "
                          "--wiki_img_csv_dir")
+
+
+@dataclass(frozen=True)
+class WikiSource:
+    """Where the KB's images are: the root the CSVs' ``img_path`` values are relative to, and the CSV folder (not
+    needed when the KB store holds the imported CSVs, or lists its own images)."""
+
+    wiki_img_csv_dir: str | None = setting(help="the folder of the wiki_image_url_part_*_processed.csv files "
+                                                "(or import them into the KB store)")
+    wiki_img_path_prefix: str | None = setting(help="the wiki-image root: the CSVs' img_path values are relative to it")
+
+    def open(self, kb) -> WikiImages:
+        return wiki_images_for(kb, self.wiki_img_path_prefix, self.wiki_img_csv_dir)

@@ -21,7 +21,7 @@ from omgm.parallel import run_units, units_of, use_parts
 from omgm.published import ALPHA
 from omgm.rerank.inputs import image_transform, load_pixels
 from omgm.rerank.model import IT2ITReranker
-from omgm.rerank.rerank import CandidateEncoder, encode_queries, entity_scores, fuse
+from omgm.rerank.scoring import CandidateEncoder, encode_queries, entity_scores, fuse
 
 
 @dataclass

@@ -18,10 +18,13 @@ from PIL import Image
 from omgm.data.kb import KnowledgeBase
 from omgm.data.samples import ImageDirs, Sample, resolve_images
 from omgm.errors import OmgmError
-from omgm.parallel import run_units, units_of, use_parts
-from omgm.retrieval.encoders import Retriever
+from omgm.config import nonnegative_int, positive_int
+from omgm.data.kb import KB_HELP
+from omgm.parallel import Parallel, run_units, units_of
+from omgm.retrieval.encoders import Retriever, RetrieverSpec
 from omgm.retrieval.image_batches import encode_image_files
 from omgm.retrieval.index import apply_search_params, check_index, load_ids, load_index, maybe_to_gpu, search, search_entities
+from omgm.settings import nested, setting
 
 
 class SearchError(OmgmError, ValueError):
@@ -64,7 +67,7 @@ class EntitySearch:
         self.search_batch_size, self.notes, self.manifest = search_batch_size, list(notes), manifest
 
     @classmethod
-    def load(cls, retriever: Retriever, index_path: str | Path, kb: KnowledgeBase, allow_model_mismatch: bool = False,
+    def load(cls, retriever: Retriever, index_path: str | Path, kb: KnowledgeBase, *, allow_model_mismatch: bool = False,
              faiss_gpu: str = "auto", search_batch_size: int = 1024, faiss_fp16: bool = False,
              gpu: int | None = None, search_params: str | None = None) -> "EntitySearch":
         """Open an index (omgm's, with manifest; the authors' bare summary index; EchoSight's released image-index
@@ -107,14 +110,14 @@ class EntitySearch:
         return [{"retrieved_entities": [dict(zip(("url", "title"), self.kb.url_title_at(i))) for i in r],
                  "retrieval_similarities": s} for r, s in zip(rows, sims)]
 
-    def search(self, samples: Sequence[Sample], k: int = 20, image_dirs: ImageDirs | None = None,
-               composed: bool = False, skip_missing: bool = False, batch_size: int = 64, num_workers: int = 0,
-               progress: bool = False, parallel: "tuple | None" = None) -> SearchRun | None:
+    def search(self, samples: Sequence[Sample], k: int, *, batch_size: int, num_workers: int,
+               image_dirs: ImageDirs | None = None, composed: bool = False, skip_missing: bool = False,
+               progress: bool = False, parallel: Parallel | None = None) -> SearchRun | None:
         """Embed each sample's query image (with its question when ``composed``) and rank entities.
 
         The samples are processed in units of ``search_batch_size`` (the same units with one process or many);
-        ``parallel = (context, parts folder, settings)`` runs this rank's units (see :mod:`omgm.parallel`) and
-        returns the merged run on rank 0, None elsewhere.
+        ``parallel`` (:class:`omgm.parallel.Parallel`) runs this rank's units (see :mod:`omgm.parallel`) and
+        returns the merged run on rank 0, None elsewhere. :class:`SearchConfig` holds the settings' defaults.
         """
         if composed and not self.retriever.supports_composed:
             raise SearchError(f"{self.retriever.name} has no composed (image + question) encoding")
@@ -128,8 +131,8 @@ class EntitySearch:
         def work(a: int, b: int) -> dict:
             return self._search_unit(samples[a:b], paths, k, composed, skip_missing, batch_size, num_workers).as_dict()
 
-        if use_parts(parallel):
-            parts = run_units(*parallel, units, work, progress, "search")
+        if parallel is not None and parallel.active:
+            parts = run_units(parallel, units, work, progress, "search")
             return None if parts is None else SearchRun.combine(parts)
         from tqdm import tqdm
 
@@ -166,56 +169,47 @@ class EntitySearch:
 
 @dataclass
 class SearchConfig:
-    """Everything step 1 needs, from a flat mapping (a YAML file, flags): the keys are the step-1 flag names."""
+    """Every setting of step 1 (its flags are made from these fields): ``build()`` loads the search engine,
+    ``run()`` ranks samples with it."""
 
-    knowledge_base: str = ""
-    faiss_index: str = ""
-    retriever_vit: str = "eva-clip"
-    retriever_path: str | None = None
-    retriever_pretrained: str | None = None
-    trust_remote_code: bool | None = None
-    precision: str | None = None
-    device: str | None = None
-    composed_query: bool = False
-    retrieval_top_k: int = 20
-    inat_dir: str | None = None
-    gld_dir: str | None = None
-    infoseek_dir: str | None = None
-    missing_images: str = "error"
-    batch_size: int = 64
-    num_workers: int = 0
-    search_batch_size: int = 1024
-    allow_model_mismatch: bool = False
-    faiss_gpu: str = "auto"
-    faiss_fp16: bool = False
-    faiss_params: str | None = None
+    knowledge_base: str | None = setting(help=KB_HELP)
+    faiss_index: str | None = setting(help="the summary index (ours with its manifest, or the authors' bare file), an "
+                                           "image index, or EchoSight's released image-index folder")
+    retriever: RetrieverSpec = nested(RetrieverSpec)
+    images: ImageDirs = nested(ImageDirs)
+    retrieval_top_k: int = setting(20, type=positive_int, help="entities kept per query")
+    composed_query: bool = setting(False, switch=True, help="embed the query image together with the question "
+                                                            "(VISTA, MMRet); default: image only")
+    missing_images: str = setting("error", choices=("error", "skip"), help="a query image not on disk: stop, or skip "
+                                                                           "it and count it as a miss")
+    batch_size: int = setting(64, type=positive_int, help="query images per encoder call")
+    search_batch_size: int = setting(1024, type=positive_int, help="queries per FAISS call")
+    num_workers: int = setting(2, type=nonnegative_int, help="image decoding workers")
+    faiss_gpu: str = setting("auto", choices=("auto", "no", "replicate", "shard", "yes"),
+                             help="with faiss-gpu: replicate the index on every GPU (auto, yes) or shard it over them; "
+                                  "under torchrun each rank uses its own GPU")
+    faiss_fp16: bool = setting(False, switch=True, help="GPU index in fp16 (half the memory)")
+    faiss_params: str | None = setting(help="search-time parameters of an approximate index (nprobe=64; "
+                                            "efSearch=256); default: those it was built with")
+    allow_model_mismatch: bool = setting(False, switch=True,
+                                         help="warn instead of stopping when the index manifest names another model")
 
-    @classmethod
-    def from_values(cls, values: dict) -> "SearchConfig":
-        known = {k: v for k, v in values.items() if k in cls.__dataclass_fields__}
-        cfg = cls(**known)
-        if not cfg.knowledge_base or not cfg.faiss_index:
-            raise SearchError("a search needs knowledge_base and faiss_index")
-        if cfg.device == "auto":
-            cfg.device = None
-        return cfg
-
-    @property
-    def image_dirs(self) -> ImageDirs:
-        return ImageDirs(self.inat_dir, self.gld_dir, self.infoseek_dir)
-
-    def build(self, kb: KnowledgeBase | None = None) -> EntitySearch:
-        """Load the retriever, the index and (unless given) the KB that this configuration names."""
+    def build(self, kb: KnowledgeBase | None = None, gpu: int | None = None) -> EntitySearch:
+        """Load the retriever, the index and (unless given) the KB that this configuration names; ``gpu``: this
+        rank's GPU for a GPU index under torchrun."""
         from omgm.data.kb import open_kb
-        from omgm.retrieval.encoders import RetrieverSpec
         from omgm.retrieval.registry import build_retriever
 
-        retriever = build_retriever(RetrieverSpec(self.retriever_vit, self.retriever_path, self.retriever_pretrained,
-                                                  self.device, self.precision, self.trust_remote_code))
-        return EntitySearch.load(retriever, self.faiss_index, kb or open_kb(self.knowledge_base),
-                                 self.allow_model_mismatch, self.faiss_gpu, self.search_batch_size, self.faiss_fp16,
+        if not self.knowledge_base or not self.faiss_index:
+            raise SearchError("a search needs knowledge_base and faiss_index")
+        return EntitySearch.load(build_retriever(self.retriever), self.faiss_index, kb or open_kb(self.knowledge_base),
+                                 allow_model_mismatch=self.allow_model_mismatch, faiss_gpu=self.faiss_gpu,
+                                 search_batch_size=self.search_batch_size, faiss_fp16=self.faiss_fp16, gpu=gpu,
                                  search_params=self.faiss_params)
 
-    def run(self, engine: EntitySearch, samples: Sequence[Sample], progress: bool = False) -> SearchRun:
-        return engine.search(samples, self.retrieval_top_k, self.image_dirs, self.composed_query,
-                             self.missing_images == "skip", self.batch_size, self.num_workers, progress)
+    def run(self, engine: EntitySearch, samples: Sequence[Sample], progress: bool = False,
+            parallel: Parallel | None = None) -> SearchRun | None:
+        """Rank ``samples`` with ``engine`` as this configuration says (see :meth:`EntitySearch.search`)."""
+        return engine.search(samples, k=self.retrieval_top_k, image_dirs=self.images, composed=self.composed_query,
+                             skip_missing=self.missing_images == "skip", batch_size=self.batch_size,
+                             num_workers=self.num_workers, progress=progress, parallel=parallel)

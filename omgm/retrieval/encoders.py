@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -25,8 +25,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from omgm.devices import resolve_device, torch_dtype
+from omgm.devices import device_setting, resolve_device, torch_dtype
 from omgm.hub import ModelLoadError
+from omgm.settings import setting
 
 log = logging.getLogger(__name__)
 MODEL_CONFIG_DIR = Path(__file__).with_name("model_configs")
@@ -196,14 +197,17 @@ def _hf_identity(path_or_id: str) -> str:
 
 @dataclass
 class RetrieverSpec:
-    """What ``--retriever_vit`` and its companion flags name."""
+    """What ``--retriever_vit`` and its companion flags name (the flags are made from these fields)."""
 
-    retriever_vit: str = "eva-clip"
-    retriever_path: str | None = None        # HF id/folder (eva-clip, hf-clip)
-    retriever_pretrained: str | None = None  # open_clip pretrained tag or checkpoint file
-    device: str | None = None
-    precision: str | None = None
-    trust_remote_code: bool | None = None    # remote code runs only when this is true (eva-clip needs it)
+    retriever_vit: str = setting("eva-clip", help="a registered retriever (omgm list-models) or any open_clip model")
+    _: KW_ONLY
+    retriever_path: str | None = setting(help="hub id or folder of the model (eva-clip, hf-clip, vista BGE, mmret)")
+    retriever_pretrained: str | None = setting(help="open_clip pretrained tag or checkpoint file; the released "
+                                                    "Visualized-BGE .pth")
+    device: str | None = device_setting()
+    precision: str | None = setting(help="fp16 | bf16 | fp32 (default: fp16 on GPU, fp32 on CPU)")
+    trust_remote_code: bool | None = setting(switch=True, help="run the model folder's own Python code: needed by "
+                                             "eva-clip (EVA-CLIP-8B) and other remote-code models; never on unless given")
 
 
 def build_retriever(spec: RetrieverSpec) -> Retriever:

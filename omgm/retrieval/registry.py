@@ -99,20 +99,14 @@ def build_retriever(spec: RetrieverSpec) -> Retriever:
 
 
 def add_retriever_flags(p: argparse.ArgumentParser) -> None:
-    """The flags that name a retriever, shared by every stage that embeds (official names kept)."""
-    p.add_argument("--retriever_vit", default="eva-clip",
-                   help="; ".join(f"{k}: {v}" for k, v in list_retrievers().items()))
-    p.add_argument("--retriever_path", default=None, help="hub id or folder of the model (eva-clip, hf-clip, vista "
-                                                          "BGE, mmret)")
-    p.add_argument("--retriever_pretrained", default=None, help="open_clip pretrained tag or checkpoint file; the "
-                                                                "released Visualized-BGE .pth")
-    p.add_argument("--trust_remote_code", action=argparse.BooleanOptionalAction, default=None,
-                   help="run the model folder's own Python code: needed by eva-clip (EVA-CLIP-8B) and other "
-                        "remote-code models; never on unless given")
-    p.add_argument("--precision", default=None, help="fp16 | bf16 | fp32 (default: fp16 on GPU, fp32 on CPU)")
+    """The flags of :class:`RetrieverSpec` (official names), with the registered names listed in the help."""
+    from omgm.settings import add_flags
+
+    names = "; ".join(f"{k}: {v}" for k, v in list_retrievers().items())
+    add_flags(p, RetrieverSpec, overrides={"retriever_vit": {"help": names}})
 
 
 def retriever_spec(args: argparse.Namespace) -> RetrieverSpec:
-    device = getattr(args, "device", None)
-    return RetrieverSpec(args.retriever_vit, args.retriever_path, args.retriever_pretrained,
-                         None if device == "auto" else device, args.precision, args.trust_remote_code)
+    from omgm.settings import from_values
+
+    return from_values(RetrieverSpec, args)

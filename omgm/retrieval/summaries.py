@@ -182,7 +182,7 @@ def write_summaries(kb: KnowledgeBase, store: SummaryStore, summarize: Callable[
     batch), so a resumed or data-parallel run summarises exactly the batches an uninterrupted one does. Under
     torchrun (``ctx``), blocks of 64 batches are spread over the ranks and rank 0 appends them in order.
     """
-    from omgm.parallel import Context
+    from omgm.parallel import Context, parts_folder
 
     ctx = ctx or Context()
     if ctx.main or ctx.alone:
@@ -194,7 +194,7 @@ def write_summaries(kb: KnowledgeBase, store: SummaryStore, summarize: Callable[
     done = store.count_done(kb) if ctx.main or ctx.alone else _rows_in(store)
     if done:
         log.info("summaries: %d of %d already in %s, resuming", done, len(kb), store.path)
-    if ctx.world > 1 or store.path.with_name(store.path.name + ".parts").is_dir():
+    if ctx.world > 1 or parts_folder(store.path).is_dir():
         return _write_parallel(kb, store, summarize, batch_size, progress, ctx, done, summarizer_id)
     bar = tqdm(total=len(kb), initial=done, desc="summaries", unit=" entities", disable=not progress)
     written = 0
@@ -213,7 +213,7 @@ def _rows_in(store: SummaryStore) -> int:
 
 
 def _write_parallel(kb, store, summarize, batch_size, progress, ctx, done, summarizer_id) -> int | None:
-    from omgm.parallel import remove_parts, run_units, units_of
+    from omgm.parallel import Parallel, parts_folder, remove_parts, run_units, units_of
 
     def work(a: int, b: int) -> dict:
         rows = []
@@ -223,8 +223,8 @@ def _write_parallel(kb, store, summarize, batch_size, progress, ctx, done, summa
         return {"rows": rows}
 
     settings = {"kb": kb.url_order_hash(), "summarizer": summarizer_id, "batch_size": batch_size, "start": done}
-    parts = run_units(ctx, store.path.with_name(store.path.name + ".parts"), settings,
-                      units_of(len(kb) - done, 64 * batch_size), work, progress, "summaries")
+    parts = run_units(Parallel(ctx, parts_folder(store.path), settings), units_of(len(kb) - done, 64 * batch_size),
+                      work, progress, "summaries")
     if parts is None:
         return None
     rows = [r for p in parts for r in p["rows"]]
@@ -234,7 +234,7 @@ def _write_parallel(kb, store, summarize, batch_size, progress, ctx, done, summa
 
             shutil.copyfile(store.path, tmp)
         append_jsonl(tmp, [{"row": r, "url": u, "summary": t} for r, u, t in rows])
-    remove_parts(store.path.with_name(store.path.name + ".parts"))
+    remove_parts(parts_folder(store.path))
     return len(rows)
 
 

@@ -1,0 +1,160 @@
+"""Fine-tune the step-3 generator on a training split (``omgm step3 train``): the recipe the authors never released.
+
+    omgm step3 train --train_file train.csv --knowledge_base_path kb.sqlite --answer_generator llava1_5 \\
+        --output_dir out/llava_sft [--tuning lora] [--train_section selected|evidence] [--sft_file sft.jsonl]
+
+Each example is step 3's input for a training question exactly as ``--prompt_style`` renders it (the gold
+entity's section chosen as step 3 would choose it, or its evidence section), with the reference answer as the
+target; the loss is on the answer tokens only. The set is written as JSONL (``--sft_file``, reusable by other
+trainers; ``--build_only`` stops there). The output folder loads in ``omgm step3 --llm_checkpoint``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+from omgm.config import (
+    command_parser,
+    fraction,
+    parse_with_config,
+    positive_float,
+    positive_int,
+    require,
+    setup_logging,
+)
+from omgm.data.kb import open_kb
+from omgm.data.samples import ImageDirs, read_samples
+from omgm.errors import OmgmError, cli_errors
+from omgm.finetune.data import SECTION_MODES, build_sft_set, read_sft_file, write_sft_file
+from omgm.finetune.evaluate import exact_match_rate
+from omgm.finetune.train import SftConfig, SftTrainer
+from omgm.generate.generators import GeneratorSpec, build_generator
+from omgm.generate.prompts import PROMPT_STYLES
+from omgm.parallel import device_for, env_place
+from omgm.pipeline.answer import AnswerConfig, build_cut
+from omgm.published import BETA
+from omgm.resume import settings_diff
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = command_parser("step3 train", __doc__)
+    for flag, help_text in (("--train_file", "training CSV (E-VQA or InfoSeek form)"),
+                            ("--knowledge_base_path", "KB JSON or SQLite store"), ("--output_dir", "where to write")):
+        p.add_argument(flag, help=help_text)
+    p.add_argument("--answer_generator", default="llava1_5", help="llava1_5 (llava-hf), llama3, mistral, or a folder")
+    p.add_argument("--llm_checkpoint", default=None, help="start from these weights (llava-hf or chat-LLM folder)")
+    p.add_argument("--prompt_style", choices=PROMPT_STYLES, default="official")
+    p.add_argument("--train_section", choices=SECTION_MODES, default="selected",
+                   help="selected: the gold entity's section as step 3 would choose it; evidence: the gold section")
+    p.add_argument("--retrieval_results_file", default=None, help="step-2 results of the training questions "
+                                                                   "(their section scores join the choice)")
+    p.add_argument("--section_reranker", default=AnswerConfig.section_reranker)
+    p.add_argument("--context_tokenizer", default=None)
+    p.add_argument("--step2_beta", type=fraction, default=BETA)
+    p.add_argument("--sft_file", default=None, help="the SFT set as JSONL (written; reused if it exists)")
+    p.add_argument("--build_only", action="store_true", help="write --sft_file and stop")
+    p.add_argument("--strict", action="store_true", help="refuse a question that cannot make an example")
+    p.add_argument("--limit", type=positive_int, default=None, help="the first N training questions only")
+    p.add_argument("--eval_examples", type=positive_int, default=None,
+                   help="exact match on the first N training examples, before and after training")
+    for f in fields(SftConfig):
+        if f.name in ("output_dir", "cpu", "progress"):
+            continue
+        kind = {"learning_rate": positive_float, "warmup_ratio": fraction, "weight_decay": float,
+                "lora_dropout": fraction, "tuning": str}.get(f.name, positive_int)
+        if f.type in ("bool", bool):
+            p.add_argument(f"--{f.name}", type=int, choices=[0, 1], default=int(f.default))
+        else:
+            p.add_argument(f"--{f.name}", type=kind, default=f.default)
+    for flag in ("--inat_dir", "--gld_dir", "--infoseek_dir", "--vision_tower", "--dtype"):
+        p.add_argument(flag, default=None)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--no_progress", action="store_true")
+    return p
+
+
+def _sec_sim(path: str | None, samples) -> dict:
+    """The step-2 section scores of each training question's gold entity, where the retrieval file has them."""
+    if not path:
+        return {}
+    from omgm.data.results import read_retrieval
+
+    rf, out = read_retrieval(path), {}
+    for s in samples:
+        e = rf.results.get(s.sample_id) or {}
+        urls = [x["url"] for x in e.get("retrieved_entities", [])]
+        if s.wikipedia_url in urls and e.get("sec_sim"):
+            out[s.sample_id] = e["sec_sim"][urls.index(s.wikipedia_url)]
+    return out
+
+
+def examples_for(args, generator, samples) -> list[dict]:
+    meta = {"train_file": str(args.train_file), "prompt_style": args.prompt_style,
+            "train_section": args.train_section, "generator": generator.name}
+    if args.sft_file and Path(args.sft_file).is_file():
+        examples, made_with = read_sft_file(args.sft_file)
+        what = settings_diff(made_with, meta)
+        if what:
+            raise OmgmError(f"{args.sft_file} was built with other settings ({what}); use them, or another "
+                            f"--sft_file")
+        print(f"{len(examples)} examples from {args.sft_file}", file=sys.stderr)
+        return examples
+    kb = open_kb(args.knowledge_base_path)
+    cfg = AnswerConfig(prompt_style=args.prompt_style, context_tokenizer=args.context_tokenizer,
+                       section_reranker=args.section_reranker, step2_beta=args.step2_beta)
+    selector = None
+    if args.train_section == "selected":
+        from omgm.generate.sections import CrossEncoder, SectionSelector
+
+        selector = SectionSelector(CrossEncoder(args.section_reranker, _device(args)), args.step2_beta)
+    sft = build_sft_set(samples, kb, generator, build_cut(cfg, generator), args.train_section, selector,
+                        ImageDirs(args.inat_dir, args.gld_dir, args.infoseek_dir),
+                        _sec_sim(args.retrieval_results_file, samples), args.strict)
+    print(f"SFT set: {len(sft.examples)} examples; skipped: {dict(sft.skipped) or 'none'}", file=sys.stderr)
+    if args.sft_file:
+        write_sft_file(args.sft_file, sft, meta)
+    return sft.examples
+
+
+def _device(args):
+    return device_for(env_place(), None if args.device == "auto" else args.device)
+
+
+@cli_errors
+def main(argv: list[str] | None = None) -> int:
+    setup_logging()
+    args = parse_with_config(build_parser(), argv)
+    require(args, "train_file", "knowledge_base_path", *(() if args.build_only else ("output_dir",)))
+    samples = read_samples(args.train_file)[: args.limit]
+    dtype = args.dtype or ("fp32" if args.tuning == "full" else None)        # fp32 master weights for full tuning
+    generator = build_generator(GeneratorSpec(args.answer_generator, args.llm_checkpoint, args.prompt_style,
+                                              _device(args), dtype, vision_tower=args.vision_tower))
+    if generator.family not in ("llava-hf", "chat-llm"):
+        raise OmgmError(f"fine-tuning takes llava-hf LLaVA or a chat LLM; {generator.name} is {generator.family}")
+    examples = examples_for(args, generator, samples)
+    if args.build_only:
+        return 0
+    if not examples:
+        raise OmgmError("no training example (see the skip counts above)")
+    gold, main = {s.sample_id: s for s in samples}, env_place().main
+    probe = examples[: args.eval_examples or 0] if main else []
+    before = exact_match_rate(generator, probe, gold) if probe else None
+    cfg = SftConfig(**{f.name: getattr(args, f.name) for f in fields(SftConfig) if hasattr(args, f.name)},
+                    cpu=args.device == "cpu", progress=not args.no_progress and main)
+    cfg.output_dir = args.output_dir
+    trainer = SftTrainer(generator, cfg)
+    summary = trainer.train(examples)
+    if probe and not trainer.deepspeed:        # under ZeRO the model's weights are sharded across ranks
+        summary["exact_match_before_after"] = [before, exact_match_rate(generator, probe, gold)]
+        print(f"exact match on {len(probe)} training questions: {before:.1f}% before -> "
+              f"{summary['exact_match_before_after'][1]:.1f}% after")
+    if main:
+        print(json.dumps({k: v for k, v in summary.items() if k != "config"}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
