@@ -291,10 +291,21 @@ def number_in(kind: type, low: float | None = None, high: float | None = None, w
     return parse
 
 
+@_validator
+def zero_one(text: str) -> bool:
+    """An argparse type for the official 0/1 switches (``--wandb 1``): 0 or 1, as a bool."""
+    if str(text).strip().lower() in ("0", "false", "no"):
+        return False
+    if str(text).strip().lower() in ("1", "true", "yes"):
+        return True
+    raise argparse.ArgumentTypeError(f"expected 0 or 1, got {text!r}")
+
+
 positive_int = number_in(int, 1, what="it")
 nonnegative_int = number_in(int, 0, what="it")
 fraction = number_in(float, 0.0, 1.0, what="a weight")
 positive_float = number_in(float, 0.0, what="it", above=True)
+nonnegative_float = number_in(float, 0.0, what="it")
 
 
 def require(args: argparse.Namespace, *names: str) -> None:

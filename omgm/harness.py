@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 from omgm.io import OutputLock, check_writable, output_file, sibling, write_json_atomic
 from omgm.parallel import Context, Parallel, context, device_for, parts_folder, remove_parts
@@ -48,8 +48,16 @@ class StageRun:
         """This rank's device: its own GPU under torchrun when the device is left to choose."""
         return device_for(self.ctx, device)
 
-    def parallel(self, settings: dict | None = None) -> Parallel:
-        """The parts folder of this run, with the settings every part must have been made with."""
+    @property
+    def uses_parts(self) -> bool:
+        """Work goes through the parts folder: several processes, or parts a run left to finish or merge."""
+        return self.ctx.world > 1 or self.parts.is_dir()
+
+    def parallel(self, settings: dict | Callable[[], dict] | None = None) -> Parallel:
+        """The parts folder of this run, with the settings every part must have been made with (a callable is
+        only called when parts are used: some fingerprints hash a model)."""
+        if callable(settings):
+            settings = settings() if self.uses_parts else {}
         return Parallel(self.ctx, self.parts, settings or {})
 
     @property

@@ -92,14 +92,16 @@ def default_of(f: dataclasses.Field) -> Any:
 
 
 def add_flags(parser: argparse.ArgumentParser, *classes: type, skip: tuple[str, ...] = (),
+              only: tuple[str, ...] | None = None,
               overrides: Mapping[str, Mapping[str, Any]] | None = None) -> argparse.ArgumentParser:
-    """Add a flag for every setting of ``classes`` (except ``skip``); ``overrides[name]`` changes the flag's
-    spellings or help for one command (``{"flags": ("--knowledge_base_path",)}``). Aliases of a setting are added
-    as further spellings of its flag. Returns the parser."""
+    """Add a flag for every setting of ``classes`` (except ``skip``; only ``only`` when given); ``overrides[name]``
+    changes the flag's spellings or help for one command (``{"help": ...}``). Aliases of a setting are added as
+    further spellings of its flag; a setting that already has a flag is left alone. Returns the parser."""
     overrides = overrides or {}
     for cls in classes:
         for f in leaves(cls):
-            if f.name in skip or any(f.name == a.dest for a in parser._actions):
+            if "omgm" not in f.metadata or f.name in skip or (only is not None and f.name not in only) or any(
+                    f.name == a.dest for a in parser._actions):
                 continue
             meta = {**_meta(f), **overrides.get(f.name, {})}
             spellings = list(meta["flags"] or (f"--{f.name}",))
@@ -119,11 +121,15 @@ def add_flags(parser: argparse.ArgumentParser, *classes: type, skip: tuple[str, 
 def from_values(cls: type, values: Mapping[str, Any] | argparse.Namespace, **extra: Any) -> Any:
     """``cls`` built by keyword from parsed flags or a mapping (missing keys keep their defaults; nested configs
     are filled from the same flat keys); ``extra`` wins over ``values``."""
-    src = {**(vars(values) if isinstance(values, argparse.Namespace) else canonical(values)), **extra}
+    if isinstance(values, argparse.Namespace):
+        src = {**vars(values), **extra}
+    else:                            # a mapping: its keys for ``cls`` checked and converted as the flags would
+        known = names(cls)
+        src = {**check_values({k: v for k, v in canonical(values).items() if k in known}, cls), **extra}
     kw = {}
     for f in dataclasses.fields(cls):
         if f.metadata.get("omgm_nested"):
-            kw[f.name] = from_values(f.default_factory, src)   # type: ignore[arg-type]
+            kw[f.name] = from_values(f.default_factory, argparse.Namespace(**src))   # type: ignore[arg-type]
         elif f.name in src:
             kw[f.name] = src[f.name]
     return cls(**kw)
@@ -174,3 +180,15 @@ def _checked(f: dataclasses.Field, value: Any, where: str) -> Any:
         return check(str(value)) if not isinstance(value, bool) or check is bool else value
     except (argparse.ArgumentTypeError, ValueError) as exc:
         raise SettingsError(f"{where} {f.name}: {exc}") from None
+
+
+def flat(config: Any) -> dict[str, Any]:
+    """A config's settings as one flat ``{name: value}`` mapping (nested configs' fields at the top level)."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if f.metadata.get("omgm_nested"):
+            out.update(flat(value))
+        elif f.name != "_":
+            out[f.name] = value
+    return out

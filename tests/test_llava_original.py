@@ -38,8 +38,8 @@ def _requests():
 
 @pytest.fixture(scope="module")
 def official():
-    return build_generator(GeneratorSpec("llava1_5", str(FIX / "llava-v1.5-tiny"), "official", "cpu", "fp32", 12,
-                                         vision_tower=str(FIX / "clip-tower")))
+    return build_generator(GeneratorSpec("llava1_5", str(FIX / "llava-v1.5-tiny"), prompt_style="official", device="cpu",
+                                         dtype="fp32", max_new_tokens=12, vision_tower=str(FIX / "clip-tower")))
 
 
 @pytest.fixture(scope="module")

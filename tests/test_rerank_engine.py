@@ -5,8 +5,9 @@ import torch
 
 from omgm.data.images import load_image
 from omgm.data.samples import ImageDirs
+from omgm.fusion import Fusion
 from omgm.rerank.inputs import image_transform
-from omgm.rerank.scoring import CandidateEncoder, encode_queries, entity_scores, fuse, naive_section_scores
+from omgm.rerank.scoring import CandidateEncoder, encode_queries, entity_scores, naive_section_scores
 
 
 @pytest.fixture()
@@ -67,12 +68,12 @@ def test_disk_cache_is_reused_and_keyed_by_model(step2_env, tiny_reranker, bert_
 def test_fusion_by_hand():
     s1 = [0.30, 0.28, 0.25]
     secs = [[0.1, 0.2], [], [0.9, 0.5]]
-    order = fuse(s1, secs, alpha=0.9)
+    order = Fusion().order(s1, secs, alpha=0.9)
     # fused: 0.9*0.30+0.1*0.2=0.29 ; 0.9*0.28+0=0.252 ; 0.9*0.25+0.1*0.9=0.315
     assert [i for i, _, _ in order] == [2, 0, 1]
     assert [round(f, 6) for _, f, _ in order] == [0.315, 0.29, 0.252]
     assert [s2 for _, _, s2 in order] == [0.9, 0.2, 0.0]
-    assert [i for i, _, _ in fuse(s1, secs, alpha=1.0)] == [0, 1, 2]
+    assert [i for i, _, _ in Fusion().order(s1, secs, alpha=1.0)] == [0, 1, 2]
 
 
 def test_memory_cache_is_capped_in_bytes(step2_env, tiny_reranker, bert_tokenizer, setup):

@@ -17,13 +17,15 @@ from pathlib import Path
 
 import yaml
 
-from omgm.config import command_parser, config_values, int_list, interpolate, setup_logging
+from omgm.config import command_parser, config_values, int_list, setup_logging
 from omgm.data.results import read_retrieval, write_json_atomic, write_retrieval
 from omgm.data.samples import read_samples, samples_fingerprint
 from omgm.errors import OmgmError, cli_errors
 from omgm.metrics.evaluate import evaluate
 from omgm.metrics.plot import recall_plot
 from omgm.pipeline.search import SearchConfig
+from omgm.published import TOP_KS
+from omgm.settings import check_values, from_values
 
 
 def _pairs(values: list[str], flag: str) -> list[tuple[str, str]]:
@@ -42,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sample_file", required=True)
     p.add_argument("--run", action="append", default=[], help="NAME=retriever YAML (runs step 1)")
     p.add_argument("--result", action="append", default=[], help="NAME=existing step-1/2 result file")
-    p.add_argument("--top_ks", type=int_list, default=[1, 5, 10, 20])
+    p.add_argument("--top_ks", type=int_list, default=list(TOP_KS))
     p.add_argument("--out_dir", default="outputs/compare")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="a step-1 setting for every run, e.g. --set device=cpu (repeatable)")
@@ -54,10 +56,8 @@ def run_search(name: str, config_files: list[str], overrides: list[str], samples
     for cfg in config_files:
         if not Path(cfg).is_file():
             raise OmgmError(f"--run {name}: config file not found: {cfg}")
-    values = config_values(config_files, [])
-    for kv in _pairs(overrides, "--set"):
-        values[kv[0]] = yaml.safe_load(kv[1])
-    cfg = SearchConfig.from_values(interpolate(values))
+    sets = check_values({k: yaml.safe_load(v) for k, v in _pairs(overrides, "--set")}, SearchConfig, where="--set")
+    cfg = from_values(SearchConfig, {**config_values(config_files, []), **sets})
     engine = cfg.build()
     run = cfg.run(engine, samples)
     meta = {"sample_file": samples[0].source if samples else "", "samples_hash": samples_fingerprint(samples),

@@ -26,6 +26,8 @@ from omgm.data.results import (
 from omgm.errors import OmgmError, cli_errors
 from omgm.io import check_writable
 from omgm.metrics.evaluate import evaluate, evaluate_records, read_answers_file
+from omgm.metrics.recall import RANKING_METRICS
+from omgm.published import TOP_KS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,9 +38,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--infoseek_val", default=None)
     p.add_argument("--infoseek_qtype", default=None)
     p.add_argument("--sample_file", default=None, help="for retrieval files: the CSV with the gold URLs")
-    p.add_argument("--top_ks", type=int_list, default=[1, 5, 10, 20])
+    p.add_argument("--top_ks", type=int_list, default=list(TOP_KS))
+    p.add_argument("--metrics", default="recall", type=_metric_names,
+                   help="for retrieval files, comma-separated: " + "; ".join(
+                       f"{k}: {m.help}" for k, m in RANKING_METRICS.items()))
     p.add_argument("--out", default=None, help="where the scores go (default: RESULT_FILE with .eval.json)")
     return p
+
+
+def _metric_names(text: str) -> list[str]:
+    names = [t for t in text.replace(",", " ").split() if t]
+    unknown = [n for n in names if n not in RANKING_METRICS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown metric(s) {', '.join(unknown) or text!r}: use "
+                                         f"{', '.join(RANKING_METRICS)}")
+    return names
 
 
 @cli_errors
@@ -57,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         samples = read_samples(args.sample_file)
         check_made_for(rf, samples, args.sample_file)
         result = evaluate({s.sample_id: s.wikipedia_url for s in samples}, {k: rf.urls(k) for k in rf.results},
-                          args.top_ks).as_dict()
+                          args.top_ks, args.metrics).as_dict()
     else:
         records, meta = read_answers_file(args.result_file)
         if args.sample_file:

@@ -23,9 +23,8 @@ from omgm.data.results import check_answers_made_for, check_made_for, read_retri
 from omgm.data.samples import ImageDirs, MissingImageError, read_samples
 from omgm.errors import OmgmError, cli_errors
 from omgm.io import atomic_write
-from omgm.metrics.evaluate import read_answers_file
+from omgm.metrics.evaluate import evaluate, read_answers_file
 from omgm.metrics.plot import recall_plot
-from omgm.metrics.recall import recall_at_k
 
 CSS = """body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}h1{margin-bottom:.2em}
 table.sum{border-collapse:collapse}table.sum td,table.sum th{border:1px solid #ccc;padding:.2em .6em;text-align:right}
@@ -153,7 +152,7 @@ def _recall_table(results: dict[str, dict], gold: dict, ks: list[int], out: Path
     curves, rows = {}, []
     for name, res in results.items():
         if res:
-            rep = recall_at_k({k: [e["url"] for e in v["retrieved_entities"]] for k, v in res.items()}, gold, ks)
+            rep = evaluate(gold, res, ks)
             curves[name] = rep.recall
             rows.append(f"<tr><th>{name}</th>" + "".join(f"<td>{v:.2f}</td>" for v in rep.recall.values()) + "</tr>")
     plot = recall_plot(curves, out.with_name(out.stem + "_files") / "recall.png") if curves else None

@@ -13,65 +13,41 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import fields
 from pathlib import Path
 
-from omgm.config import (
-    command_parser,
-    fraction,
-    parse_with_config,
-    positive_float,
-    positive_int,
-    require,
-    setup_logging,
-)
-from omgm.data.kb import open_kb
+from omgm.config import command_parser, parse_with_config, positive_int, require, setup_logging
+from omgm.data.kb import KB_HELP, open_kb
 from omgm.data.samples import ImageDirs, read_samples
 from omgm.errors import OmgmError, cli_errors
 from omgm.finetune.data import SECTION_MODES, build_sft_set, read_sft_file, write_sft_file
 from omgm.finetune.evaluate import exact_match_rate
 from omgm.finetune.train import SftConfig, SftTrainer
 from omgm.generate.generators import GeneratorSpec, build_generator
-from omgm.generate.prompts import PROMPT_STYLES
 from omgm.parallel import device_for, env_place
 from omgm.pipeline.answer import AnswerConfig, build_cut
-from omgm.published import BETA
 from omgm.resume import settings_diff
+from omgm.settings import add_flags, from_values
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = command_parser("step3 train", __doc__)
-    for flag, help_text in (("--train_file", "training CSV (E-VQA or InfoSeek form)"),
-                            ("--knowledge_base_path", "KB JSON or SQLite store"), ("--output_dir", "where to write")):
-        p.add_argument(flag, help=help_text)
-    p.add_argument("--answer_generator", default="llava1_5", help="llava1_5 (llava-hf), llama3, mistral, or a folder")
-    p.add_argument("--llm_checkpoint", default=None, help="start from these weights (llava-hf or chat-LLM folder)")
-    p.add_argument("--prompt_style", choices=PROMPT_STYLES, default="official")
+    p.add_argument("--train_file", help="training CSV (E-VQA or InfoSeek form)")
+    p.add_argument("--knowledge_base_path", "--knowledge_base", "--knowledge_base_file", dest="knowledge_base",
+                   help=KB_HELP)
+    add_flags(p, GeneratorSpec, only=("answer_generator", "llm_checkpoint", "prompt_style", "device", "dtype",
+                                      "vision_tower"))
     p.add_argument("--train_section", choices=SECTION_MODES, default="selected",
                    help="selected: the gold entity's section as step 3 would choose it; evidence: the gold section")
     p.add_argument("--retrieval_results_file", default=None, help="step-2 results of the training questions "
                                                                    "(their section scores join the choice)")
-    p.add_argument("--section_reranker", default=AnswerConfig.section_reranker)
-    p.add_argument("--context_tokenizer", default=None)
-    p.add_argument("--step2_beta", type=fraction, default=BETA)
+    add_flags(p, AnswerConfig, only=("section_reranker", "context_tokenizer", "step2_beta"))
     p.add_argument("--sft_file", default=None, help="the SFT set as JSONL (written; reused if it exists)")
     p.add_argument("--build_only", action="store_true", help="write --sft_file and stop")
     p.add_argument("--strict", action="store_true", help="refuse a question that cannot make an example")
     p.add_argument("--limit", type=positive_int, default=None, help="the first N training questions only")
     p.add_argument("--eval_examples", type=positive_int, default=None,
                    help="exact match on the first N training examples, before and after training")
-    for f in fields(SftConfig):
-        if f.name in ("output_dir", "cpu", "progress"):
-            continue
-        kind = {"learning_rate": positive_float, "warmup_ratio": fraction, "weight_decay": float,
-                "lora_dropout": fraction, "tuning": str}.get(f.name, positive_int)
-        if f.type in ("bool", bool):
-            p.add_argument(f"--{f.name}", type=int, choices=[0, 1], default=int(f.default))
-        else:
-            p.add_argument(f"--{f.name}", type=kind, default=f.default)
-    for flag in ("--inat_dir", "--gld_dir", "--infoseek_dir", "--vision_tower", "--dtype"):
-        p.add_argument(flag, default=None)
-    p.add_argument("--device", default="auto")
+    add_flags(p, SftConfig, ImageDirs)
     p.add_argument("--no_progress", action="store_true")
     return p
 
@@ -102,17 +78,14 @@ def examples_for(args, generator, samples) -> list[dict]:
                             f"--sft_file")
         print(f"{len(examples)} examples from {args.sft_file}", file=sys.stderr)
         return examples
-    kb = open_kb(args.knowledge_base_path)
-    cfg = AnswerConfig(prompt_style=args.prompt_style, context_tokenizer=args.context_tokenizer,
-                       section_reranker=args.section_reranker, step2_beta=args.step2_beta)
+    kb, cfg = open_kb(args.knowledge_base), from_values(AnswerConfig, args)
     selector = None
     if args.train_section == "selected":
         from omgm.generate.sections import CrossEncoder, SectionSelector
 
-        selector = SectionSelector(CrossEncoder(args.section_reranker, _device(args)), args.step2_beta)
+        selector = SectionSelector(CrossEncoder(cfg.section_reranker, _device(args)), cfg.step2_beta)
     sft = build_sft_set(samples, kb, generator, build_cut(cfg, generator), args.train_section, selector,
-                        ImageDirs(args.inat_dir, args.gld_dir, args.infoseek_dir),
-                        _sec_sim(args.retrieval_results_file, samples), args.strict)
+                        from_values(ImageDirs, args), _sec_sim(args.retrieval_results_file, samples), args.strict)
     print(f"SFT set: {len(sft.examples)} examples; skipped: {dict(sft.skipped) or 'none'}", file=sys.stderr)
     if args.sft_file:
         write_sft_file(args.sft_file, sft, meta)
@@ -120,18 +93,17 @@ def examples_for(args, generator, samples) -> list[dict]:
 
 
 def _device(args):
-    return device_for(env_place(), None if args.device == "auto" else args.device)
+    return device_for(env_place(), args.device)
 
 
 @cli_errors
 def main(argv: list[str] | None = None) -> int:
     setup_logging()
     args = parse_with_config(build_parser(), argv)
-    require(args, "train_file", "knowledge_base_path", *(() if args.build_only else ("output_dir",)))
+    require(args, "train_file", "knowledge_base", *(() if args.build_only else ("output_dir",)))
     samples = read_samples(args.train_file)[: args.limit]
     dtype = args.dtype or ("fp32" if args.tuning == "full" else None)        # fp32 master weights for full tuning
-    generator = build_generator(GeneratorSpec(args.answer_generator, args.llm_checkpoint, args.prompt_style,
-                                              _device(args), dtype, vision_tower=args.vision_tower))
+    generator = build_generator(from_values(GeneratorSpec, args, device=_device(args), dtype=dtype))
     if generator.family not in ("llava-hf", "chat-llm"):
         raise OmgmError(f"fine-tuning takes llava-hf LLaVA or a chat LLM; {generator.name} is {generator.family}")
     examples = examples_for(args, generator, samples)
@@ -142,9 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     gold, main = {s.sample_id: s for s in samples}, env_place().main
     probe = examples[: args.eval_examples or 0] if main else []
     before = exact_match_rate(generator, probe, gold) if probe else None
-    cfg = SftConfig(**{f.name: getattr(args, f.name) for f in fields(SftConfig) if hasattr(args, f.name)},
-                    cpu=args.device == "cpu", progress=not args.no_progress and main)
-    cfg.output_dir = args.output_dir
+    cfg = from_values(SftConfig, args, cpu=args.device == "cpu", progress=not args.no_progress and main)
     trainer = SftTrainer(generator, cfg)
     summary = trainer.train(examples)
     if probe and not trainer.deepspeed:        # under ZeRO the model's weights are sharded across ranks

@@ -23,9 +23,11 @@ from pathlib import Path
 
 import torch
 
+from omgm.config import fraction, nonnegative_float, nonnegative_int, positive_float, positive_int, zero_one
 from omgm.errors import OmgmError
 from omgm.finetune.tokens import Collate, encode, image_pixels
 from omgm.io import atomic_write, write_json_atomic
+from omgm.settings import setting
 from omgm.train_state import check_run_settings, latest_checkpoint, load_state, rng_state, set_rng_state, trim_log
 
 log = logging.getLogger(__name__)
@@ -39,25 +41,33 @@ LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 
 @dataclass
 class SftConfig:
-    output_dir: str = "outputs/generator"
-    tuning: str = "full"                 # full | lora
-    learning_rate: float | None = None   # default: 2e-5 full, 2e-4 LoRA
-    num_epochs: int = 1
-    batch_size: int = 4                  # per device and step
-    global_batch_size: int = 128         # batch_size x devices x accumulation
-    warmup_ratio: float = 0.03
-    weight_decay: float = 0.0
-    max_length: int = 2048
-    lora_r: int = 128
-    lora_alpha: int = 256
-    lora_dropout: float = 0.05
-    merge_lora: bool = False
-    gradient_checkpointing: bool = True
-    save_steps: int = 100
-    max_steps: int | None = None
-    seed: int = 0
-    log_every: int = 10
-    wandb: bool = False
+    """The fine-tuning settings of ``omgm step3 train`` (its flags are made from these fields)."""
+
+    output_dir: str | None = setting(help="where the model, checkpoints and log go")
+    tuning: str = setting("full", choices=("full", "lora"), help="full: every language-model weight; lora: "
+                                                                 "low-rank adapters")
+    learning_rate: float | None = setting(type=positive_float, help="peak learning rate (default: 2e-5 full, "
+                                                                    "2e-4 LoRA)")
+    num_epochs: int = setting(1, type=positive_int, help="passes over the training set")
+    batch_size: int = setting(4, type=positive_int, help="examples per step (per process)")
+    global_batch_size: int = setting(128, type=positive_int, help="examples per optimiser step, all processes and "
+                                                                  "accumulation together")
+    warmup_ratio: float = setting(0.03, type=fraction, help="fraction of the steps with a linear warm-up")
+    weight_decay: float = setting(0.0, type=nonnegative_float, help="AdamW weight decay")
+    max_length: int = setting(2048, type=positive_int, help="tokens per training example (longer ones are skipped "
+                                                            "and counted)")
+    lora_r: int = setting(128, type=positive_int, help="LoRA rank")
+    lora_alpha: int = setting(256, type=positive_int, help="LoRA scaling")
+    lora_dropout: float = setting(0.05, type=fraction, help="LoRA dropout")
+    merge_lora: bool = setting(False, type=zero_one, help="1: also write the adapter merged into the base model "
+                                                          "(OUT/merged)")
+    gradient_checkpointing: bool = setting(True, type=zero_one, help="1: recompute activations in the backward "
+                                                                     "pass (less memory)")
+    save_steps: int = setting(100, type=positive_int, help="a resumable checkpoint every N optimiser steps")
+    max_steps: int | None = setting(type=positive_int, help="stop after N steps")
+    seed: int = setting(0, type=nonnegative_int, help="random seed (shuffling)")
+    log_every: int = setting(10, type=positive_int, help="log the loss every N steps")
+    wandb: bool = setting(False, type=zero_one, help="1: log to Weights & Biases")
     cpu: bool = False
     progress: bool = True
 

@@ -15,6 +15,7 @@ from typing import Sequence
 
 from omgm.data.kb import Entity
 from omgm.errors import OmgmError
+from omgm.fusion import Fusion
 from omgm.published import BETA
 
 DEFAULT_CROSS_ENCODER = "BAAI/bge-reranker-v2-m3"
@@ -61,15 +62,16 @@ class SectionChoice:
     used_step2: bool         # False: the q2s-only fallback
 
 
-def fuse_sections(q2s: Sequence[float], sec_sim: Sequence[float] | None, beta: float) -> SectionChoice:
-    """``argmax`` of ``beta * sec_sim + (1 - beta) * q2s`` (first maximum on ties); ``q2s`` alone without step-2
-    scores."""
+def fuse_sections(q2s: Sequence[float], sec_sim: Sequence[float] | None, beta: float,
+                  fusion: Fusion | None = None) -> SectionChoice:
+    """``argmax`` of ``beta * sec_sim + (1 - beta) * q2s`` (``fusion``'s rule; first maximum on ties); ``q2s``
+    alone without step-2 scores."""
     if not q2s:
         raise SectionMismatchError("the entity has no section to choose from")
     if sec_sim:
         if len(sec_sim) != len(q2s):
             raise SectionMismatchError(f"{len(sec_sim)} step-2 section scores for {len(q2s)} sections")
-        s3 = [beta * a + (1 - beta) * b for a, b in zip(sec_sim, q2s)]
+        s3 = (fusion or Fusion()).pairs(sec_sim, q2s, beta)
     else:
         s3 = list(q2s)
     best = max(range(len(s3)), key=s3.__getitem__)
@@ -82,8 +84,8 @@ class SectionSelector:
     ``select_many`` scores the sections of many (question, entity) pairs in one pass of the cross-encoder.
     """
 
-    def __init__(self, cross_encoder: CrossEncoder, beta: float = BETA) -> None:
-        self.cross, self.beta = cross_encoder, beta
+    def __init__(self, cross_encoder: CrossEncoder, beta: float = BETA, fusion: Fusion | None = None) -> None:
+        self.cross, self.beta, self.fusion = cross_encoder, beta, fusion or Fusion()
 
     def select(self, question: str, entity: Entity, sec_sim: Sequence[float] | None = None,
                sec_ids: Sequence[int] | None = None) -> SectionChoice:
@@ -104,7 +106,7 @@ class SectionSelector:
                 raise SectionMismatchError(f"{where}step-2 section ids {list(sec_ids)} do not match the sections of "
                                            f"{entity.url} in this KB ({kept})")
             try:
-                out.append(fuse_sections(q2s, sec_sim, self.beta))
+                out.append(fuse_sections(q2s, sec_sim, self.beta, self.fusion))
             except SectionMismatchError as exc:
                 raise SectionMismatchError(f"{where}{exc} of {entity.url}") from None
         return out

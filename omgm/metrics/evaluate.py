@@ -1,6 +1,7 @@
 """One place that scores result files: answers with the dataset's metric, rankings with recall@k.
 
-- :func:`evaluate` (BEIR's habit: gold + run + cut-offs): recall@k of a run ``{sample_id: [url, ...]}``.
+- :func:`evaluate` (BEIR's habit: gold + run + cut-offs): recall@k (and the other ranking metrics asked for) of a
+  run ``{sample_id: [url, ...]}``.
 - :func:`evaluate_records`: answer records with E-VQA's or InfoSeek's official metric.
 - :func:`read_answers`: an answers file (omgm's ``omgm.answers`` header, or the published bare list).
 """
@@ -14,15 +15,24 @@ from omgm.errors import OmgmError
 from omgm.metrics import infoseek as infoseek_metric
 from omgm.metrics.evqa import EvaluationError, evaluate_evqa
 from omgm.metrics.recall import RecallReport, recall_at_k
+from omgm.published import TOP_KS
 
 ANSWERS_FORMAT = "omgm.answers"
 ANSWERS_VERSION = 2
 
 
-def evaluate(gold: Mapping[str, str], run: Mapping[str, Sequence], ks: Sequence[int] = (1, 5, 10, 20)) -> RecallReport:
-    """Recall@k of ``run`` (sample id -> ranked URLs, or ``(url, score)`` pairs) against ``gold`` (id -> URL)."""
-    rankings = {sid: [x[0] if isinstance(x, (tuple, list)) else x for x in ranked] for sid, ranked in run.items()}
-    return recall_at_k(rankings, gold, ks)
+def evaluate(gold: Mapping[str, str], run: Mapping[str, Sequence], ks: Sequence[int] = TOP_KS,
+             metrics: Sequence[str] = ("recall",)) -> RecallReport:
+    """Recall@k (and every other metric of ``metrics``, see :data:`omgm.metrics.recall.RANKING_METRICS`) of ``run``
+    (sample id -> ranked URLs, ``(url, score)`` pairs, or result-file entries) against ``gold`` (id -> URL)."""
+    return recall_at_k({sid: ranked_urls(ranked) for sid, ranked in run.items()}, gold, ks, metrics)
+
+
+def ranked_urls(ranked) -> list[str]:
+    """The URLs of a ranking: a list of URLs or ``(url, score)`` pairs, or a step-1/2 entry."""
+    if isinstance(ranked, Mapping):
+        return [e["url"] for e in ranked["retrieved_entities"]]
+    return [x[0] if isinstance(x, (tuple, list)) else x for x in ranked]
 
 
 def read_answers_file(path: str | Path) -> tuple[list[dict], dict]:

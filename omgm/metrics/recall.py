@@ -1,12 +1,16 @@
-"""Entity recall@k: a sample is a hit at k when its ``wikipedia_url`` is among the first k retrieved URLs.
+"""Ranking metrics at cut-offs k, over every sample given in ``gold`` (the kept rows); a sample without a ranking
+(skipped, e.g. a missing query image) counts as a miss, and is reported in ``missing``.
 
-Averaged over every sample given in ``gold`` (the kept rows); a sample without a ranking (skipped, e.g. a
-missing query image) counts as a miss, and is reported in ``missing``.
+- recall@k (the paper's): a sample is a hit at k when its ``wikipedia_url`` is among the first k retrieved URLs;
+- MRR@k: the mean of 1/rank of the gold URL within the first k (0 beyond), times 100.
+
+:data:`RANKING_METRICS` lists them by name; :func:`omgm.metrics.evaluate.evaluate` computes those asked for.
+A new metric is a function ``(positions, ks) -> {k: value}`` here and a row in that table.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 
 @dataclass
@@ -15,9 +19,12 @@ class RecallReport:
     total: int                        # samples in the denominator
     missing: int = 0                  # samples with no ranking (counted as misses)
     hits: dict[int, int] = field(default_factory=dict)
+    others: dict[str, dict[int, float]] = field(default_factory=dict)   # further metrics asked for, by name
 
     def as_dict(self) -> dict:
-        return {"recall": {f"R@{k}": round(v, 2) for k, v in self.recall.items()}, "total": self.total,
+        extra = {name: {f"{RANKING_METRICS[name].label}@{k}": round(v, 2) for k, v in values.items()}
+                 for name, values in self.others.items()}
+        return {"recall": {f"R@{k}": round(v, 2) for k, v in self.recall.items()}, **extra, "total": self.total,
                 "missing_rankings": self.missing, "hits": {f"R@{k}": h for k, h in self.hits.items()}}
 
     def table(self, title: str = "recall") -> str:
@@ -28,23 +35,50 @@ class RecallReport:
         return f"{title} over {self.total} samples{note}\n{head}\n{vals}"
 
 
-def recall_at_k(rankings: Mapping[str, Sequence[str]], gold: Mapping[str, str], ks: Sequence[int]) -> RecallReport:
-    """``rankings``: sample id -> ranked URLs; ``gold``: sample id -> ground-truth URL."""
+def gold_positions(rankings: Mapping[str, Sequence[str]], gold: Mapping[str, str]) -> tuple[list[int | None], int]:
+    """The 0-based position of each gold URL in its sample's ranking (None: not ranked), and how many samples
+    have no ranking at all."""
     if not gold:
         raise ValueError("recall over zero samples: no ground truth given")
-    hits = {k: 0 for k in ks}
+    positions: list[int | None] = []
     missing = 0
     for sid, url in gold.items():
         ranked = rankings.get(sid)
-        if ranked is None:
-            missing += 1
-            continue
-        try:
-            pos = list(ranked).index(url)
-        except ValueError:
-            continue
-        for k in ks:
-            if pos < k:
-                hits[k] += 1
-    n = len(gold)
-    return RecallReport(recall={k: 100.0 * hits[k] / n for k in ks}, total=n, missing=missing, hits=hits)
+        missing += ranked is None
+        ranked = list(ranked or ())
+        positions.append(ranked.index(url) if url in ranked else None)
+    return positions, missing
+
+
+def _recall(positions: Sequence[int | None], ks: Sequence[int]) -> dict[int, float]:
+    return {k: 100.0 * sum(p is not None and p < k for p in positions) / len(positions) for k in ks}
+
+
+def _mrr(positions: Sequence[int | None], ks: Sequence[int]) -> dict[int, float]:
+    return {k: 100.0 * sum(1.0 / (p + 1) for p in positions if p is not None and p < k) / len(positions) for k in ks}
+
+
+@dataclass(frozen=True)
+class RankingMetric:
+    compute: Callable[[Sequence[int | None], Sequence[int]], dict[int, float]]
+    label: str                        # the key prefix in reports: R@10, MRR@10
+    help: str
+
+
+RANKING_METRICS: dict[str, RankingMetric] = {
+    "recall": RankingMetric(_recall, "R", "percentage of samples whose gold entity is in the top k (the paper's)"),
+    "mrr": RankingMetric(_mrr, "MRR", "mean reciprocal rank of the gold entity within the top k, times 100"),
+}
+
+
+def recall_at_k(rankings: Mapping[str, Sequence[str]], gold: Mapping[str, str], ks: Sequence[int],
+                metrics: Sequence[str] = ("recall",)) -> RecallReport:
+    """``rankings``: sample id -> ranked URLs; ``gold``: sample id -> ground-truth URL. Recall always; the other
+    ``metrics`` (names of :data:`RANKING_METRICS`) in ``others``."""
+    unknown = [m for m in metrics if m not in RANKING_METRICS]
+    if unknown:
+        raise ValueError(f"unknown metric(s) {', '.join(unknown)}: use {', '.join(RANKING_METRICS)}")
+    positions, missing = gold_positions(rankings, gold)
+    hits = {k: sum(p is not None and p < k for p in positions) for k in ks}
+    others = {m: RANKING_METRICS[m].compute(positions, ks) for m in metrics if m != "recall"}
+    return RecallReport(recall=_recall(positions, ks), total=len(gold), missing=missing, hits=hits, others=others)

@@ -16,15 +16,18 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
+from omgm.config import fraction, positive_int
 from omgm.data.kb import Entity, KnowledgeBase, section_document
 from omgm.data.samples import ImageDirs, Sample
+from omgm.fusion import FUSIONS
 from omgm.generate.context import CONTEXT_TOKENS, OFFICIAL_CONTEXT_TOKENIZER, OfficialContextCut, OwnTokenizerCut
 from omgm.generate.generators import GeneratorSpec, build_generator
 from omgm.generate.generators.base import Generator, GenRequest
 from omgm.generate.sections import DEFAULT_CROSS_ENCODER, CrossEncoder, SectionSelector
-from omgm.parallel import run_units, units_of
+from omgm.parallel import Parallel, run_units, units_of
 from omgm.published import BETA
 from omgm.resume import PartialRecords
+from omgm.settings import flat, nested, setting
 
 
 def evidence_section(sample: Sample, kb: KnowledgeBase) -> str | None:
@@ -119,32 +122,33 @@ class Answerer:
 
 @dataclass
 class AnswerConfig:
-    """Every setting of step 3 that can change an answer (and so belongs in a resume fingerprint)."""
+    """Every setting of step 3 that can change an answer (its flags are made from these fields, and it is the
+    resume fingerprint): the generator (nested), the section choice and the context cut."""
 
-    answer_generator: str = "llava1_5"
-    llm_checkpoint: str | None = None
-    prompt_style: str = "official"
-    step2_beta: float = BETA
-    section_reranker: str = DEFAULT_CROSS_ENCODER
-    section_reranker_dtype: str = "fp32"
-    context_tokenizer: str | None = None
-    context_tokens: int = CONTEXT_TOKENS
-    max_new_tokens: int | None = None
-    batch_size: int = 1
-    device: str | None = None
-    dtype: str | None = None
-    attn_implementation: str | None = None
-    vision_tower: str | None = None
-    engine: str = "transformers"
+    generator: GeneratorSpec = nested(GeneratorSpec)
+    step2_beta: float = setting(BETA, type=fraction, help="weight of the step-2 section scores (paper and script: "
+                                                          "0.2; the official argparse default is 0)")
+    fusion: str = setting("weighted", choices=tuple(FUSIONS), help="how the section scores are fused: " + "; ".join(
+        f"{k}: {v.help}" for k, v in FUSIONS.items()))
+    section_reranker: str = setting(DEFAULT_CROSS_ENCODER, help="the cross-encoder that scores the top entity's "
+                                                                "sections (id or folder)")
+    section_reranker_dtype: str = setting("fp32", choices=("fp32", "fp16", "bf16"), help="dtype of the cross-encoder")
+    context_tokenizer: str | None = setting(help="official style: the LLaVA-1.5 tokenizer that cuts contexts "
+                                                 "(default: the original-format LLaVA folder itself, else "
+                                                 "liuhaotian/llava-v1.5-7b)")
+    context_tokens: int = setting(CONTEXT_TOKENS, type=positive_int, help="the context cut, in tokens of the "
+                                                                          "cutting tokenizer (published: 3072)")
+    batch_size: int = setting(1, type=positive_int, help="answers per generate call (1: the published computation; "
+                                                         "more: faster, same answers up to float rounding)")
 
-    def generator_spec(self) -> GeneratorSpec:
-        return GeneratorSpec(self.answer_generator, self.llm_checkpoint, self.prompt_style, self.device, self.dtype,
-                             self.max_new_tokens, self.attn_implementation, self.vision_tower, self.engine)
+    def fingerprint(self) -> dict:
+        """The settings as one flat mapping (what a resumed run must share)."""
+        return flat(self)
 
 
 def build_cut(cfg: AnswerConfig, generator: Generator):
     """The context cut of the prompt style: the published LLaVA-1.5 rule, or the generator's own tokenizer."""
-    if cfg.prompt_style == "omgm":
+    if cfg.generator.prompt_style == "omgm":
         return OwnTokenizerCut(generator, cfg.context_tokens)
     source = cfg.context_tokenizer
     if source is None and generator.family == "llava-original":
@@ -154,10 +158,10 @@ def build_cut(cfg: AnswerConfig, generator: Generator):
 
 def build_answerer(cfg: AnswerConfig, kb: KnowledgeBase, image_dirs: ImageDirs | None = None) -> Answerer:
     """Load the cross-encoder, the generator and the context tokenizer that ``cfg`` names."""
-    generator = build_generator(cfg.generator_spec())
-    cross = CrossEncoder(cfg.section_reranker, cfg.device, dtype=cfg.section_reranker_dtype)
-    return Answerer(SectionSelector(cross, cfg.step2_beta), generator, build_cut(cfg, generator), kb, image_dirs,
-                    cfg.batch_size)
+    generator = build_generator(cfg.generator)
+    cross = CrossEncoder(cfg.section_reranker, cfg.generator.device, dtype=cfg.section_reranker_dtype)
+    return Answerer(SectionSelector(cross, cfg.step2_beta, FUSIONS[cfg.fusion]), generator, build_cut(cfg, generator),
+                    kb, image_dirs, cfg.batch_size)
 
 
 def answer_resumably(answerer: Answerer, samples: Sequence[Sample], entries: Mapping[str, Mapping],
@@ -180,10 +184,10 @@ def answer_resumably(answerer: Answerer, samples: Sequence[Sample], entries: Map
     return [done[s.sample_id] for s in samples]
 
 
-def answer_in_parallel(answerer: Answerer, samples: Sequence[Sample], entries: Mapping[str, Mapping], parallel: tuple,
-                       window: int = 64, progress: bool = True) -> list[dict] | None:
+def answer_in_parallel(answerer: Answerer, samples: Sequence[Sample], entries: Mapping[str, Mapping],
+                       parallel: Parallel, window: int = 64, progress: bool = True) -> list[dict] | None:
     """The same windows, spread over the ranks of a torchrun job (see :mod:`omgm.parallel`); every record on
     rank 0, None elsewhere."""
-    parts = run_units(*parallel, units_of(len(samples), window),
+    parts = run_units(parallel, units_of(len(samples), window),
                       lambda a, b: {"records": answerer.answer(samples[a:b], entries)}, progress, "answer")
     return None if parts is None else [r for p in parts for r in p["records"]]

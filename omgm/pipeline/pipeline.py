@@ -1,15 +1,17 @@
 """The whole pipeline for one question, with every model loaded once: ``Pipeline.from_config(...).ask(image, q)``.
 
 Configuration is the flat mapping every stage reads (YAML files, ``OMGM_*`` variables, keyword overrides), with
-the stages' own key names: ``knowledge_base``, ``faiss_index``, ``retriever_vit``..., ``reranker_ckpt_path``,
+the stages' own setting names, those of :class:`~omgm.pipeline.search.SearchConfig`,
+:class:`~omgm.pipeline.rerank.RerankConfig` and :class:`~omgm.pipeline.answer.AnswerConfig` (the configs the
+stage commands build too): ``knowledge_base``, ``faiss_index``, ``retriever_vit``..., ``reranker_ckpt_path``,
 ``reranker_model_name``, ``tokenizer``, ``wiki_img_csv_dir``, ``wiki_img_path_prefix``, ``step1_alpha``...,
-``answer_generator``, ``llm_checkpoint``, ``prompt_style``, ``step2_beta``, ``section_reranker``... Without a
-``reranker_ckpt_path`` step 2 is skipped (step 1's ranking is kept; the cross-encoder alone picks the section).
+``answer_generator``, ``llm_checkpoint``, ``prompt_style``, ``step2_beta``, ``section_reranker``... A key that
+several stages read (``device``, ``batch_size``) applies to each. Without a ``reranker_ckpt_path`` step 2 is
+skipped (step 1's ranking is kept; the cross-encoder alone picks the section).
 """
 from __future__ import annotations
 
 import time
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +21,9 @@ from omgm.data.images import load_image
 from omgm.data.samples import Sample
 from omgm.errors import OmgmError
 from omgm.pipeline.answer import AnswerConfig, Answerer, build_answerer
-from omgm.pipeline.rerank import Reranker
+from omgm.pipeline.rerank import RerankConfig, Reranker
 from omgm.pipeline.search import EntitySearch, SearchConfig
-from omgm.published import ALPHA
+from omgm.settings import check_values, from_values, names
 
 
 class GivenImage:
@@ -34,35 +36,18 @@ class GivenImage:
         return self.path
 
 
-RERANK_KEYS = ("reranker_ckpt_path", "reranker_model_name", "vit_ckpt", "wiki_img_path_prefix", "wiki_img_csv_dir",
-               "tokenizer", "query_norm", "step1_alpha")
+STAGES = (SearchConfig, RerankConfig, AnswerConfig)
 
 
 def known_keys() -> set[str]:
     """Every setting a pipeline reads (step 1, the reranker, step 3): the keys ``--set`` and ``OMGM_*`` may name."""
-    return set(SearchConfig.__dataclass_fields__) | {f.name for f in fields(AnswerConfig)} | set(RERANK_KEYS)
+    return names(*STAGES)
 
 
-def check_overrides(overrides: dict[str, Any]) -> None:
-    """Unknown keys and out-of-range values are refused, as the stages' flags refuse them."""
-    import argparse
-
-    from omgm.config import ConfigError, fraction, positive_int
-
-    unknown = sorted(set(overrides) - known_keys())
-    if unknown:
-        raise ConfigError(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known_keys()))}")
-    checks = {"step1_alpha": fraction, "step2_beta": fraction, "retrieval_top_k": positive_int,
-              "max_new_tokens": positive_int, "batch_size": positive_int}
-    for key, value in overrides.items():
-        for v in value if isinstance(value, list) else [value]:
-            try:
-                if key in checks:
-                    checks[key](str(v))
-                elif key == "query_norm" and v not in ("faithful", "per_token"):
-                    raise argparse.ArgumentTypeError(f"{v!r} is not one of faithful, per_token")
-            except argparse.ArgumentTypeError as exc:
-                raise ConfigError(f"{key}: {exc}") from None
+def check_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
+    """Unknown keys and out-of-range values are refused, as the stages' flags refuse them; returns the values
+    converted as the flags convert them."""
+    return check_values(overrides, *STAGES)
 
 
 def _values(config_files: tuple[str, ...], overrides: dict[str, Any]) -> dict:
@@ -70,47 +55,28 @@ def _values(config_files: tuple[str, ...], overrides: dict[str, Any]) -> dict:
 
     from omgm.config import config_values, interpolate
 
-    check_overrides(overrides)
+    overrides = check_overrides(overrides)
     files = list(config_files) or [f for f in os.environ.get("OMGM_CONFIG", "").split(":") if f]
     return interpolate({**config_values(files, sorted(known_keys())), **overrides})
-
-
-def _reranker(values: dict, search: EntitySearch) -> Reranker | None:
-    if not values.get("reranker_ckpt_path"):
-        return None
-    from omgm.data.wiki_images import wiki_images_for
-    from omgm.rerank.convert import build_reranker
-    from omgm.rerank.inputs import load_tokenizer
-
-    model, _ = build_reranker(values.get("reranker_model_name", "blip2"), reranker_ckpt=values["reranker_ckpt_path"],
-                              vit_ckpt=values.get("vit_ckpt"))
-    wiki = wiki_images_for(search.kb, values.get("wiki_img_path_prefix"), values.get("wiki_img_csv_dir"))
-    device = values.get("device") if values.get("device") not in (None, "auto") else None
-    from omgm.devices import resolve_device
-
-    return Reranker(model, load_tokenizer(values.get("tokenizer", "bert-base-uncased")), search.kb, wiki,
-                    device=resolve_device(device), query_norm=values.get("query_norm", "faithful"))
 
 
 class Pipeline:
     """Step 1 -> step 2 (optional) -> step 3 for single questions (see the module docstring)."""
 
-    def __init__(self, search: EntitySearch, answerer: Answerer, reranker: Reranker | None = None, k: int = 20,
-                 alpha: float = ALPHA) -> None:
+    def __init__(self, search: EntitySearch, answerer: Answerer, reranker: Reranker | None = None, *, k: int,
+                 alpha: float) -> None:
         self.search, self.answerer, self.reranker, self.k, self.alpha = search, answerer, reranker, k, alpha
 
     @classmethod
     def from_config(cls, *config_files: str, **overrides: Any) -> "Pipeline":
+        """The pipeline the YAML files (or ``$OMGM_CONFIG``), ``OMGM_*`` variables and ``overrides`` describe,
+        built from the same stage configs as ``omgm step1`` / ``step2 rerank`` / ``step3``."""
         values = _values(config_files, overrides)
-        scfg = SearchConfig.from_values(values)
-        search = scfg.build()
-        reranker = _reranker(values, search)
-        acfg = AnswerConfig(**{f.name: values[f.name] for f in fields(AnswerConfig) if f.name in values})
-        if acfg.device == "auto":
-            acfg.device = None
-        alpha = values.get("step1_alpha", ALPHA)
-        alpha = alpha[0] if isinstance(alpha, (list, tuple)) else float(alpha)
-        return cls(search, build_answerer(acfg, search.kb), reranker, scfg.retrieval_top_k, alpha)
+        search_cfg, rerank_cfg, answer_cfg = (from_values(stage, values) for stage in STAGES)
+        search = search_cfg.build()
+        reranker = rerank_cfg.build(search.kb) if rerank_cfg.reranker_ckpt_path else None
+        return cls(search, build_answerer(answer_cfg, search.kb), reranker, k=search_cfg.retrieval_top_k,
+                   alpha=rerank_cfg.step1_alpha[0])
 
     def ask(self, image: str | Path | Image.Image, question: str, dataset: str = "evqa", top: int = 5) -> dict:
         """Rank entities for the question's image, pick a section of the best, answer. Returns a plain dict."""

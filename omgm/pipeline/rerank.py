@@ -1,27 +1,35 @@
 """Step 2b as a library object: :class:`Reranker` scores every section of each step-1 entity and fuses.
 
 ``section_scores(samples, entries)`` runs the IT2IT reranker (the heavy part) and returns, per sample, the
-per-section step-2 scores and section ids of each entity; ``fuse(...)`` reorders a step-1 entry by
+per-section step-2 scores and section ids of each entity; ``fuse_entry(...)`` reorders a step-1 entry by
 ``alpha * s1 + (1 - alpha) * max(section scores)`` (0 for an entity without image or sections) and adds
 ``sec_sim``/``sec_ids``/``step1_similarities``/``step2_scores``; ``rerank(...)`` does both for several alphas
 (the scores are computed once). ``query(image, question, entry)`` reranks one query's entry.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import torch
 from PIL import Image
 
+from omgm.config import float_list, positive_float, positive_int
 from omgm.data.kb import KnowledgeBase
 from omgm.data.samples import ImageDirs, Sample
-from omgm.data.wiki_images import WikiImages
-from omgm.parallel import run_units, units_of, use_parts
+from omgm.data.wiki_images import WikiImages, WikiSource
+from omgm.devices import device_setting, resolve_device
+from omgm.errors import OmgmError
+from omgm.fusion import FUSIONS, Fusion
+from omgm.parallel import Parallel, run_units, units_of
 from omgm.published import ALPHA
-from omgm.rerank.inputs import image_transform, load_pixels
+from omgm.rerank.inputs import image_transform, load_pixels, load_tokenizer
 from omgm.rerank.model import IT2ITReranker
-from omgm.rerank.scoring import CandidateEncoder, encode_queries, entity_scores, fuse
+from omgm.rerank.scoring import CandidateEncoder, encode_queries, entity_scores
+from omgm.settings import nested, setting
+
+log = logging.getLogger("omgm.step2")
 
 
 @dataclass
@@ -34,9 +42,10 @@ class RerankedRun:
         return round(100.0 * self.top1_section_hits / max(1, n_samples), 2)
 
 
-def fuse_entry(entry: Mapping, sec_sims: list[list[float]], sec_ids: list[list[int]], alpha: float) -> dict:
+def fuse_entry(entry: Mapping, sec_sims: list[list[float]], sec_ids: list[list[int]], alpha: float,
+               fusion: Fusion | None = None) -> dict:
     """A step-1 entry reordered by the fused score, with the step-2 fields (see the module docstring)."""
-    order = fuse(entry["retrieval_similarities"], sec_sims, alpha)
+    order = (fusion or Fusion()).order(entry["retrieval_similarities"], sec_sims, alpha)
     return {"retrieved_entities": [entry["retrieved_entities"][i] for i, _, _ in order],
             "retrieval_similarities": [f for _, f, _ in order],
             "sec_sim": [sec_sims[i] for i, _, _ in order], "sec_ids": [sec_ids[i] for i, _, _ in order],
@@ -67,17 +76,18 @@ def grouped(samples: Sequence[Sample], entries: Mapping[str, Mapping]) -> list[S
 
 
 class Reranker:
-    """See the module docstring."""
+    """See the module docstring; :class:`RerankConfig` builds one and holds its settings' defaults."""
 
-    def __init__(self, model: IT2ITReranker, tokenizer, kb: KnowledgeBase, wiki: WikiImages,
-                 image_dirs: ImageDirs | None = None, device: torch.device | str = "cpu", batch_size: int = 64,
-                 query_chunk: int = 64, query_norm: str = "faithful", cache_dir: str | None = None,
-                 cache_memory_gb: float = 4.0, pad_to_max: bool = False) -> None:
+    def __init__(self, model: IT2ITReranker, tokenizer, kb: KnowledgeBase, wiki: WikiImages, *,
+                 image_dirs: ImageDirs | None = None, device: torch.device | str = "cpu", batch_size: int,
+                 query_chunk: int, query_norm: str, cache_dir: str | None = None, cache_memory_gb: float,
+                 pad_to_max: bool = False, fusion: Fusion | None = None) -> None:
         self.model, self.tokenizer, self.kb = model.eval().to(device), tokenizer, kb
         if torch.device(device).type == "cuda":
             model.half_vit()                          # the ViT in fp16, as LAVIS runs it on GPU
         self.device, self.batch_size, self.query_chunk = torch.device(device), batch_size, query_chunk
         self.query_norm, self.pad_to_max, self.image_dirs = query_norm, pad_to_max, image_dirs or ImageDirs()
+        self.fusion = fusion or Fusion()
         self.transform = image_transform(model.config.vision.image_size)
         self.candidates = CandidateEncoder(model, tokenizer, kb, wiki, self.transform, self.device, batch_size,
                                            cache_dir, memory_bytes=cache_memory_gb * 1e9, pad_to_max=pad_to_max)
@@ -103,11 +113,12 @@ class Reranker:
         return {"sims": sims, "ids": ids}
 
     def section_scores(self, samples: Sequence[Sample], entries: Mapping[str, Mapping], progress: bool = False,
-                       parallel: tuple | None = None) -> tuple[dict, dict] | None:
+                       parallel: Parallel | None = None) -> tuple[dict, dict] | None:
         """Per sample: the step-2 score of every kept section of each of its entities, and the section ids.
 
-        Samples go in chunks of ``query_chunk`` (the same chunks with one process or many); ``parallel = (context,
-        parts folder, settings)`` scores this rank's chunks and returns the merged scores on rank 0, None elsewhere.
+        Samples go in chunks of ``query_chunk`` (the same chunks with one process or many); ``parallel``
+        (:class:`omgm.parallel.Parallel`) scores this rank's chunks and returns the merged scores on rank 0, None
+        elsewhere.
         """
         from tqdm import tqdm
 
@@ -117,8 +128,8 @@ class Reranker:
         def work(a: int, b: int) -> dict:
             return self._chunk_scores(todo[a:b], entries)
 
-        if use_parts(parallel):
-            parts = run_units(*parallel, units, work, progress, "rerank")
+        if parallel is not None and parallel.active:
+            parts = run_units(parallel, units, work, progress, "rerank")
         else:
             parts = [work(a, b) for a, b in tqdm(units, desc="rerank", disable=not progress)]
         if parts is None:
@@ -126,7 +137,7 @@ class Reranker:
         return ({k: v for p in parts for k, v in p["sims"].items()}, {k: v for p in parts for k, v in p["ids"].items()})
 
     def rerank(self, samples: Sequence[Sample], entries: Mapping[str, Mapping], alphas: Sequence[float] = (ALPHA,),
-               progress: bool = False, parallel: tuple | None = None) -> list[RerankedRun] | None:
+               progress: bool = False, parallel: Parallel | None = None) -> list[RerankedRun] | None:
         scores = self.section_scores(samples, entries, progress, parallel)
         if scores is None:
             return None
@@ -136,7 +147,8 @@ class Reranker:
             results, hits = {}, 0
             for s in samples:
                 if s.sample_id in sims:
-                    results[s.sample_id] = fuse_entry(entries[s.sample_id], sims[s.sample_id], ids[s.sample_id], alpha)
+                    results[s.sample_id] = fuse_entry(entries[s.sample_id], sims[s.sample_id], ids[s.sample_id],
+                                                      alpha, self.fusion)
                     hits += top1_section_hit(results[s.sample_id], s)
             runs.append(RerankedRun(alpha, results, hits))
         return runs
@@ -146,4 +158,71 @@ class Reranker:
         urls = [e["url"] for e in entry["retrieved_entities"]]
         ents = self.candidates.encode(urls)
         q = self._queries(self.transform(image).unsqueeze(0), [question])[0]
-        return fuse_entry(entry, [entity_scores(q, ents[u]) for u in urls], [ents[u].section_ids for u in urls], alpha)
+        return fuse_entry(entry, [entity_scores(q, ents[u]) for u in urls], [ents[u].section_ids for u in urls], alpha,
+                          self.fusion)
+
+
+@dataclass
+class RerankerSpec:
+    """Which reranker: its sizes, tokenizer and weights (step 2a trains it, step 2b runs it)."""
+
+    reranker_model_name: str = setting("blip2", flags=("--reranker-model-name", "--reranker_model_name"),
+                                       help="'blip2' (the published sizes) or a JSON file of IT2ITConfig sizes")
+    tokenizer: str = setting("bert-base-uncased", help="BERT tokenizer id or folder ([DEC] is added)")
+    vit_ckpt: str | None = setting(help="EVA ViT-g weights (eva_vit_g.pth) when a checkpoint lacks the ViT")
+    init_ckpt: str | None = setting(help="LAVIS blip2_pretrained.pth (training init)")
+    trust_checkpoint: bool = setting(False, switch=True, help="allow pickled objects in checkpoints")
+    device: str | None = device_setting()
+
+    def load(self, trained: str | None = None):
+        """``(model, load report)``: the trained checkpoint ``trained`` (an omgm checkpoint without the ViT names
+        the ViT file it was trained with), else the init / ViT files, else random weights (say so)."""
+        from omgm.rerank.convert import build_reranker, read_checkpoint
+
+        vit, init = self.vit_ckpt, self.init_ckpt
+        if trained and not vit:
+            head = read_checkpoint(trained, self.trust_checkpoint)
+            if head.get("trainable_only"):
+                vit = (head.get("init") or {}).get("vit_ckpt")
+                init = init or (head.get("init") or {}).get("init_ckpt")
+                if not vit:
+                    raise OmgmError(f"{trained} holds only trained parameters: pass --vit_ckpt")
+        return build_reranker(self.reranker_model_name, reranker_ckpt=trained, init_ckpt=init, vit_ckpt=vit,
+                              trust=self.trust_checkpoint)
+
+
+@dataclass
+class RerankConfig:
+    """Every setting of step 2b (its flags are made from these fields); ``build(kb)`` loads the :class:`Reranker`
+    that ``omgm step2 rerank`` and :class:`omgm.pipeline.Pipeline` both use."""
+
+    reranker_ckpt_path: str | None = setting(help="the trained reranker (official model_*.pth or omgm's); without "
+                                                  "it, RANDOM weights")
+    model: RerankerSpec = nested(RerankerSpec)
+    wiki: WikiSource = nested(WikiSource)
+    images: ImageDirs = nested(ImageDirs)
+    step1_alpha: list = setting(factory=lambda: [ALPHA], type=float_list,
+                                help="weight(s) of the step-1 score in the fusion, e.g. 0.9 or 0.5,0.9")
+    fusion: str = setting("weighted", choices=tuple(FUSIONS), help="; ".join(f"{k}: {v.help}" for k, v in FUSIONS.items()))
+    query_norm: str = setting("faithful", choices=("faithful", "per_token"),
+                              help="faithful: the official rerank-time normalisation across tokens (alpha 0.9 was "
+                                   "tuned with it); per_token: as in training")
+    batch_size: int = setting(64, type=positive_int, help="texts/images per model call")
+    query_chunk: int = setting(64, type=positive_int, help="queries whose candidates are encoded together (their "
+                                                           "tokens are held in memory at once)")
+    cache_memory_gb: float = setting(4.0, type=positive_float, help="candidate tokens kept in memory across chunks "
+                                                                    "(least recently used are dropped)")
+    cache_dir: str | None = setting(help="on-disk cache of candidate tokens (keyed by model hash)")
+    pad_to_max: bool = setting(False, switch=True, help="pad texts to 512 as the official code (same scores)")
+
+    def build(self, kb: KnowledgeBase, report=None) -> Reranker:
+        """The reranker over ``kb``; ``report(text)`` gets what was loaded from which file."""
+        model, loaded = self.model.load(self.reranker_ckpt_path)
+        if not self.reranker_ckpt_path:
+            log.warning("no reranker_ckpt_path: RANDOM reranker weights")
+        if report is not None:
+            report(loaded.summary() or "no checkpoint loaded")
+        return Reranker(model, load_tokenizer(self.model.tokenizer), kb, self.wiki.open(kb), image_dirs=self.images,
+                        device=resolve_device(self.model.device), batch_size=self.batch_size,
+                        query_chunk=self.query_chunk, query_norm=self.query_norm, cache_dir=self.cache_dir,
+                        cache_memory_gb=self.cache_memory_gb, pad_to_max=self.pad_to_max, fusion=FUSIONS[self.fusion])

@@ -15,11 +15,10 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from omgm.data.kb import KnowledgeBase
+from omgm.config import nonnegative_int, positive_int
+from omgm.data.kb import KB_HELP, KnowledgeBase
 from omgm.data.samples import ImageDirs, Sample, resolve_images
 from omgm.errors import OmgmError
-from omgm.config import nonnegative_int, positive_int
-from omgm.data.kb import KB_HELP
 from omgm.parallel import Parallel, run_units, units_of
 from omgm.retrieval.encoders import Retriever, RetrieverSpec
 from omgm.retrieval.image_batches import encode_image_files

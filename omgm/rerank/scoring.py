@@ -196,15 +196,6 @@ def entity_scores(q: torch.Tensor, et: EntityTokens) -> list[float]:
     return late_interaction(q.unsqueeze(0), et.tokens)[0].tolist()
 
 
-def fuse(s1: Sequence[float], sec_sims: Sequence[Sequence[float]], alpha: float) -> list[tuple[int, float, float]]:
-    """``(original position, fused, s2)`` sorted by fused score; s2 = max over sections, 0 without sections."""
-    rows = []
-    for i, (a, secs) in enumerate(zip(s1, sec_sims)):
-        s2 = max(secs) if secs else 0.0
-        rows.append((i, alpha * a + (1 - alpha) * s2, s2))
-    return sorted(rows, key=lambda r: -r[1])
-
-
 @torch.no_grad()
 def naive_section_scores(model: IT2ITReranker, tokenizer, q: torch.Tensor, entity, image: Path, transform,
                          device: torch.device | str = "cpu") -> list[float]:

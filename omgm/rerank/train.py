@@ -22,10 +22,12 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from omgm.config import nonnegative_int, positive_float, positive_int, zero_one
 from omgm.io import atomic_write, write_json_atomic
 from omgm.rerank.convert import save_ours
 from omgm.rerank.dataset import Collate, RerankTrainSet
 from omgm.rerank.model import IT2ITReranker, normalise_tokens, paired_late_interaction
+from omgm.settings import setting
 from omgm.train_state import (
     ResumeStateError,
     check_run_settings,
@@ -41,16 +43,25 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class TrainConfig:
-    num_epochs: int = 1
-    learning_rate: float = 1e-5
-    batch_size: int = 8
-    save_frequency: float = 0.5
-    save_dir: str = "outputs/reranker"
-    num_workers: int = 4
-    seed: int = 0
-    max_steps: int | None = None        # stop early (tests, smoke runs); the schedule still spans all epochs
-    log_every: int = 10
-    wandb: bool = False
+    """The training settings of step 2a (its flags are made from these fields; the official spellings kept)."""
+
+    num_epochs: int = setting(1, type=positive_int, flags=("--num-epochs", "--num_epochs"),
+                              help="passes over the training set")
+    learning_rate: float = setting(1e-5, type=positive_float, flags=("--learning-rate", "--learning_rate"),
+                                   help="peak learning rate")
+    batch_size: int = setting(8, type=positive_int, flags=("--batch-size", "--batch_size"),
+                              help="examples per step (per process)")
+    neg_num: int = setting(15, type=positive_int, flags=("--neg-num", "--neg_num"),
+                           help="hard negatives per training example")
+    save_frequency: float = setting(0.5, type=positive_float, help="checkpoint every this fraction of an epoch")
+    save_dir: str = setting("outputs/reranker", help="where checkpoints (model_N.pth, state_N.pt) and the training "
+                                                     "log go")
+    num_workers: int = setting(4, type=nonnegative_int, help="DataLoader worker processes")
+    seed: int = setting(0, type=int, help="random seed (shuffling, sampling of negatives)")
+    max_steps: int | None = setting(None, type=positive_int, help="stop early (smoke tests); the schedule still "
+                                                                  "spans all epochs")
+    log_every: int = setting(10, type=positive_int, help="log the loss every N steps")
+    wandb: bool = setting(False, type=zero_one, help="1: log to Weights & Biases")
     wandb_project: str = "omgm-reranker"
     mixed_precision: str = "auto"       # auto: fp16 on GPU, none on CPU
     cpu: bool = False

@@ -19,13 +19,16 @@ import faiss
 import numpy as np
 
 from omgm import __version__
+from omgm.config import positive_int
 from omgm.data.images import ImageLoadError, load_image
-from omgm.data.kb import KnowledgeBase
+from omgm.data.kb import KB_HELP, KnowledgeBase
+from omgm.data.wiki_images import WikiSource
 from omgm.errors import OmgmError
 from omgm.io import atomic_write
-from omgm.retrieval.encoders import Retriever
+from omgm.retrieval.encoders import Retriever, RetrieverSpec
 from omgm.retrieval.index import IndexManifest, apply_search_params, build_flat_ip, ids_path, search, write_index
 from omgm.retrieval.shards import encode_sharded
+from omgm.settings import nested, setting
 
 
 @dataclass
@@ -40,6 +43,39 @@ class BuildOptions:
     progress: bool = True
     ctx: object = None                      # omgm.parallel.Context under torchrun
     notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class IndexConfig:
+    """Every setting of ``omgm index build`` (its flags are made from these fields)."""
+
+    knowledge_base: str | None = setting(help=KB_HELP)
+    faiss_index: str | None = setting(help="index file to write (its manifest goes beside it)")
+    retriever: RetrieverSpec = nested(RetrieverSpec)
+    index_kind: str = setting("summary", choices=("summary", "image"), help="summary: one text vector per entity "
+                              "(OMGM); image: every KB image (EchoSight baseline)")
+    wiki: WikiSource = nested(WikiSource)
+    images_per_entity: int = setting(10, type=positive_int, help="image index: images embedded per entity (at most)")
+    summarizer: str = setting("lead", choices=("lead", "llm"), help="lead: the entity's lead section; llm: summaries "
+                                                                    "written by --summary_model")
+    summary_model: str | None = setting(help="causal LM id or folder for --summarizer llm")
+    summary_file: str | None = setting(help="summaries JSONL (default: INDEX.summaries.jsonl)")
+    summary_batch_size: int = setting(16, type=positive_int, help="entities summarised per generation batch")
+    engine: str = setting("transformers", choices=("transformers", "vllm"), help="LLM summaries with vLLM (optional, "
+                          "CUDA only; prefix caching); transformers is the reference")
+    work_dir: str | None = setting(help="embedding shards (default: INDEX.shards/)")
+    shard_size: int = setting(BuildOptions.shard_size, type=positive_int,
+                              help="embeddings per shard file (a killed build resumes at the last full shard)")
+    batch_size: int = setting(BuildOptions.batch_size, type=positive_int, help="texts per encoder call")
+    faiss_params: str | None = setting(help="search-time parameters of the --index_factory index, kept in its "
+                                            "manifest (nprobe=32; efSearch=128); recall is measured with them")
+    index_factory: str | None = setting(help="FAISS index_factory string for an approximate index (HNSW32,Flat; "
+                                             "IVF4096,Flat; IVF4096,PQ64...); its recall@20 against exact search is "
+                                             "measured. Default: exact IndexFlatIP")
+
+    def options(self, progress: bool = True, ctx=None) -> BuildOptions:
+        return BuildOptions(Path(self.work_dir) if self.work_dir else None, self.shard_size, self.batch_size,
+                            self.index_factory, self.faiss_params, progress=progress, ctx=ctx)
 
 
 def assemble(vectors: np.ndarray, factory: str | None = None, opts: BuildOptions | None = None

@@ -11,53 +11,117 @@ name            default model                           family (layout)         
 ``mistral``     ``mistralai/Mistral-7B-Instruct-v0.2``  chat LLM (pad id 2)      128
 ==============  ======================================  =======================  ===============
 
-``--llm_checkpoint`` replaces the default model; its layout is read from its ``config.json``, so the paper's
+The names are rows of :data:`NAMES`, the model layouts rows of :data:`FAMILIES` (a new family: its module
+and one row there). ``--llm_checkpoint`` replaces the default model; its layout is read from its ``config.json``, so the paper's
 fine-tuned LLaVA-1.5-7B (original LLaVA format) loads with ``--answer_generator llava1_5 --llm_checkpoint DIR``.
 A local folder may also be given as ``--answer_generator`` itself. A LoRA adapter folder (``adapter_config.json``)
 loads its base model (``base_model_name_or_path``) and merges the adapter into it.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
+from typing import Callable
 
+from omgm.config import positive_int
+from omgm.devices import device_setting
 from omgm.generate.generators.adapters import adapter_base, apply_adapter, is_adapter_folder
 from omgm.generate.generators.base import Generator, GeneratorError, GenRequest
 from omgm.generate.layouts import detect_layout, layout_of
-from omgm.generate.prompts import check_style
+from omgm.generate.prompts import PROMPT_STYLES, check_style
 from omgm.hub import looks_local
-
-KNOWN = {
-    "llava1_5": ("llava-hf/llava-1.5-7b-hf", "llava-hf", 200),
-    "internvl2_5": ("OpenGVLab/InternVL2_5-8B", "internvl-remote", 128),
-    "llama3": ("meta-llama/Meta-Llama-3-8B-Instruct", "chat-llm", 128),
-    "mistral": ("mistralai/Mistral-7B-Instruct-v0.2", "chat-llm", 128),
-}
-ALLOWED = {"llava1_5": ("llava-hf", "llava-original"), "internvl2_5": ("internvl-remote", "vlm-hf"),
-           "llama3": ("chat-llm",), "mistral": ("chat-llm",)}
-NEW_TOKENS = {"llava-hf": 200, "llava-original": 200, "vlm-hf": 200, "internvl-remote": 128, "chat-llm": 128}
+from omgm.settings import setting
 
 __all__ = ["GenRequest", "Generator", "GeneratorError", "GeneratorSpec", "build_generator", "list_generators",
-           "KNOWN"]
+           "FAMILIES", "NAMES"]
 
 
 @dataclass
 class GeneratorSpec:
-    """What ``--answer_generator`` and its companion flags name."""
+    """What ``--answer_generator`` and its companion flags name (the flags are made from these fields)."""
 
-    answer_generator: str = "llava1_5"
-    llm_checkpoint: str | None = None
-    prompt_style: str = "official"
-    device: str | None = None
-    dtype: str | None = None
-    max_new_tokens: int | None = None
-    attn_implementation: str | None = None
-    vision_tower: str | None = None
-    engine: str = "transformers"            # or "vllm" (optional, CUDA)
+    answer_generator: str = setting("llava1_5", help="a registered name (omgm list-models) or a local model folder")
+    llm_checkpoint: str | None = setting(help="other weights for the generator: a llava-hf or original-format LLaVA "
+                                              "folder, a chat LLM, a LoRA adapter folder...")
+    _: KW_ONLY
+    prompt_style: str = setting("official", choices=PROMPT_STYLES, help="official: the published prompts (reproduces "
+                                                                        "the paper); omgm: every VLM sees the image")
+    device: str | None = device_setting()
+    dtype: str | None = setting(choices=("bf16", "fp16", "fp32"),
+                                help="default: bf16 on GPU (LLaVA fp16), fp32 on CPU")
+    max_new_tokens: int | None = setting(type=positive_int, help="default: the family's (200 for LLaVA, 128 otherwise)")
+    attn_implementation: str | None = setting(help="sdpa (default) or flash_attention_2 if installed")
+    vision_tower: str | None = setting(help="original-format LLaVA: use this CLIP folder, not mm_vision_tower")
+    engine: str = setting("transformers", choices=("transformers", "vllm"),
+                          help="vllm: optional, CUDA only, chat LLMs and llava-hf VLMs (transformers is the reference)")
+
+
+@dataclass(frozen=True)
+class Family:
+    """A model layout omgm can run: its loader ``(path, spec, common kwargs) -> Generator``, its default answer
+    length, and whether vLLM may serve it."""
+
+    load: Callable[[str, GeneratorSpec, dict], Generator]
+    new_tokens: int
+    vllm: bool = False
+
+
+@dataclass(frozen=True)
+class Name:
+    """A registered ``--answer_generator`` name: its default model and the layouts its weights may have (the
+    first is the default model's)."""
+
+    hub_id: str
+    layouts: tuple[str, ...]
+    chat: str = "llama3"                # the chat template family of a chat LLM
+
+
+def _llava_original(path: str, spec: GeneratorSpec, common: dict) -> Generator:
+    from omgm.generate.generators.llava_original import OriginalLlavaGenerator
+
+    return OriginalLlavaGenerator(path, vision_tower=spec.vision_tower, **common)
+
+
+def _internvl(path: str, spec: GeneratorSpec, common: dict) -> Generator:
+    from omgm.generate.generators.internvl import InternVLGenerator
+
+    return InternVLGenerator(path, **common)
+
+
+def _hf_vision(path: str, spec: GeneratorSpec, common: dict) -> Generator:
+    from omgm.generate.generators.llava_hf import HFVisionGenerator
+
+    return HFVisionGenerator(path, attn=spec.attn_implementation, load_model=spec.engine != "vllm", **common)
+
+
+def _chat_llm(path: str, spec: GeneratorSpec, common: dict) -> Generator:
+    from omgm.generate.generators.chat_llm import ChatLLMGenerator
+
+    kind = NAMES[spec.answer_generator].chat if spec.answer_generator in NAMES else "llama3"
+    return ChatLLMGenerator(path, kind=kind, attn=spec.attn_implementation, load_model=spec.engine != "vllm",
+                            **common)
+
+
+# layout (see omgm.generate.layouts) -> family; a new family is a module and a row here
+FAMILIES: dict[str, Family] = {
+    "llava-hf": Family(_hf_vision, 200, vllm=True),
+    "vlm-hf": Family(_hf_vision, 200, vllm=True),
+    "llava-original": Family(_llava_original, 200),
+    "internvl-remote": Family(_internvl, 128),
+    "chat-llm": Family(_chat_llm, 128, vllm=True),
+}
+# the official script's --answer_generator names; a new name is a row here
+NAMES: dict[str, Name] = {
+    "llava1_5": Name("llava-hf/llava-1.5-7b-hf", ("llava-hf", "llava-original")),
+    "internvl2_5": Name("OpenGVLab/InternVL2_5-8B", ("internvl-remote", "vlm-hf")),
+    "llama3": Name("meta-llama/Meta-Llama-3-8B-Instruct", ("chat-llm",)),
+    "mistral": Name("mistralai/Mistral-7B-Instruct-v0.2", ("chat-llm",), chat="mistral"),
+}
 
 
 def list_generators() -> dict[str, str]:
-    return {name: f"{hub} ({family}, {n} new tokens)" for name, (hub, family, n) in KNOWN.items()}
+    return {name: f"{n.hub_id} ({n.layouts[0]}, {FAMILIES[n.layouts[0]].new_tokens} new tokens)"
+            for name, n in NAMES.items()}
 
 
 def _hub_layout(repo_id: str) -> str | None:
@@ -72,33 +136,32 @@ def _hub_layout(repo_id: str) -> str | None:
         return None
 
 
-def resolve(spec: GeneratorSpec) -> tuple[str, str, str]:
-    """``(path, layout, kind)`` for a spec, with a one-line error for a name or folder that does not fit."""
+def resolve(spec: GeneratorSpec) -> tuple[str, str]:
+    """``(path, layout)`` for a spec, with a one-line error for a name or folder that does not fit."""
     name = spec.answer_generator
-    if name in KNOWN:
-        hub_id, default_layout, _ = KNOWN[name]
-        path = spec.llm_checkpoint or hub_id
+    known = NAMES.get(name)
+    if known is not None:
+        path = spec.llm_checkpoint or known.hub_id
     elif (Path(name) / "config.json").is_file():
-        path, default_layout = spec.llm_checkpoint or name, None
+        path = spec.llm_checkpoint or name
     else:
-        raise GeneratorError(f"unknown generator {name!r}: use one of {', '.join(KNOWN)} or a local model folder "
+        raise GeneratorError(f"unknown generator {name!r}: use one of {', '.join(NAMES)} or a local model folder "
                              f"(with config.json)")
     if Path(path).expanduser().is_dir():
         layout = detect_layout(Path(path).expanduser())
     elif looks_local(path):
         raise GeneratorError(f"{path}: no such model folder")
-    elif name in KNOWN and path == KNOWN[name][0]:
-        layout = default_layout
+    elif known is not None and path == known.hub_id:
+        layout = known.layouts[0]
     else:
         layout = _hub_layout(path)
         if layout is None:
             raise GeneratorError(f"{path}: not a local folder, and its config.json is not in the Hugging Face cache "
                                  f"(offline?): cannot tell which kind of model it is")
-    if name in ALLOWED and layout not in ALLOWED[name]:
+    if known is not None and layout not in known.layouts:
         raise GeneratorError(f"--answer_generator {name}: {path} is a {layout} folder; expected "
-                             f"{' or '.join(ALLOWED[name])}")
-    kind = "mistral" if name == "mistral" else "llama3"
-    return str(path), layout, kind
+                             f"{' or '.join(known.layouts)}")
+    return str(path), layout
 
 
 def build_generator(spec: GeneratorSpec) -> Generator:
@@ -107,33 +170,18 @@ def build_generator(spec: GeneratorSpec) -> Generator:
     adapter = _adapter_of(spec)
     if adapter:
         return _with_adapter(spec, adapter)
-    path, layout, kind = resolve(spec)
-    n = spec.max_new_tokens or NEW_TOKENS[layout]
-    common = dict(style=spec.prompt_style, device=spec.device, dtype=spec.dtype, max_new_tokens=n)
+    path, layout = resolve(spec)
+    family = FAMILIES[layout]
+    common = dict(style=spec.prompt_style, device=spec.device, dtype=spec.dtype,
+                  max_new_tokens=spec.max_new_tokens or family.new_tokens)
     if spec.engine not in ("transformers", "vllm"):
         raise GeneratorError(f"unknown engine {spec.engine!r}: transformers or vllm")
-    if spec.engine == "vllm" and layout in ("llava-original", "internvl-remote"):
+    if spec.engine == "vllm" and not family.vllm:
         raise GeneratorError(f"--engine vllm does not serve {layout} folders ({path}); use --engine transformers")
-    if layout == "llava-original":
-        from omgm.generate.generators.llava_original import OriginalLlavaGenerator
-
-        return OriginalLlavaGenerator(path, vision_tower=spec.vision_tower, **common)
-    if spec.vision_tower:
+    if spec.vision_tower and layout != "llava-original":
         raise GeneratorError(f"--vision_tower applies to original-format LLaVA folders only; {path} is {layout}")
-    if layout == "internvl-remote":
-        from omgm.generate.generators.internvl import InternVLGenerator
-
-        return InternVLGenerator(path, **common)
-    vllm = spec.engine == "vllm"
-    if layout in ("llava-hf", "vlm-hf"):
-        from omgm.generate.generators.llava_hf import HFVisionGenerator
-
-        base = HFVisionGenerator(path, attn=spec.attn_implementation, load_model=not vllm, **common)
-    else:
-        from omgm.generate.generators.chat_llm import ChatLLMGenerator
-
-        base = ChatLLMGenerator(path, kind=kind, attn=spec.attn_implementation, load_model=not vllm, **common)
-    if not vllm:
+    base = family.load(path, spec, common)
+    if spec.engine != "vllm":
         return base
     from omgm.generate.generators.vllm_engine import VllmGenerator
 
@@ -156,7 +204,7 @@ def _with_adapter(spec: GeneratorSpec, adapter: str) -> Generator:
     if is_adapter_folder(base):
         raise GeneratorError(f"{adapter}: its base {base} is itself an adapter folder")
     name = spec.answer_generator if spec.llm_checkpoint else \
-        next((n for n, (hub, _, _) in KNOWN.items() if hub == base), base)
+        next((n for n, known in NAMES.items() if known.hub_id == base), base)
     gen = build_generator(replace(spec, answer_generator=name, llm_checkpoint=base if spec.llm_checkpoint else None))
     if gen.family not in ("llava-hf", "chat-llm"):
         raise GeneratorError(f"{adapter}: adapters are applied to llava-hf LLaVA or chat-LLM models; {base} is "
@@ -164,4 +212,3 @@ def _with_adapter(spec: GeneratorSpec, adapter: str) -> Generator:
     gen.model = apply_adapter(gen.model, adapter)
     gen.name = f"{gen.name}+{Path(adapter).name}"
     return gen
-
