@@ -107,7 +107,6 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument(flag, type=int, default=default)
     p.add_argument("--engines", default="transformers")
     p.add_argument("--gpus", default="1,8")
-    p.add_argument("--device", default=None)
     p.add_argument("--demo", action="store_true", help="tiny random models on the demo KB")
     add_smoke(p)
     a = apply_smoke(p.parse_args(argv), demo=True, sample=8, repeats=1, batch_size=8, summary_batch_size=4)

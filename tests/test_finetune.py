@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from omgm.commands import step3_train
-from omgm.finetune.data import build_sft_set, read_sft_file, target_answer
+from omgm.finetune.data import SftDataError, build_sft_set, read_sft_file, target_answer
 from omgm.finetune.tokens import IGNORE, Collate, encode, image_pixels
 from omgm.generate.generators import GeneratorSpec, build_generator
 
@@ -146,7 +146,7 @@ def test_questions_that_cannot_make_an_example_are_counted_or_refused(step2_env,
     sft = build_sft_set(samples, step2_env.kb, llava, cut, "evidence",
                         image_dirs=ImageDirs(str(demo_copy / "images/inat"), str(demo_copy / "images/gld")))
     assert sft.skipped["query image missing"] >= 1
-    with pytest.raises(Exception, match="query image missing"):
+    with pytest.raises(SftDataError, match="query image missing"):
         build_sft_set(samples, step2_env.kb, llava, cut, "evidence", strict=True,
                       image_dirs=ImageDirs(str(demo_copy / "images/inat"), str(demo_copy / "images/gld")))
 

@@ -1,6 +1,7 @@
 """Step-3 prompts (exact bytes of the published code), generators, the context cut and section fusion."""
 import pytest
 
+from omgm.errors import OmgmError
 from omgm.generate import prompts
 from omgm.generate.context import OfficialContextCut
 from omgm.generate.decoding import clean_up_tokenization
@@ -47,7 +48,7 @@ def test_prompt_bytes_are_the_published_ones():
                                                              {"role": "user", "content": EXAMPLE + CORE_INFOSEEK}]
     merged = prompts.merge_system(prompts.chat_messages("Q?", "C", "evqa"))
     assert merged == [{"role": "user", "content": SYS_EVQA + "\n\n" + CORE_EVQA}]
-    with pytest.raises(Exception, match="unknown prompt style 'fancy'"):
+    with pytest.raises(OmgmError, match="unknown prompt style 'fancy'"):
         prompts.check_style("fancy")
 
 
@@ -94,7 +95,7 @@ def test_generator_names_and_folders(tmp_path):
         build_generator(GeneratorSpec("gpt-9"))
     with pytest.raises(GeneratorError, match="no such model folder"):
         build_generator(GeneratorSpec("llava1_5", str(tmp_path / "missing")))
-    with pytest.raises(Exception, match="unknown prompt style"):
+    with pytest.raises(OmgmError, match="unknown prompt style"):
         build_generator(GeneratorSpec("llava1_5", prompt_style="x"))
 
 

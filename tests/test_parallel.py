@@ -12,7 +12,7 @@ import pytest
 from launch import _env, single, torchrun
 from launch import ok as _ok
 
-from omgm.parallel import Context, ParallelError, part_owner_check, run_units, units_of
+from omgm.parallel import Context, Parallel, ParallelError, part_owner_check, run_units, units_of
 
 pytestmark = pytest.mark.multiprocess
 
@@ -34,27 +34,34 @@ def world(step2_env, tiny_clip_ckpt, tiny_step3_models, bert_tokenizer, tmp_path
             "test_step1": str(step2_env.dir / "test_step1.json"), "m": tiny_step3_models}
 
 
-def test_index_build_summaries_and_vectors_are_identical(world):
+def _index_args(world) -> list[str]:
+    return ["--knowledge_base", world["kb"], *world["clip"], "--summarizer", "lead", "--shard_size", "7",
+            "--batch_size", "4", "--summary_batch_size", "4", "--no_progress"]
+
+
+@pytest.fixture(scope="module")
+def one_index(world):
+    """The index one process builds (each test that needs it gets it, whichever runs first)."""
+    _ok(single("omgm.build_index", _index_args(world) + ["--faiss_index", str(world["w"] / "one/s.index")]))
+    return world["w"] / "one/s.index"
+
+
+def test_index_build_summaries_and_vectors_are_identical(world, one_index):
     import faiss
 
     w = world["w"]
-    args = ["--knowledge_base", world["kb"], *world["clip"], "--summarizer", "lead", "--shard_size", "7",
-            "--batch_size", "4", "--summary_batch_size", "4", "--no_progress"]
-    _ok(single("omgm.build_index", args + ["--faiss_index", str(w / "one/s.index")]))
-    _ok(torchrun("omgm.build_index", args + ["--faiss_index", str(w / "two/s.index")]))
+    _ok(torchrun("omgm.build_index", _index_args(world) + ["--faiss_index", str(w / "two/s.index")]))
     a, b = (faiss.read_index(str(w / f"{x}/s.index")) for x in ("one", "two"))
     assert a.ntotal == b.ntotal == 40 and np.array_equal(a.reconstruct_n(0, 40), b.reconstruct_n(0, 40))
     assert (w / "one/s.index.summaries.jsonl").read_text() == (w / "two/s.index.summaries.jsonl").read_text()
     assert not (w / "two/s.index.summaries.jsonl.parts").exists()
 
 
-def test_step1_step2_step3_merged_outputs_equal_one_process(world):
+def test_step1_step2_step3_merged_outputs_equal_one_process(world, one_index):
     w = world["w"]
     s1 = ["--sample_file", str(world["d"] / "test.csv"), "--knowledge_base", world["kb"], "--faiss_index",
-          str(w / "one/s.index"), *world["clip"], *world["imgs"], "--search_batch_size", "16", "--num_workers", "0",
+          str(one_index), *world["clip"], *world["imgs"], "--search_batch_size", "16", "--num_workers", "0",
           "--no_progress"]
-    if not (w / "one/s.index").is_file():
-        pytest.skip("needs the index of the test above")
     _ok(single("omgm.step1", s1 + ["--save_result_path", str(w / "s1_one.json")]))
     _ok(torchrun("omgm.step1", s1 + ["--save_result_path", str(w / "s1_two.json")]))
     one, two = (json.loads((w / f"s1_{x}.json").read_text()) for x in ("one", "two"))
@@ -119,8 +126,8 @@ def test_a_killed_rank_is_redone_alone_and_the_rest_kept(world):
 
 def test_parts_of_other_settings_are_refused(tmp_path):
     ctx = Context()
-    run_units(ctx, tmp_path / "p", {"model": "a"}, units_of(4, 2), lambda a, b: {"n": b - a})
+    run_units(Parallel(ctx, tmp_path / "p", {"model": "a"}), units_of(4, 2), lambda a, b: {"n": b - a})
     with pytest.raises(ParallelError, match="model: 'a' then, 'b' now"):
-        run_units(ctx, tmp_path / "p", {"model": "b"}, units_of(6, 2), lambda a, b: {"n": b - a})
+        run_units(Parallel(ctx, tmp_path / "p", {"model": "b"}), units_of(6, 2), lambda a, b: {"n": b - a})
     with pytest.raises(ParallelError, match="rank 0 of 2 would write .* which belongs to rank 1"):
         part_owner_check(tmp_path / "p" / "unit_2_4.json", 1, Context(0, 2, 0, True))

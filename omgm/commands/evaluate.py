@@ -50,7 +50,7 @@ def _metric_names(text: str) -> list[str]:
     names = [t for t in text.replace(",", " ").split() if t]
     unknown = [n for n in names if n not in RANKING_METRICS]
     if unknown or not names:
-        raise argparse.ArgumentTypeError(f"unknown metric(s) {', '.join(unknown) or text!r}: use "
+        raise argparse.ArgumentTypeError(f"unknown metric(s) {', '.join(unknown) or repr(text)}: use "
                                          f"{', '.join(RANKING_METRICS)}")
     return names
 

@@ -99,13 +99,14 @@ def _answer(args, answerer, run: StageRun, samples, retrieval, settings):
     """The records (on the rank that writes them), answered in one process (resumable) or by every rank."""
     parallel = run.parallel(settings)
     if parallel.active:
-        return answer_in_parallel(answerer, samples, retrieval.results, parallel, args.window,
-                                  not args.no_progress), None
+        return answer_in_parallel(answerer, samples, retrieval.results, parallel, window=args.window,
+                                  progress=not args.no_progress), None
     partial = PartialRecords(run.out.with_name(run.out.name + ".partial.jsonl"), settings)
     done = partial.open(args.restart)
     if done:
         print(f"resuming: {len(done)} answers already in {partial.path}", file=sys.stderr)
-    records = answer_resumably(answerer, samples, retrieval.results, partial, done, args.window, not args.no_progress)
+    records = answer_resumably(answerer, samples, retrieval.results, partial, done, window=args.window,
+                               progress=not args.no_progress)
     return records, partial
 
 

@@ -75,6 +75,4 @@ def config_for(registry: Registry, dataset: str, root: Path) -> dict[str, Any]:
     s = registry.settings(dataset, root)
     for key in ("test_file",):
         s.setdefault(key, s["sample_file"])
-    s.setdefault("knowledge_base_path", s["knowledge_base"])
-    s.setdefault("knowledge_base_file", s["knowledge_base"])
     return s
