@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         urls = list(kb.urls())
         queries = [(rng.sample(urls, min(20, len(urls))), torch.randn(1, 3, 224, 224), "what is the colour of this tower")
                    for _ in range(a.queries)]
-        qs = [rr.encode_queries(model, tok, pix, [text], "faithful")[0] for _, pix, text in queries]
+        qs = [rr.encode_queries(model, tok, pix, [text], query_norm="faithful")[0] for _, pix, text in queries]
 
         def naive(pad_to_max: bool) -> tuple[float, list]:
             saved = rr.tokenize
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 t0, out = time.perf_counter(), []
                 for (ents, _, _), q in zip(queries, qs):
-                    out.append([rr.naive_section_scores(model, tok, q, kb.get(u), wiki.first(kb.get(u).title), t)
+                    out.append([rr.naive_section_scores(model, tok, q, kb.get(u), image=wiki.first(kb.get(u).title), transform=t)
                                 for u in ents])
                 return (time.perf_counter() - t0) / len(queries), out
             finally:

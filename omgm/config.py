@@ -269,7 +269,7 @@ def _validator(fn):
 
 
 def number_in(kind: type, low: float | None = None, high: float | None = None, what: str = "",
-              above: bool = False):
+              *, above: bool = False):
     """An argparse type: a ``kind`` number within ``[low, high]`` (either bound may be None; ``above``: the
     number must be strictly greater than ``low``)."""
 

@@ -180,7 +180,7 @@ class Parallel:
 
 
 def run_units(parallel: Parallel, units: Sequence[tuple[int, int]], work, progress: bool = False,
-              desc: str = "units") -> list[dict] | None:
+              *, desc: str = "units") -> list[dict] | None:
     """Run ``work(start, end) -> dict`` on this rank's units, each saved as ``folder/unit_{start}_{end}.json``
     (skipped when already there: a restarted rank does only what is missing); after a barrier, rank 0 gets every
     unit's result in unit order, other ranks (and a rank run alone) get None."""

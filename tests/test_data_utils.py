@@ -16,11 +16,11 @@ def test_rename_inat_links_by_id_resumes_and_counts_missing(tmp_path):
                              "--no_progress"]) == 0
     assert (dst / "111.jpg").read_bytes() == b"A" and os.path.islink(dst / "111.jpg")
     assert "333" in (dst / "rename_missing.txt").read_text()
-    counts = rename_inat.rename(rename_inat.read_id2name(tmp_path / "val_id2name.json"), src, dst, "copy", False)
+    counts = rename_inat.rename(rename_inat.read_id2name(tmp_path / "val_id2name.json"), src, dst, "copy", progress=False)
     assert counts == {"placed": 0, "already_there": 2, "missing_source": 1, "unsafe_entry": 0}
     pairs = tmp_path / "pairs.json"
     pairs.write_text(json.dumps([["444", "val/00001_Animalia/b.jpg"]]))
-    assert rename_inat.rename(rename_inat.read_id2name(pairs), src, tmp_path / "c", "copy", False)["placed"] == 1
+    assert rename_inat.rename(rename_inat.read_id2name(pairs), src, tmp_path / "c", "copy", progress=False)["placed"] == 1
     assert not os.path.islink(tmp_path / "c/444.jpg")
 
 

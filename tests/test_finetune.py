@@ -33,7 +33,7 @@ def test_the_sft_set_is_step3s_input_with_the_answer(step2_env, llava, tmp_path)
     samples = step2_env.train[:12]
     cut = OfficialContextCut.load(str(llava.processor.tokenizer.name_or_path))
     dirs = ImageDirs(str(step2_env.demo / "images/inat"), str(step2_env.demo / "images/gld"))
-    sft = build_sft_set(samples, step2_env.kb, llava, cut, "evidence", image_dirs=dirs)
+    sft = build_sft_set(samples, step2_env.kb, llava, cut, mode="evidence", image_dirs=dirs)
     assert len(sft.examples) + sum(sft.skipped.values()) == len(samples)
     assert sft.examples, dict(sft.skipped)
     ex = sft.examples[0]
@@ -143,11 +143,11 @@ def test_questions_that_cannot_make_an_example_are_counted_or_refused(step2_env,
     def cut(text):
         return text, False
     samples = step2_env.train[:20]
-    sft = build_sft_set(samples, step2_env.kb, llava, cut, "evidence",
+    sft = build_sft_set(samples, step2_env.kb, llava, cut, mode="evidence",
                         image_dirs=ImageDirs(str(demo_copy / "images/inat"), str(demo_copy / "images/gld")))
     assert sft.skipped["query image missing"] >= 1
     with pytest.raises(SftDataError, match="query image missing"):
-        build_sft_set(samples, step2_env.kb, llava, cut, "evidence", strict=True,
+        build_sft_set(samples, step2_env.kb, llava, cut, mode="evidence", strict=True,
                       image_dirs=ImageDirs(str(demo_copy / "images/inat"), str(demo_copy / "images/gld")))
 
 

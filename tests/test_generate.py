@@ -142,7 +142,7 @@ def test_shared_prefix_cache_is_computed_once_and_changes_no_answer(tiny_step3_m
     rows = [llm.input_ids(r) for r in reqs]
     n = common_prefix(rows)
     assert n > 100 and all(r[:n] == rows[0][:n] for r in rows)     # the system prompt and worked example
-    alone = [greedy_ids(llm.model, [r], llm.pad_id, 5, llm.eos_ids)[0] for r in rows]
+    alone = [greedy_ids(llm.model, [r], llm.pad_id, 5, eos_ids=llm.eos_ids)[0] for r in rows]
     assert llm.shared.generate(rows[:3], llm.pad_id, 5, llm.eos_ids) == alone[:3]
     assert llm.shared.generate(rows[3:], llm.pad_id, 5, llm.eos_ids) == alone[3:]
     assert llm.shared.prefix_runs == 1                               # the second batch reused the prefix cache

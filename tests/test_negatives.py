@@ -24,7 +24,7 @@ def test_pool_rules(step2_env):
     s = next(x for x in step2_env.train if x.question_type == "templated")
     negs = read_negative_db(step2_env.dir / "negatives.json")[s.image_id]
     counts = Counter()
-    pos, pool = negative_pool(s, negs, cache, step2_env.wiki.root, random.Random(0), counts)
+    pos, pool = negative_pool(s, negs, cache, step2_env.wiki.root, rng=random.Random(0), counts=counts)
     assert pos.url == s.wikipedia_url and pos.section_id == int(s.evidence_section_id)
     assert pos.image == step2_env.wiki.root / negs.pos_img
     assert pos not in pool
@@ -46,11 +46,13 @@ def test_drops_are_counted(step2_env):
     cache = EntityCache(step2_env.kb, step2_env.wiki)
     s = step2_env.train[0]
     counts = Counter()
-    assert negative_pool(s, NegativeEntry(None, ()), cache, step2_env.wiki.root, random.Random(0), counts)[0] is None
-    assert negative_pool(s, NegativeEntry("full/nope.jpg", ()), cache, step2_env.wiki.root, random.Random(0), counts)[0] is None
+    assert negative_pool(s, NegativeEntry(None, ()), cache, step2_env.wiki.root, rng=random.Random(0), counts=counts)[0] is None
+    assert negative_pool(s, NegativeEntry("full/nope.jpg", ()), cache, step2_env.wiki.root, rng=random.Random(0),
+                         counts=counts)[0] is None
     assert counts["no positive image"] == 2
     pos, pool = negative_pool(s, NegativeEntry(read_negative_db(step2_env.dir / "negatives.json")[s.image_id].pos_img,
-                                               ("https://unknown",)), cache, step2_env.wiki.root, random.Random(0), counts)
+                                               ("https://unknown",)), cache, step2_env.wiki.root, rng=random.Random(0),
+                              counts=counts)
     assert pos is not None and counts["negative entity not in KB"] == 1 and len(pool) <= 3
 
 

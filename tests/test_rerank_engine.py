@@ -16,7 +16,7 @@ def setup(step2_env, tiny_reranker, bert_tokenizer):
     dirs = ImageDirs(str(step2_env.demo / "images/inat"), str(step2_env.demo / "images/gld"))
     s = step2_env.test[0]
     pix = t(load_image(dirs.resolve(s))).unsqueeze(0)
-    q = encode_queries(tiny_reranker, bert_tokenizer, pix, [s.question], "faithful")[0]
+    q = encode_queries(tiny_reranker, bert_tokenizer, pix, [s.question], query_norm="faithful")[0]
     return t, s, q
 
 
@@ -33,7 +33,7 @@ def test_fast_scores_equal_naive_per_pair_scores(step2_env, tiny_reranker, bert_
         if img is None:
             assert fast == [] and ents[u].reason
             continue
-        naive = naive_section_scores(tiny_reranker, bert_tokenizer, q, ent, img, t)
+        naive = naive_section_scores(tiny_reranker, bert_tokenizer, q, ent, image=img, transform=t)
         assert len(fast) == len(ent.sections()) and ents[u].section_ids == [x.index for x in ent.sections()]
         assert max(abs(a - b) for a, b in zip(fast, naive)) < 1e-5
 

@@ -62,15 +62,15 @@ def test_sharded_encoding_resumes_and_refuses_foreign_shards(tmp_path: Path):
         seen.extend(batch)
         return np.array([[float(t[1:]), 1.0] for t in batch], dtype=np.float32)
 
-    shards = encode_sharded(lambda s: iter(texts[s:]), 23, enc, tmp_path, {"model_id": "m"}, shard_size=10,
+    shards = encode_sharded(lambda s: iter(texts[s:]), 23, enc, tmp_path, info={"model_id": "m"}, shard_size=10,
                             batch_size=4, progress=False)
     assert [p.name for p in shards] == [shard_path(tmp_path, s, e).name for s, e in [(0, 10), (10, 20), (20, 23)]]
     assert np.concatenate([np.load(p) for p in shards])[:, 0].tolist() == list(range(23))
     shards[1].unlink()                                              # lost shard: only it is redone
     seen.clear()
-    encode_sharded(lambda s: iter(texts[s:]), 23, enc, tmp_path, {"model_id": "m"}, shard_size=10, batch_size=4,
+    encode_sharded(lambda s: iter(texts[s:]), 23, enc, tmp_path, info={"model_id": "m"}, shard_size=10, batch_size=4,
                    progress=False)
     assert seen == texts[10:20]
     with pytest.raises(ShardError, match=r"different \['model_id'\]"):
-        encode_sharded(lambda s: iter(texts[s:]), 23, enc, tmp_path, {"model_id": "other"}, shard_size=10,
+        encode_sharded(lambda s: iter(texts[s:]), 23, enc, tmp_path, info={"model_id": "other"}, shard_size=10,
                        progress=False)

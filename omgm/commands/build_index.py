@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _image_index(cfg: IndexConfig, kb, index_path: Path, opts: BuildOptions) -> int:
     manifest, bad = build_image_index(kb, build_retriever(cfg.retriever), cfg.wiki.open(kb), index_path,
-                                      cfg.images_per_entity, opts)
+                                      images_per_entity=cfg.images_per_entity, opts=opts)
     if manifest is not None:
         print(f"wrote image index {index_path}: {manifest.count} images of {manifest.texts['entities_with_images']} "
               f"entities; {len(bad)} undecodable images skipped" + (f" (e.g. {bad[0]})" if bad else ""),
@@ -63,11 +63,12 @@ def main(argv: list[str] | None = None) -> int:
             return _image_index(cfg, kb, index_path, opts)
         store = SummaryStore(Path(cfg.summary_file or f"{index_path}.summaries.jsonl"))
         summarize, summarizer_id = _summarizer(cfg)
-        write_summaries(kb, store, summarize, cfg.summary_batch_size, opts.progress, ctx, summarizer_id)
+        write_summaries(kb, store, summarize, cfg.summary_batch_size, progress=opts.progress, ctx=ctx,
+                        summarizer_id=summarizer_id)
         ctx.barrier()                   # rank 0 has merged the summaries
         manifest = build_summary_index(kb, build_retriever(cfg.retriever), lambda start: store.iter_texts(kb, start),
-                                       index_path, {"kind": "summary", "summarizer": summarizer_id,
-                                                    "file": str(store.path)}, opts)
+                                       index_path, texts_info={"kind": "summary", "summarizer": summarizer_id,
+                                                    "file": str(store.path)}, opts=opts)
     if manifest is None:                # another rank wrote the index
         return 0
     recall = manifest.texts.get("recall_vs_flat")

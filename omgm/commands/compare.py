@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def run_search(name: str, config_files: list[str], overrides: list[str], samples, out: Path) -> Path:
+def run_search(name: str, config_files: list[str], overrides: list[str], samples, *, out: Path) -> Path:
     """Step 1 for one ``--run``: its YAML on top of the shared ones, then ``--set`` values."""
     for cfg in config_files:
         if not Path(cfg).is_file():
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         raise OmgmError("give at least one --run or --result")
     samples = read_samples(a.sample_file)
     for name, cfg in runs:
-        results.append((name, str(run_search(name, a.config + [cfg], a.overrides, samples, out))))
+        results.append((name, str(run_search(name, a.config + [cfg], a.overrides, samples, out=out))))
     gold = {s.sample_id: s.wikipedia_url for s in samples}
     table, curves = {}, {}
     for name, path in results:

@@ -77,11 +77,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.sample_file:
             from omgm.data.samples import read_samples
 
-            check_answers_made_for(args.result_file, meta, records, read_samples(args.sample_file), args.sample_file)
+            check_answers_made_for(args.result_file, meta, records, read_samples(args.sample_file), sample_file=args.sample_file)
         dataset = args.dataset or (data.get("meta", {}).get("dataset") if isinstance(data, dict) else None)
         if dataset is None:
             raise OmgmError("say --dataset evqa or --dataset infoseek")
-        result = evaluate_records(records, dataset, args.bem_model, args.infoseek_val, args.infoseek_qtype)
+        result = evaluate_records(records, dataset, args.bem_model, args.infoseek_val, infoseek_qtype=args.infoseek_qtype)
     out = Path(args.out) if args.out else Path(args.result_file).with_suffix(".eval.json")
     check_writable(out, inputs=[args.result_file, args.sample_file])
     write_json_atomic(out, result, indent=2)

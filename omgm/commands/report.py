@@ -95,7 +95,7 @@ def _answer_ok(rec: dict) -> bool:
         return False
 
 
-def card(s, s1: dict | None, s2: dict | None, ans: dict | None, k: int, dirs: ImageDirs, wiki, images: Images) -> str:
+def card(s, s1: dict | None, s2: dict | None, ans: dict | None, *, k: int, dirs: ImageDirs, wiki, images: Images) -> str:
     try:
         qsrc = images.src(dirs.resolve(s))
     except MissingImageError:
@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     s1, s2 = (rf.results if rf else {} for rf in (rf1, rf2))
     records, ans_meta = read_answers_file(a.answers) if a.answers else ([], {})
     if a.answers:
-        check_answers_made_for(a.answers, ans_meta, records, samples, a.sample_file)
+        check_answers_made_for(a.answers, ans_meta, records, samples, sample_file=a.sample_file)
     answers = {r["data_id"]: r for r in records}
     head, plot_html = _recall_table({"step 1": s1, "step 2": s2}, {s.sample_id: s.wikipedia_url for s in samples},
                                     a.top_ks, out)
@@ -196,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
         oks = [_answer_ok(r) for r in answers.values()]
         acc = f"<p>answer accuracy (exact match only): <b>{100.0 * sum(oks) / len(oks):.2f}</b> over {len(oks)}</p>"
     images, dirs, wiki = Images(out.parent, a.embed), ImageDirs(a.inat_dir, a.gld_dir, a.infoseek_dir), _wiki(a)
-    cards = [card(s, s1.get(s.sample_id), s2.get(s.sample_id), answers.get(s.sample_id), a.top_k, dirs, wiki, images)
+    cards = [card(s, s1.get(s.sample_id), s2.get(s.sample_id), answers.get(s.sample_id), k=a.top_k, dirs=dirs,
+                  wiki=wiki, images=images)
              for s in samples[: a.limit]]
     buttons = "".join(f'<button onclick="f(\'{k}\')">{label}</button>' for k, label in FILTERS)
     doc = (f"<!doctype html><html><head><meta charset='utf-8'><title>omgm report</title><style>{CSS}</style>"

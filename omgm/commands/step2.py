@@ -89,7 +89,7 @@ def run_train(argv: list[str]) -> int:
     if len(ds) == 0:
         raise OmgmError("no usable training example (see the drop counts above)")
     meta = {"init_ckpt": spec.init_ckpt, "vit_ckpt": spec.vit_ckpt, "tokenizer": spec.tokenizer}
-    summary = train(model, ds, tokenizer, cfg, meta, trainable_only=bool(spec.vit_ckpt))
+    summary = train(model, ds, tokenizer, cfg, extra_meta=meta, trainable_only=bool(spec.vit_ckpt))
     print(f"trained {summary['steps']} steps; last loss {summary['last_loss']:.4f}; checkpoints in {cfg.save_dir}")
     return 0
 
@@ -107,7 +107,7 @@ def run_rerank(argv: list[str]) -> int:
         cfg.model.device = run.device(cfg.model.device)
         reranker = cfg.build(kb, report=lambda text: print(text, file=sys.stderr))
         settings = run.parallel(lambda: _fingerprint(args, cfg, samples, kb, reranker))
-        runs = reranker.rerank(samples, step1.results, cfg.step1_alpha, not args.no_progress, settings)
+        runs = reranker.rerank(samples, step1.results, cfg.step1_alpha, not args.no_progress, parallel=settings)
         if runs is None:                 # another rank merges
             return 0
         summaries = [_write_run(args, cfg, r, _alpha_path(run.out, r.alpha, len(runs)), samples, top_ks) for r in runs]

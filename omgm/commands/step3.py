@@ -105,7 +105,7 @@ def _answer(args, answerer, run: StageRun, samples, retrieval, settings):
     done = partial.open(args.restart)
     if done:
         print(f"resuming: {len(done)} answers already in {partial.path}", file=sys.stderr)
-    records = answer_resumably(answerer, samples, retrieval.results, partial, done, window=args.window,
+    records = answer_resumably(answerer, samples, retrieval.results, partial, done=done, window=args.window,
                                progress=not args.no_progress)
     return records, partial
 
@@ -117,7 +117,7 @@ def _summary(args, cfg: AnswerConfig, records, meta, dataset) -> dict:
                "section_hit": round(100.0 * sum(r["section_hit"] for r in records) / n, 2), "counts": meta["counts"]}
     if not args.no_eval:
         summary["evaluation"] = evaluate_records(records, dataset, args.bem_model, args.infoseek_val,
-                                                 args.infoseek_qtype, meta.get("device"))
+                                                 infoseek_qtype=args.infoseek_qtype, device=meta.get("device"))
     return summary
 
 

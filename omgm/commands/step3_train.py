@@ -84,8 +84,9 @@ def examples_for(args, generator, samples) -> list[dict]:
         from omgm.generate.sections import CrossEncoder, SectionSelector
 
         selector = SectionSelector(CrossEncoder(cfg.section_reranker, _device(args)), cfg.step2_beta)
-    sft = build_sft_set(samples, kb, generator, build_cut(cfg, generator), args.train_section, selector,
-                        from_values(ImageDirs, args), _sec_sim(args.retrieval_results_file, samples), args.strict)
+    sft = build_sft_set(samples, kb, generator, build_cut(cfg, generator), mode=args.train_section, selector=selector,
+                        image_dirs=from_values(ImageDirs, args),
+                        sec_sim=_sec_sim(args.retrieval_results_file, samples), strict=args.strict)
     print(f"SFT set: {len(sft.examples)} examples; skipped: {dict(sft.skipped) or 'none'}", file=sys.stderr)
     if args.sft_file:
         write_sft_file(args.sft_file, sft, meta)

@@ -109,7 +109,7 @@ def _members(source: Path, start_byte: int, images_dir: Path | None, con: sqlite
 
 
 def import_entities(source: Path, con: sqlite3.Connection, start_row: int, start_byte: int,
-                    commit_every: int = 2000, progress: bool = True, images_dir: Path | None = None) -> int:
+                    *, commit_every: int = 2000, progress: bool = True, images_dir: Path | None = None) -> int:
     """Append entities from ``source`` starting at ``start_byte``; returns the entity count."""
     size = source.stat().st_size
     bar = tqdm(total=size, initial=start_byte, unit="B", unit_scale=True, desc=f"import {source.name}",
@@ -158,7 +158,7 @@ def import_wiki_images(con: sqlite3.Connection, csv_dir: Path, max_per_title: in
 
 
 def run_import(knowledge_base: str | Path, out: str | Path, wiki_img_csv_dir: str | Path | None = None,
-               overwrite: bool = False, commit_every: int = 2000, progress: bool = True,
+               overwrite: bool = False, *, commit_every: int = 2000, progress: bool = True,
                images_dir: str | Path | None = None) -> Path:
     """Import a KB JSON (or a JSONL of your own entities, see :mod:`omgm.data.kb_jsonl`) into ``out``."""
     source, out = Path(knowledge_base), Path(out)
@@ -184,8 +184,8 @@ def _import_locked(source: Path, out: Path, wiki_img_csv_dir, overwrite: bool, c
     try:
         if row:
             print(f"resuming import of {source} at entity {row} (byte {offset})", file=sys.stderr)
-        count = import_entities(source, con, row, offset, commit_every, progress,
-                                Path(images_dir) if images_dir else None)
+        count = import_entities(source, con, row, offset, commit_every=commit_every, progress=progress,
+                                images_dir=Path(images_dir) if images_dir else None)
         if count == 0:
             raise KnowledgeBaseError(f"{source}: no entity to import (an empty knowledge base)")
         if is_jsonl(source):
@@ -263,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
         args.kb_json = args.jsonl
     require(args, "kb_json", "out")
     run_import(args.kb_json, args.out, None if args.jsonl else args.wiki_img_csv_dir, args.overwrite,
-               args.commit_every, progress=not args.no_progress, images_dir=args.images_dir)
+               commit_every=args.commit_every, progress=not args.no_progress, images_dir=args.images_dir)
     return 0
 
 

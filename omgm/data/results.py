@@ -109,7 +109,7 @@ def read_retrieval(path: str | Path) -> RetrievalFile:
 
 
 def write_retrieval(path: str | Path, results: dict[str, dict], stage: str, meta: dict | None = None,
-                    bare: bool = False) -> Path:
+                    *, bare: bool = False) -> Path:
     """Validate and atomically write a retrieval file (``bare=True``: the authors' headerless form)."""
     for sid, entry in results.items():
         _check_entry(path, sid, entry)
@@ -134,7 +134,7 @@ def _check_bare(rf: RetrievalFile, samples: list, sample_file: str | Path, kb) -
 
 
 def check_answers_made_for(path: str | Path, meta: dict, records: list[dict], samples: list,
-                           sample_file: str | Path) -> None:
+                           *, sample_file: str | Path) -> None:
     """Refuse an answers file made for other samples (its fingerprint, or no id in common)."""
     from omgm.data.samples import samples_fingerprint
 

@@ -63,7 +63,7 @@ def _section(sample: Sample, kb: KnowledgeBase, mode: str, selector: SectionSele
 
 
 def build_sft_set(samples: Sequence[Sample], kb: KnowledgeBase, generator: Generator, cut: Callable,
-                  mode: str = "selected", selector: SectionSelector | None = None,
+                  *, mode: str = "selected", selector: SectionSelector | None = None,
                   image_dirs: ImageDirs | None = None, sec_sim: Mapping[str, Sequence[float]] | None = None,
                   strict: bool = False) -> SftSet:
     """Examples for ``samples`` (see the module docstring); ``sec_sim``: sample id -> the gold entity's step-2

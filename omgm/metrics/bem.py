@@ -45,7 +45,7 @@ def official_tokenizer(tokenizer: Any) -> TFTextBertTokenizer:
     return cached
 
 
-def bem_input(tokenizer: Any, candidate: str, reference: str, question: str, type_vocab_size: int = 3,
+def bem_input(tokenizer: Any, candidate: str, reference: str, question: str, *, type_vocab_size: int = 3,
               max_length: int = MAX_LENGTH) -> tuple[list[int], list[int]]:
     """``(input_ids, segment_ids)`` as the official scorer builds them, right-padded with 0 to ``max_length``.
 
@@ -91,7 +91,7 @@ class BemScorer:
     def _row(self, triple: tuple[str, str, str]) -> tuple[list[int], list[int]] | None:
         q, r, c = triple
         try:
-            return bem_input(self.tokenizer, c, r, q, self.type_vocab_size)
+            return bem_input(self.tokenizer, c, r, q, type_vocab_size=self.type_vocab_size)
         except BemInputTooLong:
             return None
 

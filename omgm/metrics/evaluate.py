@@ -57,7 +57,7 @@ def _approximate_infoseek(records: list[dict]) -> dict:
 
 
 def evaluate_records(records: list[dict], dataset: str, bem_model: str | None = None,
-                     infoseek_val: str | None = None, infoseek_qtype: str | None = None,
+                     infoseek_val: str | None = None, *, infoseek_qtype: str | None = None,
                      device: str | None = None) -> dict:
     """The metric of ``dataset`` over answer records (see :mod:`omgm.metrics.evqa`, :mod:`omgm.metrics.infoseek`)."""
     if dataset == "evqa":

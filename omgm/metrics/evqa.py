@@ -79,7 +79,7 @@ def exact_match(reference: str, candidate: str, question_type: str) -> bool:
 
 
 def score_answer(question: str, reference: str, candidate: str, question_type: str,
-                 bem: "BemScorer | None" = None) -> tuple[bool, str]:
+                 *, bem: "BemScorer | None" = None) -> tuple[bool, str]:
     """``(passed, how)`` over the ``|`` alternatives: EM first, then BEM if given. ``how``: em, bem or miss.
 
     Every alternative is checked, as the official scorer does: one that normalises to nothing is an error even

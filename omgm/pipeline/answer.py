@@ -165,7 +165,7 @@ def build_answerer(cfg: AnswerConfig, kb: KnowledgeBase, image_dirs: ImageDirs |
 
 
 def answer_resumably(answerer: Answerer, samples: Sequence[Sample], entries: Mapping[str, Mapping],
-                     partial: PartialRecords, done: dict[str, dict], *, window: int,
+                     partial: PartialRecords, *, done: dict[str, dict], window: int,
                      progress: bool = True) -> list[dict]:
     """Answer in fixed windows of ``window`` samples (the same windows whatever was done before, so a resumed
     run computes exactly what an uninterrupted one does); a window whose answers are all in ``done`` is skipped,
@@ -189,5 +189,5 @@ def answer_in_parallel(answerer: Answerer, samples: Sequence[Sample], entries: M
     """The same windows, spread over the ranks of a torchrun job (see :mod:`omgm.parallel`); every record on
     rank 0, None elsewhere."""
     parts = run_units(parallel, units_of(len(samples), window),
-                      lambda a, b: {"records": answerer.answer(samples[a:b], entries)}, progress, "answer")
+                      lambda a, b: {"records": answerer.answer(samples[a:b], entries)}, progress, desc="answer")
     return None if parts is None else [r for p in parts for r in p["records"]]

@@ -43,7 +43,7 @@ class RerankedRun:
 
 
 def fuse_entry(entry: Mapping, sec_sims: list[list[float]], sec_ids: list[list[int]], alpha: float,
-               fusion: Fusion | None = None) -> dict:
+               *, fusion: Fusion | None = None) -> dict:
     """A step-1 entry reordered by the fused score, with the step-2 fields (see the module docstring)."""
     order = (fusion or Fusion()).order(entry["retrieval_similarities"], sec_sims, alpha)
     return {"retrieved_entities": [entry["retrieved_entities"][i] for i, _, _ in order],
@@ -97,8 +97,8 @@ class Reranker:
         return self.candidates.counts
 
     def _queries(self, pixels: torch.Tensor, questions: Sequence[str]) -> torch.Tensor:
-        return encode_queries(self.model, self.tokenizer, pixels, questions, self.query_norm, self.device,
-                              self.pad_to_max)
+        return encode_queries(self.model, self.tokenizer, pixels, questions, query_norm=self.query_norm, device=self.device,
+                              pad_to_max=self.pad_to_max)
 
     def _chunk_scores(self, chunk: Sequence[Sample], entries: Mapping[str, Mapping]) -> dict:
         urls = {s.sample_id: [e["url"] for e in entries[s.sample_id]["retrieved_entities"]] for s in chunk}
@@ -129,7 +129,7 @@ class Reranker:
             return self._chunk_scores(todo[a:b], entries)
 
         if parallel is not None and parallel.active:
-            parts = run_units(parallel, units, work, progress, "rerank")
+            parts = run_units(parallel, units, work, progress, desc="rerank")
         else:
             parts = [work(a, b) for a, b in tqdm(units, desc="rerank", disable=not progress)]
         if parts is None:
@@ -137,7 +137,7 @@ class Reranker:
         return ({k: v for p in parts for k, v in p["sims"].items()}, {k: v for p in parts for k, v in p["ids"].items()})
 
     def rerank(self, samples: Sequence[Sample], entries: Mapping[str, Mapping], alphas: Sequence[float] = (ALPHA,),
-               progress: bool = False, parallel: Parallel | None = None) -> list[RerankedRun] | None:
+               progress: bool = False, *, parallel: Parallel | None = None) -> list[RerankedRun] | None:
         scores = self.section_scores(samples, entries, progress, parallel)
         if scores is None:
             return None
@@ -148,7 +148,7 @@ class Reranker:
             for s in samples:
                 if s.sample_id in sims:
                     results[s.sample_id] = fuse_entry(entries[s.sample_id], sims[s.sample_id], ids[s.sample_id],
-                                                      alpha, self.fusion)
+                                                      alpha, fusion=self.fusion)
                     hits += top1_section_hit(results[s.sample_id], s)
             runs.append(RerankedRun(alpha, results, hits))
         return runs
@@ -159,7 +159,7 @@ class Reranker:
         ents = self.candidates.encode(urls)
         q = self._queries(self.transform(image).unsqueeze(0), [question])[0]
         return fuse_entry(entry, [entity_scores(q, ents[u]) for u in urls], [ents[u].section_ids for u in urls], alpha,
-                          self.fusion)
+                          fusion=self.fusion)
 
 
 @dataclass

@@ -78,7 +78,7 @@ class EntitySearch:
         if released is not None:
             index, _ = load_index(released[0])
             rows = echosight.read_ids(released[1], len(kb))
-            notes = echosight.check(index, rows, released[0], released[1], retriever.dim, retriever.model_id)
+            notes = echosight.check(index, rows, released[0], released[1], dim=retriever.dim, model_id=retriever.model_id)
             apply_search_params(index, search_params)
             return cls(retriever, maybe_to_gpu(index, faiss_gpu, faiss_fp16, gpu), kb, rows, search_batch_size, notes)
         index, manifest = load_index(index_path)
@@ -99,8 +99,8 @@ class EntitySearch:
     def rank(self, vectors: np.ndarray, k: int, progress: bool = False) -> tuple[list[list[int]], list[list[float]]]:
         """KB rows and raw inner products of the top ``k`` entities for each query vector."""
         if self.image_rows is not None:
-            return search_entities(self.index, self.image_rows, vectors, k, self.search_batch_size)
-        scores, ids = search(self.index, vectors, k, self.search_batch_size, progress)
+            return search_entities(self.index, self.image_rows, vectors, k, batch_size=self.search_batch_size)
+        scores, ids = search(self.index, vectors, k, self.search_batch_size, progress=progress)
         keep = [[j for j, i in enumerate(r) if i >= 0] for r in ids]     # FAISS pads with -1 when it finds fewer
         return ([[int(r[j]) for j in js] for r, js in zip(ids, keep)],
                 [[float(s[j]) for j in js] for s, js in zip(scores, keep)])
@@ -131,7 +131,7 @@ class EntitySearch:
             return self._search_unit(samples[a:b], paths, k, composed, skip_missing, batch_size, num_workers).as_dict()
 
         if parallel is not None and parallel.active:
-            parts = run_units(parallel, units, work, progress, "search")
+            parts = run_units(parallel, units, work, progress, desc="search")
             return None if parts is None else SearchRun.combine(parts)
         from tqdm import tqdm
 
@@ -141,7 +141,7 @@ class EntitySearch:
                      batch_size: int, num_workers: int) -> SearchRun:
         todo = [s for s in samples if s.sample_id in paths]
         emb, ok, errors = encode_image_files(self.retriever, [paths[s.sample_id] for s in todo], batch_size,
-                                             num_workers, False, [s.question for s in todo] if composed else None)
+                                             num_workers, progress=False, texts=[s.question for s in todo] if composed else None)
         if errors and not skip_missing:
             raise SearchError(f"{len(errors)} query images cannot be decoded (first: {next(iter(errors.values()))}); "
                               f"pass --missing_images skip to count them as misses")

@@ -29,7 +29,7 @@ def image_state(kb, wiki, url: str) -> str:
     return wiki.locate(kb.get(url).title)[1] or "ok"
 
 
-def check_split(path: str, kb, wiki, dirs: ImageDirs, examples: int = 3) -> dict:
+def check_split(path: str, kb, wiki, dirs: ImageDirs, *, examples: int = 3) -> dict:
     samples = read_samples(path, single_hop_only=False)
     q_missing = [s for s in samples if not any(p.is_file() for p in dirs.candidates(s))]
     golds = {s.wikipedia_url for s in samples}

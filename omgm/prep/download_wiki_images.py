@@ -213,7 +213,7 @@ def _write_failures(path: Path, failures: list[dict]) -> None:
 
 
 def run(csv_dir: str | Path, opt: Options, titles: set[str] | None = None, limit: int | None = None,
-        failures_path: Path | None = None, progress: bool = True) -> dict:
+        *, failures_path: Path | None = None, progress: bool = True) -> dict:
     opt.out.mkdir(parents=True, exist_ok=True)
     with OutputLock(opt.out / "download_summary.json"):      # one downloader per folder
         return _run_locked(csv_dir, opt, titles, limit, failures_path, progress)
@@ -276,7 +276,8 @@ def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     opt = Options(Path(a.out), a.workers, a.rate, a.timeout, a.retries, a.backoff, user_agent=a.user_agent)
     titles = only_titles(a.only_entities) if a.only_entities else None
-    summary = run(a.csv_dir, opt, titles, a.limit, Path(a.failures) if a.failures else None, not a.no_progress)
+    summary = run(a.csv_dir, opt, titles, a.limit, failures_path=Path(a.failures) if a.failures else None,
+                  progress=not a.no_progress)
     print(json.dumps(summary, indent=2))
     return 0 if summary["failed"] == 0 else 1
 

@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     wiki = wiki_images_for(kb, args.wiki_img_path_prefix, args.wiki_img_csv_dir)
     samples, step1 = read_samples(args.train_file), read_retrieval(args.step1_result)
     check_made_for(step1, samples, args.train_file, kb)
-    entries, counts = mine(samples, step1, kb, wiki, args.top_k)
+    entries, counts = mine(samples, step1, kb, wiki, top_k=args.top_k)
     write_negative_db(args.out, entries)
     print(f"wrote {len(entries)} entries to {args.out}; " + ", ".join(f"{k}: {v}" for k, v in counts.items()),
           file=sys.stderr)

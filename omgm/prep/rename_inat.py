@@ -50,7 +50,7 @@ def place(src: Path, dst: Path, mode: str) -> None:
     os.replace(tmp, dst)
 
 
-def rename(id2name: dict[str, str], src_root: Path, dst: Path, mode: str = "symlink", progress: bool = True) -> dict:
+def rename(id2name: dict[str, str], src_root: Path, dst: Path, mode: str = "symlink", *, progress: bool = True) -> dict:
     dst.mkdir(parents=True, exist_ok=True)
     counts = {"placed": 0, "already_there": 0, "missing_source": 0, "unsafe_entry": 0}
     missing = []
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mode", choices=["symlink", "hardlink", "copy"], default="symlink")
     p.add_argument("--no_progress", action="store_true")
     a = p.parse_args(argv)
-    counts = rename(read_id2name(a.id2name), Path(a.src), Path(a.dst), a.mode, not a.no_progress)
+    counts = rename(read_id2name(a.id2name), Path(a.src), Path(a.dst), a.mode, progress=not a.no_progress)
     print(json.dumps(counts))
     if counts["unsafe_entry"]:
         print(f"{counts['unsafe_entry']} entries skipped: an id or file name would leave --dst or --src "

@@ -62,7 +62,7 @@ def disk_to_fetch(registry, dataset: str, rows: list[str], root: Path) -> dict:
             "unknown_size": [a.name for a in missing if not a.size]}
 
 
-def dry_run(stages: list[Stage], lock: Lock, root: Path, costs: str | None, n_queries: int | None) -> dict:
+def dry_run(stages: list[Stage], lock: Lock, root: Path, costs: str | None, *, n_queries: int | None) -> dict:
     plan = [{"stage": s.name, "command": s.command(), "missing_inputs": [str(p) for p in _missing(s)]}
             for s in stages]
     disk = sum(e.get("size", 0) for e in lock.files.values())
@@ -106,10 +106,10 @@ def note_wiki_entities(step1: Path, target: Path, dataset: str, root: Path) -> N
               f"score 0; `omgm fetch {dataset} --root {root} --only wiki-images` downloads the missing ones")
 
 
-def available_rows(registry, dataset: str, root: Path, out: Path, config: Path) -> list[str]:
+def available_rows(registry, dataset: str, root: Path, out: Path, *, config: Path) -> list[str]:
     rows = []
     for row in registry.rows(dataset):
-        stages = build_plan(registry, dataset, root, out, [row], config)
+        stages = build_plan(registry, dataset, root, out, rows=[row], config=config)
         if not any(_missing(s) for s in stages if s.name.startswith("step3")):
             rows.append(row)
         else:
@@ -134,15 +134,15 @@ def main(argv: list[str] | None = None) -> int:
             raise ReproduceError(f"--rows: {args.dataset} has no row {', '.join(sorted(unknown))} "
                                  f"(rows: {', '.join(registry.rows(args.dataset))})")
     else:
-        rows = registry.rows(args.dataset) if args.dry_run else available_rows(registry, args.dataset, root, out, config)
-    stages = build_plan(registry, args.dataset, root, out, rows, config)
+        rows = registry.rows(args.dataset) if args.dry_run else available_rows(registry, args.dataset, root, out, config=config)
+    stages = build_plan(registry, args.dataset, root, out, rows=rows, config=config)
     lock = Lock(root)
     if args.dry_run:
         from omgm.data.samples import read_samples
 
         split = Path(settings["sample_file"])
         n = len(read_samples(split)) if split.is_file() else None
-        plan = dry_run(stages, lock, root, args.costs, n)
+        plan = dry_run(stages, lock, root, args.costs, n_queries=n)
         plan["still_to_fetch"] = disk_to_fetch(registry, args.dataset, rows, root)
         print(json.dumps(plan, indent=1))
         return 0
@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[{stage.name}] {run_stage(stage, state, state_path, env)}", flush=True)
             if stage.name == "step1":
                 note_wiki_entities(stage.output, root / args.dataset / "wiki_entities.txt", args.dataset, root)
-        tables = build_tables(registry, args.dataset, rows, out, stages, lock.files, root)
+        tables = build_tables(registry, args.dataset, rows, out, stages=stages, lock_files=lock.files, root=root)
         paths = write_tables(tables, out)
     print(paths[1].read_text())
     return 0

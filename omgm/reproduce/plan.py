@@ -31,7 +31,7 @@ class Stage:
         return " ".join(["python", "-m", self.module, *self.args])
 
 
-def build_plan(registry: Registry, dataset: str, root: Path, out: Path, rows: list[str], config: Path,
+def build_plan(registry: Registry, dataset: str, root: Path, out: Path, *, rows: list[str], config: Path,
                extra: dict[str, list[str]] | None = None) -> list[Stage]:
     """Stages for ``rows``: KB import, step 1, step 2 (rerank), step 3 per generator row, then the report."""
     ds = registry.dataset(dataset)

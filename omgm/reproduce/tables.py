@@ -40,7 +40,7 @@ def _git_commit() -> str | None:
         return None
 
 
-def build_tables(registry: Registry, dataset: str, rows: list[str], out: Path, stages: list[Stage],
+def build_tables(registry: Registry, dataset: str, rows: list[str], out: Path, *, stages: list[Stage],
                  lock_files: dict[str, dict], root: Path) -> dict[str, Any]:
     ds = registry.dataset(dataset)
     inputs = [{"file": str(root / rel), "sha256": e.get("sha256"), "size": e.get("size"), "source": e.get("source")}

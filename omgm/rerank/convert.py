@@ -232,7 +232,7 @@ def resolve_config(name_or_path: str | None, checkpoints: Iterable[dict]) -> IT2
 
 def build_reranker(model_name: str | None = None, reranker_ckpt: str | Path | None = None,
                    init_ckpt: str | Path | None = None, vit_ckpt: str | Path | None = None,
-                   trust: bool = False, strict: bool = True) -> tuple[IT2ITReranker, LoadReport]:
+                   *, trust: bool = False, strict: bool = True) -> tuple[IT2ITReranker, LoadReport]:
     """The reranker with weights from, in priority order: a trained checkpoint (official or omgm), the LAVIS
     ``blip2_pretrained.pth`` init, the EVA ViT-g file. With none given, random weights (tests, demo)."""
     loaded = [(Path(p), read_checkpoint(p, trust)) for p in (reranker_ckpt, init_ckpt, vit_ckpt) if p]

@@ -45,7 +45,7 @@ class RerankTrainSet(Dataset):
             except MissingImageError:
                 self.drops["query image missing"] += 1
                 continue
-            pos, pool = negative_pool(s, entry, self.cache, wiki.root, random.Random(0), self.drops)
+            pos, pool = negative_pool(s, entry, self.cache, wiki.root, rng=random.Random(0), counts=self.drops)
             if pos is None:
                 continue
             if len(pool) < neg_num:
@@ -77,7 +77,7 @@ class RerankTrainSet(Dataset):
     def __getitem__(self, i: int) -> dict:
         sample, entry, qimg = self.examples[self.order[i]]
         rng = random.Random(f"{self.seed}-{self.epoch}-{self.order[i]}")
-        pos, pool = negative_pool(sample, entry, self.cache, self.wiki.root, rng)
+        pos, pool = negative_pool(sample, entry, self.cache, self.wiki.root, rng=rng)
         cands = [pos] + draw(pool, self.neg_num, rng)
         paths = list(dict.fromkeys(c.image for c in cands))
         try:

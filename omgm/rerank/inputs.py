@@ -43,7 +43,7 @@ def load_tokenizer(path_or_id: str = "bert-base-uncased"):
 
 
 def tokenize(tokenizer, texts: Sequence[str], max_length: int = 512, pad_to_max: bool = False,
-             device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+             *, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
     """Token ids and mask for cleaned texts. The official code pads to ``max_length``; padding to the longest
     text in the batch gives the same query outputs (the mask hides the padding) and is much cheaper."""
     enc = tokenizer([clean_text(t) for t in texts], padding="max_length" if pad_to_max else "longest",

@@ -69,7 +69,7 @@ def write_negative_db(path: str | Path, entries: dict[str, NegativeEntry]) -> Pa
 
 
 def mine(samples: Iterable[Sample], step1: RetrievalFile, kb: KnowledgeBase, wiki: WikiImages,
-         top_k: int = 20) -> tuple[dict[str, NegativeEntry], Counter]:
+         *, top_k: int = 20) -> tuple[dict[str, NegativeEntry], Counter]:
     """The negative file's entries from step-1 results of the same samples (keyed by their image ids)."""
     out: dict[str, NegativeEntry] = {}
     counts: Counter = Counter()
@@ -111,7 +111,7 @@ class EntityCache:
 
 
 def negative_pool(sample: Sample, entry: NegativeEntry, cache: EntityCache, wiki_root: Path,
-                  rng: random.Random, counts: Counter | None = None) -> tuple[Candidate | None, list[Candidate]]:
+                  *, rng: random.Random, counts: Counter | None = None) -> tuple[Candidate | None, list[Candidate]]:
     """The positive candidate (None if the example must be dropped) and the full negative pool."""
     counts = counts if counts is not None else Counter()
     gt = cache.info(sample.wikipedia_url)

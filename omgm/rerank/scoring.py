@@ -173,7 +173,7 @@ class CandidateEncoder:
         for start in range(0, len(order), self.batch_size):
             chunk = order[start:start + self.batch_size]
             ids, mask = tokenize(self.tok, [texts[i] for i in chunk], self.model.config.max_text_length,
-                                 self.pad_to_max, self.device)
+                                 self.pad_to_max, device=self.device)
             idx = torch.tensor([img_idx[i] for i in chunk], device=feats.device)
             tok = normalise_tokens(self.model.encode(feats[idx], ids, mask)).float().cpu()
             for i, t in zip(chunk, tok):
@@ -183,8 +183,8 @@ class CandidateEncoder:
 
 @torch.no_grad()
 def encode_queries(model: IT2ITReranker, tokenizer, pixels: torch.Tensor, questions: Sequence[str],
-                   query_norm: str = "faithful", device: torch.device | str = "cpu", pad_to_max: bool = False) -> torch.Tensor:
-    ids, mask = tokenize(tokenizer, questions, model.config.max_text_length, pad_to_max, device)
+                   *, query_norm: str = "faithful", device: torch.device | str = "cpu", pad_to_max: bool = False) -> torch.Tensor:
+    ids, mask = tokenize(tokenizer, questions, model.config.max_text_length, pad_to_max, device=device)
     q = model.encode(model.vision_features(pixels.to(device)), ids, mask)
     return normalise_tokens(q, query_norm).float().cpu()
 
@@ -197,14 +197,14 @@ def entity_scores(q: torch.Tensor, et: EntityTokens) -> list[float]:
 
 
 @torch.no_grad()
-def naive_section_scores(model: IT2ITReranker, tokenizer, q: torch.Tensor, entity, image: Path, transform,
+def naive_section_scores(model: IT2ITReranker, tokenizer, q: torch.Tensor, entity, *, image: Path, transform,
                          device: torch.device | str = "cpu") -> list[float]:
     """The reference: one ViT + Q-Former call per (section, image) pair, no sharing, no batching."""
     out = []
     for s in entity.sections():
         pix = transform(load_image(image)).unsqueeze(0).to(device)
         ids, mask = tokenize(tokenizer, [candidate_text(entity.title, s.title, s.text)], model.config.max_text_length,
-                             True, device)
+                             True, device=device)
         c = normalise_tokens(model.encode(model.vision_features(pix), ids, mask)).float().cpu()
         out.append(float(late_interaction(q.unsqueeze(0), c)[0, 0]))
     return out

@@ -139,7 +139,7 @@ def run_settings(cfg: TrainConfig, dataset, extra_meta: dict | None) -> dict:
             **{k: v for k, v in (extra_meta or {}).items() if isinstance(v, (str, int, float, bool, type(None)))}}
 
 
-def train(model: IT2ITReranker, dataset: RerankTrainSet, tokenizer, cfg: TrainConfig, extra_meta: dict | None = None,
+def train(model: IT2ITReranker, dataset: RerankTrainSet, tokenizer, cfg: TrainConfig, *, extra_meta: dict | None = None,
           trainable_only: bool = True) -> dict:
     """Train (or resume) and return a summary; checkpoints land in ``cfg.save_dir``. ``trainable_only``: leave
     the frozen ViT out of checkpoints (it is re-read from its own file, named in ``extra_meta['vit_ckpt']``)."""

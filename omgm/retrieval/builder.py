@@ -103,7 +103,7 @@ def assemble(vectors: np.ndarray, factory: str | None = None, opts: BuildOptions
 
 
 def measure_recall(vectors: np.ndarray, index: faiss.Index, n_queries: int = 1000, k: int = 20,
-                   seed: int = 0) -> dict:
+                   *, seed: int = 0) -> dict:
     """recall@k of ``index`` against exact inner-product search, with database vectors as queries."""
     rng = np.random.default_rng(seed)
     q = vectors[rng.choice(len(vectors), size=min(n_queries, len(vectors)), replace=False)]
@@ -118,13 +118,13 @@ def _load_shards(shards: Sequence[Path]) -> np.ndarray:
 
 
 def build_summary_index(kb: KnowledgeBase, retriever: Retriever, texts_from: Callable[[int], object], index_path: Path,
-                        texts_info: dict, opts: BuildOptions) -> IndexManifest | None:
+                        *, texts_info: dict, opts: BuildOptions) -> IndexManifest | None:
     """Embed the KB's summaries (``texts_from(row)`` yields them from ``row``) and write the index + manifest."""
     work_dir = opts.work_dir or Path(f"{index_path}.shards")
     info = {"model_id": retriever.model_id, "kb_url_order_hash": kb.url_order_hash(),
             "summaries": texts_info.get("file", "")}
-    shards = encode_sharded(texts_from, len(kb), retriever.encode_texts, work_dir, info, opts.shard_size,
-                            opts.batch_size, opts.progress, opts.ctx)
+    shards = encode_sharded(texts_from, len(kb), retriever.encode_texts, work_dir, info=info, shard_size=opts.shard_size,
+                            batch_size=opts.batch_size, progress=opts.progress, ctx=opts.ctx)
     if shards is None:                      # another rank assembles the index
         return None
     index, measured = assemble(_load_shards(shards), opts.factory, opts)
@@ -136,7 +136,7 @@ def build_summary_index(kb: KnowledgeBase, retriever: Retriever, texts_from: Cal
     return manifest
 
 
-def build_image_index(kb: KnowledgeBase, retriever: Retriever, wiki, index_path: Path, images_per_entity: int,
+def build_image_index(kb: KnowledgeBase, retriever: Retriever, wiki, index_path: Path, *, images_per_entity: int,
                       opts: BuildOptions) -> tuple[IndexManifest | None, list[str]]:
     """Embed up to ``images_per_entity`` wiki images per entity; returns the manifest and undecodable files."""
     wiki.max = images_per_entity
@@ -162,8 +162,9 @@ def build_image_index(kb: KnowledgeBase, retriever: Retriever, wiki, index_path:
     info = {"model_id": retriever.model_id, "kb_url_order_hash": kb.url_order_hash(), "kind": "image",
             "images": len(items)}
     shards = encode_sharded(lambda start: iter(p for _, p in items[start:]), len(items), encode,
-                            opts.work_dir or Path(f"{index_path}.shards"), info, opts.shard_size, opts.batch_size,
-                            opts.progress, opts.ctx)
+                            opts.work_dir or Path(f"{index_path}.shards"), info=info, shard_size=opts.shard_size,
+                            batch_size=opts.batch_size,
+                            progress=opts.progress, ctx=opts.ctx)
     if shards is None:                      # another rank assembles the index
         return None, bad
     vecs = _load_shards(shards)

@@ -64,7 +64,7 @@ def read_ids(path: str | Path, kb_len: int | None = None) -> np.ndarray:
     return rows
 
 
-def check(index, rows: np.ndarray, index_path: Path, ids_path: Path, dim: int, model_id: str) -> list[str]:
+def check(index, rows: np.ndarray, index_path: Path, ids_path: Path, *, dim: int, model_id: str) -> list[str]:
     """Refuse a count or dimension that does not fit; return the note that there is no manifest."""
     if index.ntotal != len(rows):
         raise EchoSightIndexError(f"{index_path} holds {index.ntotal} vectors but {ids_path} lists {len(rows)} rows")

@@ -42,7 +42,7 @@ def _identity(image):
 
 
 def encode_image_files(retriever: Retriever, paths: Sequence[Path], batch_size: int = 64, num_workers: int = 0,
-                       progress: bool = True, texts: Sequence[str] | None = None
+                       *, progress: bool = True, texts: Sequence[str] | None = None
                        ) -> tuple[np.ndarray, list[bool], dict[int, str]]:
     """Returns ``(embeddings [n, dim], ok flags, {position: error})``; rows of failed files are zeros.
     With ``texts``, each image is encoded together with its text (a composed query)."""

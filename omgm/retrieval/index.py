@@ -176,7 +176,7 @@ def load_ids(index_path: str | Path, kb_len: int | None = None) -> np.ndarray:
     return rows
 
 
-def search_entities(index: faiss.Index, ids: np.ndarray, queries: np.ndarray, k: int, batch_size: int = 1024,
+def search_entities(index: faiss.Index, ids: np.ndarray, queries: np.ndarray, k: int, *, batch_size: int = 1024,
                     oversample: int = 10) -> tuple[list[list[int]], list[list[float]]]:
     """EchoSight's image index: search images, keep entities in order of first occurrence (with that image's
     score) until ``k`` distinct ones; search deeper for queries that found fewer."""
@@ -240,7 +240,7 @@ def maybe_to_gpu(index: faiss.Index, use_gpu: str = "auto", fp16: bool = False, 
 
 
 def search(index: faiss.Index, queries: np.ndarray, k: int, batch_size: int = 1024,
-           progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+           *, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` inner products and row ids for every query, ``batch_size`` queries per FAISS call."""
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     k = min(k, index.ntotal)

@@ -43,7 +43,7 @@ def _check_or_write_info(work_dir: Path, info: dict) -> None:
 
 
 def encode_sharded(texts_from: Callable[[int], Iterator[str]], n: int, encode: Callable[[Sequence[str]], np.ndarray],
-                   work_dir: str | Path, info: dict, shard_size: int = 50_000, batch_size: int = 256,
+                   work_dir: str | Path, *, info: dict, shard_size: int = 50_000, batch_size: int = 256,
                    progress: bool = True, ctx=None) -> list[Path] | None:
     """Encode ``n`` texts (``texts_from(start)`` yields them from row ``start``) into shards; return their paths.
 

@@ -174,7 +174,7 @@ class LLMSummarizer:
 
 
 def write_summaries(kb: KnowledgeBase, store: SummaryStore, summarize: Callable[[Sequence[Entity]], list[str]],
-                    batch_size: int = 16, progress: bool = True, ctx=None, summarizer_id: str = "") -> int | None:
+                    batch_size: int = 16, *, progress: bool = True, ctx=None, summarizer_id: str = "") -> int | None:
     """Summarise every entity not yet in ``store``; returns how many were written in this call (None on a rank
     that does not merge).
 
@@ -224,7 +224,7 @@ def _write_parallel(kb, store, summarize, batch_size, progress, ctx, done, summa
 
     settings = {"kb": kb.url_order_hash(), "summarizer": summarizer_id, "batch_size": batch_size, "start": done}
     parts = run_units(Parallel(ctx, parts_folder(store.path), settings), units_of(len(kb) - done, 64 * batch_size),
-                      work, progress, "summaries")
+                      work, progress, desc="summaries")
     if parts is None:
         return None
     rows = [r for p in parts for r in p["rows"]]

@@ -84,7 +84,7 @@ def left_pad(rows: Sequence[Sequence[int]], pad_id: int, device) -> tuple[torch.
 
 @torch.no_grad()
 def greedy_ids(model, rows: Sequence[Sequence[int]], pad_id: int, max_new_tokens: int,
-               eos_ids: Sequence[int] | int | None = None, **kwargs) -> list[list[int]]:
+               *, eos_ids: Sequence[int] | int | None = None, **kwargs) -> list[list[int]]:
     """Greedy continuation of each row of token ids; returns the new ids of each row (pads removed)."""
     ids, mask = left_pad(rows, pad_id, model.device)
     extra = {} if eos_ids is None else {"eos_token_id": eos_ids}
@@ -98,7 +98,7 @@ def greedy_texts(model, tokenizer, prompts: Sequence[str], max_new_tokens: int) 
     """Greedy, left-padded continuations of rendered prompts (no special tokens added); new text only, stripped."""
     rows = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    out = greedy_ids(model, rows, pad, max_new_tokens, tokenizer.eos_token_id)
+    out = greedy_ids(model, rows, pad, max_new_tokens, eos_ids=tokenizer.eos_token_id)
     return [t.strip() for t in tokenizer.batch_decode(out, skip_special_tokens=True)]
 
 

@@ -64,6 +64,6 @@ class ChatLLMGenerator(Generator):
         rows = [self.input_ids(r) for r in reqs]
         out = self.shared.generate(rows, self.pad_id, self.max_new_tokens, self.eos_ids)
         if out is None:
-            out = greedy_ids(self.model, rows, self.pad_id, self.max_new_tokens, self.eos_ids)
+            out = greedy_ids(self.model, rows, self.pad_id, self.max_new_tokens, eos_ids=self.eos_ids)
         texts = [self.tokenizer.decode(o, skip_special_tokens=True) for o in out]
         return texts if self.style == "official" else [t.strip() for t in texts]
