@@ -12,6 +12,7 @@ from typing import Callable, Sequence
 
 
 def weighted(a: float, b: float, weight: float) -> float:
+    """The published rule: ``weight * a + (1 - weight) * b``."""
     return weight * a + (1 - weight) * b
 
 

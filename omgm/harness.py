@@ -62,6 +62,7 @@ class StageRun:
 
     @property
     def seconds(self) -> float:
+        """Seconds since the run started."""
         return time.time() - self.t0
 
     def finish(self, summary: dict) -> dict:

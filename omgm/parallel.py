@@ -33,6 +33,8 @@ class ParallelError(OmgmError, ValueError):
 
 @dataclass(frozen=True)
 class Context:
+    """This process's place in a data-parallel job: rank, world size, local rank (its GPU), process group up or
+    not."""
     rank: int = 0
     world: int = 1
     local_rank: int = 0
@@ -45,15 +47,19 @@ class Context:
 
     @property
     def main(self) -> bool:
+        """Rank 0: the process that merges and writes."""
         return self.rank == 0
 
     def owns(self, unit: int) -> bool:
+        """Unit ``unit`` is this rank's (``unit % world == rank``)."""
         return unit % self.world == self.rank
 
     def mine(self, units: Sequence) -> list:
+        """This rank's share of ``units``."""
         return [u for i, u in enumerate(units) if self.owns(i)]
 
     def barrier(self) -> None:
+        """Wait for every rank (nothing without a process group)."""
         if self.distributed:
             import torch.distributed as dist
 

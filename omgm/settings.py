@@ -86,6 +86,7 @@ def path_kind(name: str) -> str | None:
 
 
 def default_of(f: dataclasses.Field) -> Any:
+    """A field's default value (made by its factory when it has one)."""
     if f.default is not dataclasses.MISSING:
         return f.default
     return f.default_factory() if f.default_factory is not dataclasses.MISSING else None

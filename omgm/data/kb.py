@@ -49,6 +49,7 @@ def section_document(title: str, section_title: str, section_text: str) -> str:
 
 @dataclass(frozen=True)
 class Section:
+    """One kept section of an entity: its index in the entity's section lists, title and text."""
     index: int          # position in the entity's section_titles (the evidence_section_id space)
     title: str
     text: str
@@ -56,6 +57,7 @@ class Section:
 
 @dataclass(frozen=True)
 class Entity:
+    """One KB article: URL, title, the parallel section title/text lists, and its image URLs."""
     url: str
     title: str
     section_titles: list[str]
@@ -143,30 +145,36 @@ class KnowledgeBase:
         raise NotImplementedError
 
     def url_at(self, row: int) -> str:
+        """The URL of KB row ``row`` (row i = index row i)."""
         raise NotImplementedError
 
     def urls(self) -> Iterator[str]:
+        """Every URL, in row order."""
         raise NotImplementedError
 
     def _lookup(self, url: str) -> Entity | None:
         raise NotImplementedError
 
     def entities(self, start: int = 0) -> Iterator[Entity]:
+        """Every entity from row ``start`` on, in row order."""
         raise NotImplementedError
 
     def url_order_hash(self) -> str:
+        """The identity of the KB's row order (what an index manifest and a result file record)."""
         raise NotImplementedError
 
     def __contains__(self, url: str) -> bool:
         return self._lookup(url) is not None
 
     def get(self, url: str) -> Entity:
+        """The entity at ``url``, or :class:`UnknownEntityError` naming the KB."""
         ent = self._lookup(url)
         if ent is None:
             raise UnknownEntityError(f"entity {url!r} is not in the knowledge base {self.path}")
         return ent
 
     def at(self, row: int) -> Entity:
+        """The entity of row ``row``."""
         return self.get(self.url_at(row))
 
     def url_title_at(self, row: int) -> tuple[str, str]:

@@ -37,6 +37,7 @@ class ResultFileError(OmgmError, ValueError):
 
 
 def read_json(path: str | Path) -> Any:
+    """A JSON file, with one-line errors for a missing, non-UTF-8 or malformed file."""
     path = Path(path)
     if not path.is_file():
         raise ResultFileError(f"file not found: {path}")
@@ -51,12 +52,15 @@ def read_json(path: str | Path) -> Any:
 
 @dataclass
 class RetrievalFile:
+    """A step-1/2 result file: ``results`` in the published form, the stage, and omgm's meta (empty for the
+    authors' bare files)."""
     results: dict[str, dict]
     stage: str = "step1"
     meta: dict = field(default_factory=dict)
     path: Path | None = None
 
     def urls(self, sample_id: str) -> list[str]:
+        """The ranked URLs of one sample."""
         return [e["url"] for e in self.results[sample_id]["retrieved_entities"]]
 
 

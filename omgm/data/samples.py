@@ -70,6 +70,7 @@ class Sample:
 
     @property
     def is_infoseek(self) -> bool:
+        """An InfoSeek question (its images and prompts differ from E-VQA's)."""
         return self.dataset_name.lower() in INFOSEEK_DATASETS or self.question_type == "infoseek"
 
 
@@ -90,6 +91,7 @@ def read_samples(path: str | Path, single_hop_only: bool = True) -> list[Sample]
 
 
 def iter_samples(path: str | Path, single_hop_only: bool = True) -> Iterator[Sample]:
+    """The samples of a CSV one by one (see :func:`read_samples`)."""
     path = Path(path)
     if not path.is_file():
         raise SampleFileError(f"sample file not found: {path}")

@@ -46,6 +46,7 @@ def read_answers_file(path: str | Path) -> tuple[list[dict], dict]:
 
 
 def read_answers(path: str | Path) -> list[dict]:
+    """The records of an answers file."""
     return read_answers_file(path)[0]
 
 

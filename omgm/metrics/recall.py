@@ -15,6 +15,7 @@ from typing import Callable, Mapping, Sequence
 
 @dataclass
 class RecallReport:
+    """Recall@k (and the other ranking metrics asked for) over a set of samples."""
     recall: dict[int, float]          # k -> percentage (0..100)
     total: int                        # samples in the denominator
     missing: int = 0                  # samples with no ranking (counted as misses)
@@ -22,12 +23,14 @@ class RecallReport:
     others: dict[str, dict[int, float]] = field(default_factory=dict)   # further metrics asked for, by name
 
     def as_dict(self) -> dict:
+        """The report as written into summaries and ``*.eval.json``."""
         extra = {name: {f"{RANKING_METRICS[name].label}@{k}": round(v, 2) for k, v in values.items()}
                  for name, values in self.others.items()}
         return {"recall": {f"R@{k}": round(v, 2) for k, v in self.recall.items()}, **extra, "total": self.total,
                 "missing_rankings": self.missing, "hits": {f"R@{k}": h for k, h in self.hits.items()}}
 
     def table(self, title: str = "recall") -> str:
+        """The recall row as printed by steps 1 and 2."""
         ks = list(self.recall)
         head = " | ".join(f"R@{k:<4}" for k in ks)
         vals = " | ".join(f"{self.recall[k]:6.2f}" for k in ks)
@@ -60,6 +63,7 @@ def _mrr(positions: Sequence[int | None], ks: Sequence[int]) -> dict[int, float]
 
 @dataclass(frozen=True)
 class RankingMetric:
+    """A ranking metric: its function, its label in reports (``R``, ``MRR``) and its help."""
     compute: Callable[[Sequence[int | None], Sequence[int]], dict[int, float]]
     label: str                        # the key prefix in reports: R@10, MRR@10
     help: str

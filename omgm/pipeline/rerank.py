@@ -34,11 +34,13 @@ log = logging.getLogger("omgm.step2")
 
 @dataclass
 class RerankedRun:
+    """The step-2 results for one alpha, and how often the top-1 entity's best section is the evidence section."""
     alpha: float
     results: dict[str, dict]
     top1_section_hits: int        # top-1 entity is the gold one and its best section is the evidence section
 
     def section_recall(self, n_samples: int) -> float:
+        """Top-1 evidence-section recall, in %."""
         return round(100.0 * self.top1_section_hits / max(1, n_samples), 2)
 
 
@@ -94,6 +96,7 @@ class Reranker:
 
     @property
     def counts(self):
+        """How candidates were encoded (from memory, from the disk cache, anew; without image...)."""
         return self.candidates.counts
 
     def _queries(self, pixels: torch.Tensor, questions: Sequence[str]) -> torch.Tensor:
@@ -138,6 +141,8 @@ class Reranker:
 
     def rerank(self, samples: Sequence[Sample], entries: Mapping[str, Mapping], alphas: Sequence[float] = (ALPHA,),
                progress: bool = False, *, parallel: Parallel | None = None) -> list[RerankedRun] | None:
+        """Score sections once, then fuse with step 1 for each alpha: one :class:`RerankedRun` per alpha (on rank 0
+        of a multi-process run; None on the others)."""
         scores = self.section_scores(samples, entries, progress, parallel)
         if scores is None:
             return None

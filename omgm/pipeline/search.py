@@ -32,6 +32,7 @@ class SearchError(OmgmError, ValueError):
 
 @dataclass
 class SearchRun:
+    """What a search returns: the results, and what was skipped and why."""
     results: dict[str, dict]
     skipped: dict[str, int] = field(default_factory=dict)
     messages: list[str] = field(default_factory=list)      # the first few reasons, for the user
@@ -42,6 +43,7 @@ class SearchRun:
                 for sid, v in self.results.items()}
 
     def as_dict(self) -> dict:
+        """The run as one part file of a multi-process search holds it."""
         return {"results": self.results, "skipped": self.skipped, "messages": self.messages}
 
     @classmethod
@@ -94,6 +96,7 @@ class EntitySearch:
 
     @property
     def kind(self) -> str:
+        """``summary`` (one vector per entity) or ``image`` (several per entity)."""
         return "summary" if self.image_rows is None else "image"
 
     def rank(self, vectors: np.ndarray, k: int, progress: bool = False) -> tuple[list[list[int]], list[list[float]]]:

@@ -64,15 +64,19 @@ class Retriever:
         self.truncated_texts = 0
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
+        """One image as the model's pixel tensor."""
         raise NotImplementedError
 
     def encode_pixels(self, pixels: torch.Tensor) -> np.ndarray:
+        """L2-normalised float32 embeddings of a batch of pixel tensors."""
         raise NotImplementedError
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """L2-normalised float32 embeddings of texts (cut to the text tower's context, counted)."""
         raise NotImplementedError
 
     def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """L2-normalised float32 embeddings of PIL images."""
         return self.encode_pixels(torch.stack([self.preprocess(im) for im in images]))
 
     supports_composed = False

@@ -27,6 +27,7 @@ class UnknownRetrieverError(OmgmError, ValueError):
 
 @dataclass(frozen=True)
 class Entry:
+    """A registered retriever: its factory, one line of help, and whether it encodes composed queries."""
     build: Callable[[RetrieverSpec], Retriever]
     help: str
     composed: bool = False
@@ -107,6 +108,7 @@ def add_retriever_flags(p: argparse.ArgumentParser) -> None:
 
 
 def retriever_spec(args: argparse.Namespace) -> RetrieverSpec:
+    """The :class:`RetrieverSpec` of parsed flags."""
     from omgm.settings import from_values
 
     return from_values(RetrieverSpec, args)

@@ -120,6 +120,7 @@ NAMES: dict[str, Name] = {
 
 
 def list_generators() -> dict[str, str]:
+    """name -> its default model, layout and answer length (for help texts and ``omgm list-models``)."""
     return {name: f"{n.hub_id} ({n.layouts[0]}, {FAMILIES[n.layouts[0]].new_tokens} new tokens)"
             for name, n in NAMES.items()}
 
