@@ -65,6 +65,27 @@ def test_disk_cache_is_reused_and_keyed_by_model(step2_env, tiny_reranker, bert_
     assert third.counts["disk hits"] == 0 and third.cache_dir != first.cache_dir
 
 
+def test_a_cache_miss_reads_each_entity_once(step2_env, tiny_reranker, bert_tokenizer, setup, tmp_path):
+    t, _, _ = setup
+    reads = []
+
+    class CountingKB:
+        def __contains__(self, url):
+            return url in step2_env.kb
+
+        def get(self, url):
+            reads.append(url)
+            return step2_env.kb.get(url)
+
+    urls = step2_env.urls[:3]
+    enc = CandidateEncoder(tiny_reranker, bert_tokenizer, CountingKB(), step2_env.wiki, t, cache_dir=tmp_path)
+    enc.encode(urls)
+    assert sorted(reads) == sorted(urls)            # one read per entity, with the disk cache on (was 2-3)
+    reads.clear()
+    enc.encode(urls)                                # memory hits: no read at all
+    assert reads == [] and enc.counts["memory hits"] == 3
+
+
 def test_fusion_by_hand():
     s1 = [0.30, 0.28, 0.25]
     secs = [[0.1, 0.2], [], [0.9, 0.5]]

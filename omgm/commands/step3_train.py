@@ -20,7 +20,7 @@ from omgm.data.kb import KB_HELP, open_kb
 from omgm.data.samples import ImageDirs, read_samples
 from omgm.errors import OmgmError, cli_errors
 from omgm.finetune.data import SECTION_MODES, build_sft_set, read_sft_file, write_sft_file
-from omgm.finetune.evaluate import exact_match_rate
+from omgm.finetune.exact_match import exact_match_rate
 from omgm.finetune.train import SftConfig, SftTrainer
 from omgm.generate.generators import GeneratorSpec, build_generator
 from omgm.parallel import device_for, env_place

@@ -21,7 +21,7 @@ from typing import Sequence
 import torch
 
 from omgm.data.images import ImageLoadError, load_image
-from omgm.data.kb import KnowledgeBase
+from omgm.data.kb import Entity, KnowledgeBase
 from omgm.data.wiki_images import WikiImages
 from omgm.io import atomic_write
 from omgm.rerank.inputs import CANDIDATE_TEMPLATE, candidate_text, tokenize
@@ -48,6 +48,9 @@ def model_hash(model: IT2ITReranker, extra: str = "") -> str:
 
 
 class CandidateEncoder:
+    """Each candidate entity's section tokens (its wiki image with every section), kept in memory (least recently
+    used dropped past ``memory_bytes``) and, with ``cache_dir``, on disk under the model's hash."""
+
     def __init__(self, model: IT2ITReranker, tokenizer, kb: KnowledgeBase, wiki: WikiImages, transform,
                  device: torch.device | str = "cpu", batch_size: int = 64, cache_dir: str | Path | None = None,
                  memory_bytes: float = 4e9, pad_to_max: bool = False) -> None:
@@ -59,24 +62,26 @@ class CandidateEncoder:
         self.counts: Counter = Counter()
 
     # -- cache -------------------------------------------------------------------------------------------
-    def _disk_path(self, url: str) -> Path:
-        """Keyed on what the tokens are computed from: the URL, the entity's text and its image file (path, size,
-        modification time), so an entry made from an old KB text or a missing image is never reused."""
-        d = hashlib.sha1(self._source(url).encode()).hexdigest()
-        return self.cache_dir / d[:2] / f"{d}.pt"
-
-    def _source(self, url: str) -> str:
+    def _look_up(self, url: str) -> tuple[Entity | None, Path | None, str | None, Path | None]:
+        """One read of the entity and one look at its image: ``(entity, image, reason it cannot be encoded, disk
+        cache path)``. The cache entry is keyed on what the tokens are computed from: the URL, the entity's text
+        and its image file (path, size, modification time), so an entry made from an old KB text or a missing image
+        is never reused."""
         import json
 
         if url not in self.kb:
-            return json.dumps([url, None])
-        ent = self.kb.get(url)
-        image, reason = self.wiki.locate(ent.title)
-        img = reason
-        if image is not None:
-            st = image.stat()
-            img = [str(image), st.st_size, st.st_mtime_ns]
-        return json.dumps([url, ent.title, ent.section_titles, ent.section_texts, img])
+            ent, image, reason, source = None, None, "entity not in KB", [url, None]
+        else:
+            ent = self.kb.get(url)
+            image, reason = self.wiki.locate(ent.title)
+            st = image.stat() if image is not None and self.cache_dir else None
+            source = [url, ent.title, ent.section_titles, ent.section_texts,
+                      [str(image), st.st_size, st.st_mtime_ns] if st is not None else reason]
+            reason = "no sections" if not ent.sections() else reason
+        if not self.cache_dir:
+            return ent, image, reason, None
+        d = hashlib.sha1(json.dumps(source).encode()).hexdigest()
+        return ent, image, reason, self.cache_dir / d[:2] / f"{d}.pt"
 
     @staticmethod
     def _size(et: EntityTokens) -> int:
@@ -90,24 +95,20 @@ class CandidateEncoder:
         while self.held_bytes > self.memory_bytes and len(self.memory) > 1:
             self.held_bytes -= self._size(self.memory.popitem(last=False)[1])
 
-    def _cached(self, url: str) -> EntityTokens | None:
-        if url in self.memory:
-            self.memory.move_to_end(url)
-            self.counts["memory hits"] += 1
-            return self.memory[url]
-        if self.cache_dir and self._disk_path(url).is_file():
-            obj = torch.load(self._disk_path(url), map_location="cpu", weights_only=True)
-            et = EntityTokens(obj["section_ids"], obj["tokens"].float() if obj["tokens"] is not None else None,
-                              obj["reason"])
-            self._remember(url, et)
-            self.counts["disk hits"] += 1
-            return et
-        return None
-
-    def _store(self, url: str, et: EntityTokens) -> None:
+    def _from_disk(self, url: str, path: Path | None) -> EntityTokens | None:
+        if path is None or not path.is_file():
+            return None
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+        et = EntityTokens(obj["section_ids"], obj["tokens"].float() if obj["tokens"] is not None else None,
+                          obj["reason"])
         self._remember(url, et)
-        if self.cache_dir:
-            with atomic_write(self._disk_path(url)) as tmp:
+        self.counts["disk hits"] += 1
+        return et
+
+    def _store(self, url: str, et: EntityTokens, path: Path | None) -> None:
+        self._remember(url, et)
+        if path is not None:
+            with atomic_write(path) as tmp:
                 torch.save({"section_ids": et.section_ids, "reason": et.reason,
                             "tokens": et.tokens.half() if et.tokens is not None else None}, tmp)
 
@@ -116,34 +117,35 @@ class CandidateEncoder:
     def encode(self, urls: Sequence[str]) -> dict[str, EntityTokens]:
         """Tokens for each URL (computed for those not cached)."""
         out: dict[str, EntityTokens] = {}
-        todo: list[tuple[str, object, Path]] = []
+        todo: list[tuple[str, object, Path, Path | None]] = []
         for url in dict.fromkeys(urls):
-            et = self._cached(url)
-            if et is not None:
-                out[url] = et
+            if url in self.memory:
+                self.memory.move_to_end(url)
+                self.counts["memory hits"] += 1
+                out[url] = self.memory[url]
                 continue
-            if url not in self.kb:
-                out[url] = EntityTokens([], None, "entity not in KB")
-                self.counts["entity not in KB"] += 1
-                continue
-            ent = self.kb.get(url)
-            image, reason = self.wiki.locate(ent.title)
-            reason = "no sections" if not ent.sections() else reason
-            if reason:
+            ent, image, reason, path = self._look_up(url)
+            cached = self._from_disk(url, path)
+            if cached is not None:
+                out[url] = cached
+            elif ent is None:                        # not in the KB: nothing to remember
+                out[url] = EntityTokens([], None, reason)
+                self.counts[reason] += 1
+            elif reason:
                 self.counts[reason] += 1
                 out[url] = EntityTokens([], None, reason)
-                self._store(url, out[url])
-                continue
-            todo.append((url, ent, image))
+                self._store(url, out[url], path)
+            else:
+                todo.append((url, ent, image, path))
         out.update(self._encode_new(todo))
         return out
 
-    def _encode_new(self, todo: list[tuple[str, object, Path]]) -> dict[str, EntityTokens]:
+    def _encode_new(self, todo: list[tuple[str, object, Path, Path | None]]) -> dict[str, EntityTokens]:
         """Each entity on its own (its image, then its sections in length-sorted batches): the tokens do not
         depend on which other entities are encoded in the same run, cached, or handled by another process."""
         result: dict[str, EntityTokens] = {}
         feats: dict[Path, torch.Tensor | str] = {}
-        for url, ent, img in todo:
+        for url, ent, img, path in todo:
             if img not in feats:
                 feats[img] = self._image_feature(img)
             if isinstance(feats[img], str):
@@ -155,7 +157,7 @@ class CandidateEncoder:
                 tokens = self._text_tokens(texts, [0] * len(texts), feats[img])
                 result[url] = EntityTokens([s.index for s in secs], torch.stack(tokens))
                 self.counts["entities encoded"] += 1
-            self._store(url, result[url])
+            self._store(url, result[url], path)
         self.counts["images encoded"] += sum(not isinstance(f, str) for f in feats.values())
         return result
 
