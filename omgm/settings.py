@@ -193,3 +193,11 @@ def flat(config: Any) -> dict[str, Any]:
         elif f.name != "_":
             out[f.name] = value
     return out
+
+
+def add_kb_flag(parser: argparse.ArgumentParser, official: str = "--knowledge_base", help: str | None = None) -> None:
+    """The knowledge-base flag under the command's official spelling, with every alias (:data:`ALIASES`)."""
+    from omgm.data.kb import KB_HELP
+
+    spellings = [official] + [f"--{n}" for n in ["knowledge_base", *ALIASES] if f"--{n}" != official]
+    parser.add_argument(*spellings, dest="knowledge_base", default=None, help=help or KB_HELP)

@@ -62,12 +62,15 @@ def test_relative_paths_in_a_config_file_are_relative_to_that_file(tmp_path: Pat
 
 
 def test_the_official_kb_spellings_are_aliases_everywhere(tmp_path: Path, monkeypatch, capsys):
-    from omgm.commands import step1, step2, step3
+    from omgm.commands import report, step1, step2, step3, step3_train
+    from omgm.prep import check_data, mine_negatives
     from omgm.settings import SettingsError
 
     cfg = tmp_path / "c.yaml"
     cfg.write_text("knowledge_base_path: /kb/a.sqlite\n")
-    for parser in (step1.build_parser(), step2.rerank_parser(), step2.train_parser(), step3.build_parser()):
+    for parser in (step1.build_parser(), step2.rerank_parser(), step2.train_parser(), step3.build_parser(),
+                   step3_train.build_parser(), report.build_parser(), check_data.build_parser(),
+                   mine_negatives.build_parser()):
         assert parse_with_config(parser, ["--config", str(cfg)]).knowledge_base == "/kb/a.sqlite"
         for flag in ("--knowledge_base", "--knowledge_base_path", "--knowledge_base_file"):
             assert parse_with_config(parser, [flag, "x.sqlite"]).knowledge_base == "x.sqlite"

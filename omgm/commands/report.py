@@ -21,10 +21,12 @@ from omgm.config import command_parser, int_list, parse_with_config, positive_in
 from omgm.data.images import load_image
 from omgm.data.results import check_answers_made_for, check_made_for, read_retrieval
 from omgm.data.samples import ImageDirs, MissingImageError, read_samples
+from omgm.data.wiki_images import WikiSource
 from omgm.errors import OmgmError, cli_errors
 from omgm.io import atomic_write
 from omgm.metrics.evaluate import evaluate, read_answers_file
 from omgm.metrics.plot import recall_plot
+from omgm.settings import add_flags, add_kb_flag, from_values
 
 CSS = """body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}h1{margin-bottom:.2em}
 table.sum{border-collapse:collapse}table.sum td,table.sum th{border:1px solid #ccc;padding:.2em .6em;text-align:right}
@@ -126,9 +128,10 @@ def card(s, s1: dict | None, s2: dict | None, ans: dict | None, *, k: int, dirs:
 
 def build_parser() -> argparse.ArgumentParser:
     p = command_parser("report", __doc__)
-    for flag in ("--sample_file", "--step1", "--step2", "--answers", "--knowledge_base", "--wiki_img_csv_dir",
-                 "--wiki_img_path_prefix", "--inat_dir", "--gld_dir", "--infoseek_dir"):
+    for flag in ("--sample_file", "--step1", "--step2", "--answers"):
         p.add_argument(flag, default=None)
+    add_kb_flag(p, help="the KB (for the wiki images of the entities shown)")
+    add_flags(p, WikiSource, ImageDirs)
     p.add_argument("--out", default="report.html")
     p.add_argument("--top_k", type=positive_int, default=5, help="entities shown per step")
     p.add_argument("--top_ks", type=int_list, default=[1, 2, 3, 5, 10, 20])
@@ -195,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     if answers:
         oks = [_answer_ok(r) for r in answers.values()]
         acc = f"<p>answer accuracy (exact match only): <b>{100.0 * sum(oks) / len(oks):.2f}</b> over {len(oks)}</p>"
-    images, dirs, wiki = Images(out.parent, a.embed), ImageDirs(a.inat_dir, a.gld_dir, a.infoseek_dir), _wiki(a)
+    images, dirs, wiki = Images(out.parent, a.embed), from_values(ImageDirs, a), _wiki(a)
     cards = [card(s, s1.get(s.sample_id), s2.get(s.sample_id), answers.get(s.sample_id), k=a.top_k, dirs=dirs,
                   wiki=wiki, images=images)
              for s in samples[: a.limit]]

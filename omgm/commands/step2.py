@@ -17,7 +17,7 @@ import torch
 
 from omgm import __version__
 from omgm.config import ConfigError, command_parser, int_list, parse_with_config, require, setup_logging
-from omgm.data.kb import KB_HELP, open_kb
+from omgm.data.kb import open_kb
 from omgm.data.results import check_made_for, read_retrieval, write_retrieval
 from omgm.data.samples import ImageDirs, read_samples, samples_fingerprint
 from omgm.data.wiki_images import WikiSource
@@ -29,21 +29,15 @@ from omgm.pipeline.rerank import RerankConfig, RerankerSpec
 from omgm.published import TOP_KS
 from omgm.rerank.scoring import model_hash
 from omgm.rerank.train import TrainConfig
-from omgm.settings import add_flags, from_values
+from omgm.settings import add_flags, add_kb_flag, from_values
 
 log = logging.getLogger("omgm.step2")
-KB_FLAGS = {"train": "--knowledge_base_file", "rerank": "--knowledge_base_path"}      # the official spellings
-
-
-def _kb_flag(p: argparse.ArgumentParser, command: str) -> None:
-    p.add_argument(KB_FLAGS[command], "--knowledge_base", "--knowledge_base_path" if command == "train" else
-                   "--knowledge_base_file", dest="knowledge_base", help=KB_HELP)
 
 
 def train_parser() -> argparse.ArgumentParser:
     p = command_parser("step2 train", "Step 2a: train the IT2IT reranker")
     p.add_argument("--train_file", help="E-VQA-format training CSV")
-    _kb_flag(p, "train")
+    add_kb_flag(p, "--knowledge_base_file")              # the official scripts' spelling in training
     p.add_argument("--negative_db_file", help="hard-negative JSON (the authors' file, or omgm data mine-negatives)")
     add_flags(p, TrainConfig, RerankerSpec, WikiSource, ImageDirs)
     p.add_argument("--no_progress", action="store_true")
@@ -54,7 +48,7 @@ def rerank_parser() -> argparse.ArgumentParser:
     p = command_parser("step2 rerank", "Step 2b: hybrid-grained reranking")
     p.add_argument("--sample_file", help="E-VQA or InfoSeek CSV")
     p.add_argument("--step1_result")
-    _kb_flag(p, "rerank")
+    add_kb_flag(p, "--knowledge_base_path")              # ... and in reranking
     p.add_argument("--save_result_path", help="step-2 result JSON, or a directory for DIR/result.json")
     p.add_argument("--top_ks", type=int_list, default=list(TOP_KS))
     add_flags(p, RerankConfig)

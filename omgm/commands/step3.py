@@ -18,7 +18,7 @@ import sys
 
 from omgm import __version__
 from omgm.config import command_parser, parse_with_config, positive_int, require, setup_logging
-from omgm.data.kb import KB_HELP, open_kb
+from omgm.data.kb import open_kb
 from omgm.data.results import check_made_for, read_retrieval
 from omgm.data.samples import ImageDirs, read_samples, samples_fingerprint
 from omgm.errors import OmgmError, cli_errors
@@ -28,15 +28,14 @@ from omgm.io import file_sha256, write_json_atomic
 from omgm.metrics.evaluate import ANSWERS_FORMAT, ANSWERS_VERSION, evaluate_records
 from omgm.pipeline.answer import AnswerConfig, answer_in_parallel, answer_resumably, build_answerer, record_counts
 from omgm.resume import PartialRecords
-from omgm.settings import add_flags, from_values
+from omgm.settings import add_flags, add_kb_flag, from_values
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = command_parser("step3", __doc__)
     p.add_argument("--test_file", help="E-VQA or InfoSeek CSV")
     p.add_argument("--retrieval_results_file", help="step-2 (or step-1) result JSON")
-    p.add_argument("--knowledge_base_path", "--knowledge_base", "--knowledge_base_file", dest="knowledge_base",
-                   help=KB_HELP)
+    add_kb_flag(p, "--knowledge_base_path")
     p.add_argument("--output_file", help="answers JSON, or a directory for DIR/result.json")
     names = "; ".join(f"{k}: {v}" for k, v in list_generators().items()) + "; or a local model folder"
     add_flags(p, AnswerConfig, ImageDirs, overrides={"answer_generator": {"help": names}})

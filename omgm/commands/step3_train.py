@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from omgm.config import command_parser, parse_with_config, positive_int, require, setup_logging
-from omgm.data.kb import KB_HELP, open_kb
+from omgm.data.kb import open_kb
 from omgm.data.samples import ImageDirs, read_samples
 from omgm.errors import OmgmError, cli_errors
 from omgm.finetune.data import SECTION_MODES, build_sft_set, read_sft_file, write_sft_file
@@ -26,14 +26,13 @@ from omgm.generate.generators import GeneratorSpec, build_generator
 from omgm.parallel import device_for, env_place
 from omgm.pipeline.answer import AnswerConfig, build_cut
 from omgm.resume import settings_diff
-from omgm.settings import add_flags, from_values
+from omgm.settings import add_flags, add_kb_flag, from_values
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = command_parser("step3 train", __doc__)
     p.add_argument("--train_file", help="training CSV (E-VQA or InfoSeek form)")
-    p.add_argument("--knowledge_base_path", "--knowledge_base", "--knowledge_base_file", dest="knowledge_base",
-                   help=KB_HELP)
+    add_kb_flag(p, "--knowledge_base_path")
     add_flags(p, GeneratorSpec, only=("answer_generator", "llm_checkpoint", "prompt_style", "device", "dtype",
                                       "vision_tower"))
     p.add_argument("--train_section", choices=SECTION_MODES, default="selected",

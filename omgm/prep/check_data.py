@@ -21,6 +21,7 @@ from omgm.data.results import read_retrieval, write_json_atomic
 from omgm.data.samples import ImageDirs, read_samples
 from omgm.data.wiki_images import wiki_images_for
 from omgm.errors import OmgmError, cli_errors
+from omgm.settings import add_kb_flag
 
 
 def image_state(kb, wiki, url: str) -> str:
@@ -47,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train_file", default=None)
     p.add_argument("--test_file", default=None)
     p.add_argument("--sample_file", default=None)
-    p.add_argument("--knowledge_base", default=None)
+    add_kb_flag(p)
     p.add_argument("--wiki_img_csv_dir", default=None)
     p.add_argument("--wiki_img_path_prefix", default=None)
     p.add_argument("--inat_dir", default=None)

@@ -19,13 +19,14 @@ from omgm.data.samples import read_samples
 from omgm.data.wiki_images import wiki_images_for
 from omgm.errors import cli_errors
 from omgm.rerank.negatives import mine, write_negative_db
+from omgm.settings import add_kb_flag
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = command_parser("data mine-negatives", __doc__)
     p.add_argument("--train_file")
     p.add_argument("--step1_result")
-    p.add_argument("--knowledge_base")
+    add_kb_flag(p)
     p.add_argument("--wiki_img_csv_dir", default=None)
     p.add_argument("--wiki_img_path_prefix")
     p.add_argument("--out")
