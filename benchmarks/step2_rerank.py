@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         def naive(pad_to_max: bool) -> tuple[float, list]:
             saved = rr.tokenize
             if not pad_to_max:  # the same per-pair path, padded to the text's own length
-                rr.tokenize = lambda tk, texts, n, _pad, dev="cpu": saved(tk, texts, n, False, dev)
+                rr.tokenize = lambda tk, texts, n, _pad, device="cpu": saved(tk, texts, n, False, device=device)
             try:
                 t0, out = time.perf_counter(), []
                 for (ents, _, _), q in zip(queries, qs):
