@@ -73,7 +73,7 @@ def interpolate(values: dict[str, Any]) -> dict[str, Any]:
 def config_values(config_files: Iterable[str], dests: Iterable[str]) -> dict[str, Any]:
     """Merge YAML files and ``OMGM_*`` environment variables into one dict, interpolated, aliases renamed to their
     settings' names, and each file's relative paths resolved against that file's folder."""
-    from omgm.settings import ALIASES, canonical
+    from omgm.settings import aliases_of, canonical
 
     raw: dict[str, Any] = {}
     origin: dict[str, Path] = {}
@@ -85,7 +85,7 @@ def config_values(config_files: Iterable[str], dests: Iterable[str]) -> dict[str
     values = {k: resolve_relative(k, v, origin[k]) for k, v in values.items()}
     env: dict[str, Any] = {}
     for dest in dests:
-        for name in [dest] + [a for a, c in ALIASES.items() if c == dest]:
+        for name in [dest, *aliases_of(dest)]:
             if os.environ.get(ENV_PREFIX + name.upper()) is not None:
                 env[name] = os.environ[ENV_PREFIX + name.upper()]
     return {**values, **canonical(env, where="environment")}

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from omgm.io import OutputLock, check_writable, output_file, sibling, write_json_atomic
-from omgm.parallel import Context, Parallel, context, device_for, parts_folder, remove_parts
+from omgm.parallel import Context, Parallel, context, device_for, parts_folder, parts_in_use, remove_parts
 
 
 class StageRun:
@@ -50,8 +50,8 @@ class StageRun:
 
     @property
     def uses_parts(self) -> bool:
-        """Work goes through the parts folder: several processes, or parts a run left to finish or merge."""
-        return self.ctx.world > 1 or self.parts.is_dir()
+        """See :func:`omgm.parallel.parts_in_use`."""
+        return parts_in_use(self.ctx, self.parts)
 
     def parallel(self, settings: dict | Callable[[], dict] | None = None) -> Parallel:
         """The parts folder of this run, with the settings every part must have been made with (a callable is

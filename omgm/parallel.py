@@ -169,6 +169,12 @@ def parts_folder(out: str | Path) -> Path:
     return Path(out).with_name(Path(out).name + ".parts")
 
 
+def parts_in_use(ctx: Context, folder: str | Path) -> bool:
+    """Work goes through the parts folder: under torchrun, for a rank run alone, or to finish (or merge) what a
+    multi-process run left there."""
+    return ctx.world > 1 or Path(folder).is_dir()
+
+
 @dataclass(frozen=True)
 class Parallel:
     """How a stage spreads its units: this process's place, the parts folder beside its output, and the settings
@@ -180,9 +186,8 @@ class Parallel:
 
     @property
     def active(self) -> bool:
-        """Work through the parts folder: under torchrun, for a rank run alone, or to finish (or merge) what a
-        multi-process run left there."""
-        return self.ctx.world > 1 or Path(self.folder).is_dir()
+        """See :func:`parts_in_use`."""
+        return parts_in_use(self.ctx, self.folder)
 
 
 def run_units(parallel: Parallel, units: Sequence[tuple[int, int]], work, progress: bool = False,

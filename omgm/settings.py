@@ -23,6 +23,11 @@ from omgm.errors import OmgmError
 ALIASES: dict[str, str] = {"knowledge_base_path": "knowledge_base", "knowledge_base_file": "knowledge_base"}
 
 
+def aliases_of(name: str) -> list[str]:
+    """The official spellings accepted for the setting ``name`` (its aliases)."""
+    return [alias for alias, canonical_name in ALIASES.items() if canonical_name == name]
+
+
 class SettingsError(OmgmError, ValueError):
     """A key no stage knows, or a value its flag would refuse."""
 
@@ -106,15 +111,13 @@ def add_flags(parser: argparse.ArgumentParser, *classes: type, skip: tuple[str, 
                 continue
             meta = {**_meta(f), **overrides.get(f.name, {})}
             spellings = list(meta["flags"] or (f"--{f.name}",))
-            spellings += [f"--{a}" for a, c in ALIASES.items() if c == f.name and f"--{a}" not in spellings]
+            spellings += [f"--{a}" for a in aliases_of(f.name) if f"--{a}" not in spellings]
             spellings += [f"--{f.name}"] if f"--{f.name}" not in spellings else []
             kw: dict[str, Any] = {"dest": f.name, "default": default_of(f), "help": meta["help"]}
             if meta["switch"]:
                 kw["action"] = argparse.BooleanOptionalAction if f.default is None else "store_true"
             else:
                 kw.update(type=meta["type"], choices=meta["choices"])
-                if getattr(meta["type"], "many", False):
-                    kw["nargs"] = "+"
             parser.add_argument(*spellings, **{k: v for k, v in kw.items() if v is not None or k == "default"})
     return parser
 
@@ -123,14 +126,18 @@ def from_values(cls: type, values: Mapping[str, Any] | argparse.Namespace, **ext
     """``cls`` built by keyword from parsed flags or a mapping (missing keys keep their defaults; nested configs
     are filled from the same flat keys); ``extra`` wins over ``values``."""
     if isinstance(values, argparse.Namespace):
-        src = {**vars(values), **extra}
+        src = vars(values)
     else:                            # a mapping: its keys for ``cls`` checked and converted as the flags would
         known = names(cls)
-        src = {**check_values({k: v for k, v in canonical(values).items() if k in known}, cls), **extra}
+        src = check_values({k: v for k, v in values.items() if ALIASES.get(k, k) in known}, cls)
+    return _build(cls, {**src, **extra})
+
+
+def _build(cls: type, src: Mapping[str, Any]) -> Any:
     kw = {}
     for f in dataclasses.fields(cls):
         if f.metadata.get("omgm_nested"):
-            kw[f.name] = from_values(f.default_factory, argparse.Namespace(**src))   # type: ignore[arg-type]
+            kw[f.name] = _build(f.default_factory, src)   # type: ignore[arg-type]
         elif f.name in src:
             kw[f.name] = src[f.name]
     return cls(**kw)
@@ -150,7 +157,7 @@ def canonical(values: Mapping[str, Any], where: str = "") -> dict[str, Any]:
 
 
 def _spellings(name: str) -> str:
-    return "/".join([name] + [a for a, c in ALIASES.items() if c == name])
+    return "/".join([name, *aliases_of(name)])
 
 
 def check_values(values: Mapping[str, Any], *classes: type, where: str = "setting") -> dict[str, Any]:
@@ -190,7 +197,7 @@ def flat(config: Any) -> dict[str, Any]:
         value = getattr(config, f.name)
         if f.metadata.get("omgm_nested"):
             out.update(flat(value))
-        elif f.name != "_":
+        else:
             out[f.name] = value
     return out
 
@@ -199,5 +206,5 @@ def add_kb_flag(parser: argparse.ArgumentParser, official: str = "--knowledge_ba
     """The knowledge-base flag under the command's official spelling, with every alias (:data:`ALIASES`)."""
     from omgm.data.kb import KB_HELP
 
-    spellings = [official] + [f"--{n}" for n in ["knowledge_base", *ALIASES] if f"--{n}" != official]
+    spellings = [official] + [f"--{n}" for n in ["knowledge_base", *aliases_of("knowledge_base")] if f"--{n}" != official]
     parser.add_argument(*spellings, dest="knowledge_base", default=None, help=help or KB_HELP)

@@ -168,10 +168,8 @@ def _wiki(a):
     if not (a.wiki_img_path_prefix and (a.wiki_img_csv_dir or a.knowledge_base)):
         return None
     from omgm.data.kb import open_kb
-    from omgm.data.wiki_images import wiki_images_for
 
-    return wiki_images_for(open_kb(a.knowledge_base) if a.knowledge_base else None, a.wiki_img_path_prefix,
-                           a.wiki_img_csv_dir)
+    return from_values(WikiSource, a).open(open_kb(a.knowledge_base) if a.knowledge_base else None)
 
 
 @cli_errors

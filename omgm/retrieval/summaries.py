@@ -182,7 +182,7 @@ def write_summaries(kb: KnowledgeBase, store: SummaryStore, summarize: Callable[
     batch), so a resumed or data-parallel run summarises exactly the batches an uninterrupted one does. Under
     torchrun (``ctx``), blocks of 64 batches are spread over the ranks and rank 0 appends them in order.
     """
-    from omgm.parallel import Context, parts_folder
+    from omgm.parallel import Context, parts_folder, parts_in_use
 
     ctx = ctx or Context()
     if ctx.main or ctx.alone:
@@ -194,7 +194,7 @@ def write_summaries(kb: KnowledgeBase, store: SummaryStore, summarize: Callable[
     done = store.count_done(kb) if ctx.main or ctx.alone else _rows_in(store)
     if done:
         log.info("summaries: %d of %d already in %s, resuming", done, len(kb), store.path)
-    if ctx.world > 1 or parts_folder(store.path).is_dir():
+    if parts_in_use(ctx, parts_folder(store.path)):
         return _write_parallel(kb, store, summarize, batch_size, progress, ctx, done, summarizer_id)
     bar = tqdm(total=len(kb), initial=done, desc="summaries", unit=" entities", disable=not progress)
     written = 0
