@@ -154,3 +154,16 @@ def test_specs_take_their_settings_by_keyword():
     with pytest.raises(TypeError):
         RetrieverSpec("eva-clip", "BAAI/EVA-CLIP-8B")
     assert RetrieverSpec("eva-clip", retriever_path="p").retriever_path == "p"
+
+
+def test_a_trained_checkpoint_is_read_once(tiny_reranker, tmp_path, monkeypatch):
+    import omgm.rerank.convert as convert
+    from omgm.rerank.convert import save_ours
+
+    save_ours(tiny_reranker, tmp_path / "model.pth")
+    reads = []
+    real = convert.read_checkpoint
+    monkeypatch.setattr(convert, "read_checkpoint", lambda path, trust=False: reads.append(path) or real(path, trust))
+    model, report = RerankerSpec().load(str(tmp_path / "model.pth"))
+    assert reads == [str(tmp_path / "model.pth")]          # the header check and the load share one read
+    assert model.config.to_dict() == tiny_reranker.config.to_dict() and report.summary()

@@ -184,16 +184,16 @@ class RerankerSpec:
         the ViT file it was trained with), else the init / ViT files, else random weights (say so)."""
         from omgm.rerank.convert import build_reranker, read_checkpoint
 
-        vit, init = self.vit_ckpt, self.init_ckpt
+        vit, init, read = self.vit_ckpt, self.init_ckpt, {}
         if trained and not vit:
-            head = read_checkpoint(trained, self.trust_checkpoint)
+            head = read[trained] = read_checkpoint(trained, self.trust_checkpoint)
             if head.get("trainable_only"):
                 vit = (head.get("init") or {}).get("vit_ckpt")
                 init = init or (head.get("init") or {}).get("init_ckpt")
                 if not vit:
                     raise OmgmError(f"{trained} holds only trained parameters: pass --vit_ckpt")
         return build_reranker(self.reranker_model_name, reranker_ckpt=trained, init_ckpt=init, vit_ckpt=vit,
-                              trust=self.trust_checkpoint)
+                              trust=self.trust_checkpoint, read=read)
 
 
 @dataclass

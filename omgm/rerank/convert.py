@@ -232,10 +232,14 @@ def resolve_config(name_or_path: str | None, checkpoints: Iterable[dict]) -> IT2
 
 def build_reranker(model_name: str | None = None, reranker_ckpt: str | Path | None = None,
                    init_ckpt: str | Path | None = None, vit_ckpt: str | Path | None = None,
-                   *, trust: bool = False, strict: bool = True) -> tuple[IT2ITReranker, LoadReport]:
+                   *, trust: bool = False, strict: bool = True,
+                   read: dict | None = None) -> tuple[IT2ITReranker, LoadReport]:
     """The reranker with weights from, in priority order: a trained checkpoint (official or omgm), the LAVIS
-    ``blip2_pretrained.pth`` init, the EVA ViT-g file. With none given, random weights (tests, demo)."""
-    loaded = [(Path(p), read_checkpoint(p, trust)) for p in (reranker_ckpt, init_ckpt, vit_ckpt) if p]
+    ``blip2_pretrained.pth`` init, the EVA ViT-g file. With none given, random weights (tests, demo). ``read``:
+    checkpoints the caller has already read, by path (a multi-GB file is not read twice)."""
+    read = {Path(p): obj for p, obj in (read or {}).items()}
+    loaded = [(Path(p), read.get(Path(p)) or read_checkpoint(p, trust)) for p in (reranker_ckpt, init_ckpt, vit_ckpt)
+              if p]
     model = IT2ITReranker(resolve_config(model_name, [obj for _, obj in loaded]))
     sources = []
     for path, obj in loaded:
