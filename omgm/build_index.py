@@ -1,5 +1,5 @@
 """``python -m omgm.build_index``: the command lives in :mod:`omgm.commands.build_index`."""
-from omgm.commands.build_index import main
+from omgm.errors import run_module
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_module("omgm.commands.build_index"))

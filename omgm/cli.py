@@ -4,8 +4,9 @@ Each subcommand is the same entry point as ``python -m omgm.<module>`` (same fla
 """
 from __future__ import annotations
 
-import importlib
 import sys
+
+from omgm.errors import run_module
 
 # subcommand words -> (module whose main(argv) runs it, one line of help)
 COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
@@ -59,8 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     key, rest = found
     module, _ = COMMANDS[key]
-    entry = importlib.import_module(module).main
-    return entry([key[1], *rest] if key in _KEEPS_WORD else rest)
+    return run_module(module, [key[1], *rest] if key in _KEEPS_WORD else rest)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """``python -m omgm.evaluate``: the command lives in :mod:`omgm.commands.evaluate`."""
-from omgm.commands.evaluate import main
+from omgm.errors import run_module
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_module("omgm.commands.evaluate"))

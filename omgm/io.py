@@ -131,9 +131,11 @@ def check_writable(*paths: str | Path, inputs: Iterable[str | Path | None] = ())
 
 
 def _alive(pid: int) -> bool:
+    if pid <= 0:                                   # 0 and negatives name process groups, never a lock's holder
+        return False
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):
         return False
     except PermissionError:
         return True
@@ -155,24 +157,30 @@ class OutputLock:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
             except FileExistsError:
                 holder = self._holder()
-                if holder and holder.get("host") == me["host"] and not _alive(int(holder.get("pid", -1))):
-                    log.warning("%s: taking over a stale lock of process %s", self.path, holder.get("pid"))
+                if holder and holder["host"] == me["host"] and not _alive(holder["pid"]):
+                    log.warning("%s: taking over a stale lock of process %s", self.path, holder["pid"])
                     self.path.unlink(missing_ok=True)
                     continue
-                pid = holder.get("pid") if holder else "?"
-                raise OutputError(f"{self.target} is being written by another job (process {pid} "
-                                  f"on {holder.get('host') if holder else '?'}; lock file {self.path}). Wait for it, or "
-                                  f"delete the lock file if that job is gone") from None
+                pid, host = (holder["pid"], holder["host"]) if holder else ("?", "?")
+                raise OutputError(f"{self.target} is being written by another job (process {pid} on {host}; "
+                                  f"lock file {self.path}). Wait for it, or delete the lock file if that job is "
+                                  f"gone") from None
             with os.fdopen(fd, "w") as fh:
                 json.dump(me, fh)
             return self
         raise OutputError(f"cannot lock {self.target} ({self.path})")
 
     def _holder(self) -> dict | None:
+        """Who holds the lock; None while its holder is still writing it (an empty file)."""
+        from omgm.bookkeeping import read_bookkeeping
+
         try:
-            return json.loads(self.path.read_text())
-        except (OSError, json.JSONDecodeError):
+            if self.path.stat().st_size == 0:
+                return None
+        except FileNotFoundError:
             return None
+        return read_bookkeeping(self.path, {"pid": int, "host": str}, what=f"the output lock of {self.target}",
+                                fix="if no job is writing that output, delete the lock file")
 
     def __exit__(self, *exc) -> None:
         self.path.unlink(missing_ok=True)

@@ -119,8 +119,7 @@ def reset() -> None:
 
 
 def _compare_or_write(manifest: Path, wanted: dict, write: bool, any_world: bool = False) -> None:
-    import json
-
+    from omgm.bookkeeping import read_bookkeeping
     from omgm.io import write_json_atomic
     from omgm.resume import settings_diff
 
@@ -129,10 +128,8 @@ def _compare_or_write(manifest: Path, wanted: dict, write: bool, any_world: bool
             write_json_atomic(manifest, wanted, indent=2)
             return
         raise ParallelError(f"{manifest} is missing: rank 0 did not prepare {manifest.parent}")
-    try:
-        old = json.loads(manifest.read_text(encoding="utf-8"))
-    except json.JSONDecodeError:
-        raise ParallelError(f"{manifest}: damaged; delete {manifest.parent} to start again") from None
+    old = read_bookkeeping(manifest, {"*": object}, what="the settings of a parts folder",
+                           fix=f"delete {manifest.parent} to start again")
     what = settings_diff(old, wanted, ("world_size",) if any_world else ())
     if what:
         raise ParallelError(f"{manifest.parent} holds parts made with other settings ({what}); use the same "

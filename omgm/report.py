@@ -1,5 +1,5 @@
 """``python -m omgm.report``: the command lives in :mod:`omgm.commands.report`."""
-from omgm.commands.report import main
+from omgm.errors import run_module
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_module("omgm.commands.report"))

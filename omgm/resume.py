@@ -44,14 +44,19 @@ class PartialRecords:
             append_jsonl(self.path, [{"omgm_partial": PARTIAL_VERSION, "job": self.what, "settings": self.settings}])
             return {}
         head = rows[0]
-        if head.get("omgm_partial") != PARTIAL_VERSION or not isinstance(head.get("settings"), dict):
+        if not isinstance(head, dict) or head.get("omgm_partial") != PARTIAL_VERSION \
+                or not isinstance(head.get("settings"), dict):
             raise ResumeError(f"{self.path} is not a partial file of this omgm version; pass --restart to discard it")
         old = head["settings"]
         what = settings_diff(old, self.settings)
         if what:
             raise ResumeError(f"{self.path} holds {len(rows) - 1} answers made with other settings ({what}); "
                               f"run again with the same settings to resume, or pass --restart to discard them")
-        return {r[self.key]: r for r in rows[1:] if self.key in r}
+        bad = [r for r in rows[1:] if not isinstance(r, dict) or not isinstance(r.get(self.key), (str, int))]
+        if bad:
+            raise ResumeError(f"{self.path} holds {len(bad)} records that are not objects with a {self.key!r} (e.g. "
+                              f"{str(bad[0])[:60]}): the file is damaged; pass --restart to discard it")
+        return {r[self.key]: r for r in rows[1:]}
 
     def append(self, records: list[dict]) -> None:
         append_jsonl(self.path, records)

@@ -1,5 +1,5 @@
 """``python -m omgm.step2``: the command lives in :mod:`omgm.commands.step2`."""
-from omgm.commands.step2 import main
+from omgm.errors import run_module
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_module("omgm.commands.step2"))

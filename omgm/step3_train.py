@@ -1,5 +1,5 @@
 """``python -m omgm.step3_train``: the command lives in :mod:`omgm.commands.step3_train`."""
-from omgm.commands.step3_train import main
+from omgm.errors import run_module
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_module("omgm.commands.step3_train"))

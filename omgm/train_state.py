@@ -66,13 +66,14 @@ def trim_log(path: Path, step: int) -> None:
 
 def check_run_settings(path: Path, wanted: dict, resuming: bool, error: type[Exception] = ResumeStateError) -> None:
     """Refuse to resume a run made with other settings, naming them; a fresh run records its settings."""
-    import json
-
+    from omgm.bookkeeping import read_bookkeeping
     from omgm.io import write_json_atomic
     from omgm.resume import settings_diff
 
     if resuming and path.is_file():
-        what = settings_diff(json.loads(path.read_text(encoding="utf-8")), wanted)
+        old = read_bookkeeping(path, {"*": object}, what="the settings of a training run",
+                               fix="delete it to resume with the current settings, or use another output folder")
+        what = settings_diff(old, wanted)
         if what:
             raise error(f"{path.parent} holds a run made with other settings ({what}); use the same settings to "
                         f"resume, or another output folder")

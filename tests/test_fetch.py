@@ -5,6 +5,7 @@ import io
 import json
 import tarfile
 import threading
+import time
 import zipfile
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -13,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from omgm.fetch import cli as fetch_cli
-from omgm.fetch.download import FetchError, HttpOptions
+from omgm.fetch.download import HttpOptions
 from omgm.fetch.fetcher import Fetcher
+from omgm.fetch.lock import FetchError
 from omgm.fetch.registry import load_registry
 
 BIG = bytes(range(256)) * 4096                                     # 1 MiB "index"
@@ -83,6 +85,11 @@ def _handler(release: Release):
             if path.startswith("/drive/"):
                 self.send_header("Content-Disposition", 'attachment; filename="f"')
             self.end_headers()
+            if fault == "slow":                        # half, a pause, the rest: a download in progress
+                self.wfile.write(body[: len(body) // 2])
+                self.wfile.flush()
+                time.sleep(1.5)
+                return self.wfile.write(body[len(body) // 2:])
             self.wfile.write(body[: len(body) // 2] if fault == "truncate" else body)
 
         def _send(self, code, body, ctype="text/plain", headers=None):

@@ -10,7 +10,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from omgm.fetch.download import FetchError
+from omgm.fetch.lock import FetchError
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "assets" / "demo"

@@ -8,6 +8,7 @@
 Files land under ``--root`` in the layout ``omgm reproduce`` expects. The first complete download of each file is
 recorded in ``ROOT/omgm_fetch.lock.json`` (size, sha256; the authors publish none) and later copies are checked
 against it. Downloads continue where a killed run stopped. Query images: only those the split references.
+One fetch per root at a time: a second one waits ``--wait`` seconds, then refuses, naming the first.
 """
 from __future__ import annotations
 
@@ -17,10 +18,11 @@ import os
 import sys
 from pathlib import Path
 
-from omgm.config import command_parser
+from omgm.config import command_parser, nonnegative_float, nonnegative_int, positive_float
 from omgm.errors import cli_errors
-from omgm.fetch.download import FetchError, HttpOptions
+from omgm.fetch.download import HttpOptions
 from omgm.fetch.fetcher import Fetcher
+from omgm.fetch.lock import FetchError, RootLock, prepare_root
 from omgm.fetch.registry import Artifact, load_registry
 
 
@@ -37,8 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--registry", default=None, help="another registry file with the same schema")
     p.add_argument("--keep_archives", type=int, choices=(0, 1), default=1,
                    help="keep downloaded archives (verified against the lock) after unpacking")
-    p.add_argument("--retries", type=int, default=5, help="per file, on 429/5xx/dropped connections")
-    p.add_argument("--timeout", type=float, default=60.0, help="seconds per connection or read")
+    p.add_argument("--retries", type=nonnegative_int, default=5, help="per file, on 429/5xx/dropped connections")
+    p.add_argument("--timeout", type=positive_float, default=60.0, help="seconds per connection or read")
+    p.add_argument("--wait", type=nonnegative_float, default=0.0,
+                   help="seconds to wait for another omgm fetch using the same --root (one fetch per root at a time)")
     p.add_argument("--no_progress", action="store_true")
     return p
 
@@ -79,21 +83,8 @@ def missing_images(fetcher: Fetcher) -> str | None:
             f"(rows affected: {', '.join(ds['rows'])})" + (f"; first: {missing[0]}" if missing else ""))
 
 
-@cli_errors
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    registry = load_registry(args.registry)
-    http = HttpOptions(retries=args.retries, timeout=args.timeout, progress=not args.no_progress)
-    fetcher = Fetcher(registry, Path(args.root), args.dataset, http=http, keep_archives=bool(args.keep_archives),
-                      create=not args.list)
-    arts = registry.select(args.dataset, args.rows.split(",") if args.rows else None,
-                           args.only.split(",") if args.only else None)
-    if args.list:
-        rows = list_artifacts(fetcher, arts, args.verify)
-        for r in rows:
-            print(f"{r['name']:<28} {r['size']:>12}  {r['status']:<34} rows={r['rows']}\n"
-                  f"{'':<28} {r['source']} -> {r['dest']}")
-        return 0
+def fetch_all(fetcher: Fetcher, arts: list[Artifact]) -> int:
+    """Fetch each artifact in order, one line each; the number that failed."""
     failed = 0
     for a in arts:
         try:
@@ -101,11 +92,34 @@ def main(argv: list[str] | None = None) -> int:
         except FetchError as exc:
             failed += 1
             print(f"[{a.name}] FAILED: {exc}", file=sys.stderr, flush=True)
-    note = missing_images(fetcher)
+    return failed
+
+
+@cli_errors
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    registry = load_registry(args.registry)
+    http = HttpOptions(retries=args.retries, timeout=args.timeout, progress=not args.no_progress)
+    arts = registry.select(args.dataset, args.rows.split(",") if args.rows else None,
+                           args.only.split(",") if args.only else None)
+    root = Path(args.root)
+
+    def fetcher(create: bool) -> Fetcher:
+        return Fetcher(registry, root, args.dataset, http=http, keep_archives=bool(args.keep_archives), create=create)
+
+    if args.list:
+        for r in list_artifacts(fetcher(False), arts, args.verify):
+            print(f"{r['name']:<28} {r['size']:>12}  {r['status']:<34} rows={r['rows']}\n"
+                  f"{'':<28} {r['source']} -> {r['dest']}")
+        return 0
+    with RootLock(prepare_root(root), wait=args.wait):
+        f = fetcher(True)                      # reads the lock file as the fetch before us left it
+        failed = fetch_all(f, arts)
+    note = missing_images(f)
     if note:
         print(note)
-    print(json.dumps({"dataset": args.dataset, "root": str(fetcher.root), "artifacts": len(arts), "failed": failed,
-                      "lock": str(fetcher.lock.path)}))
+    print(json.dumps({"dataset": args.dataset, "root": str(root), "artifacts": len(arts), "failed": failed,
+                      "lock": str(f.lock.path)}))
     return 1 if failed else 0
 
 

@@ -3,7 +3,7 @@
 A download writes ``TARGET.part`` and continues it after a kill (``Range: bytes=N-``; a server that ignores the
 range restarts it). Retries on 429 / 5xx / dropped or truncated bodies, with ``Retry-After`` or exponential
 back-off, within a total deadline. Google Drive answers large files with an HTML page first: the real link is
-read from it by gdown's parser. The finished file is checked by :class:`Lock` before it replaces ``TARGET``.
+read from it by gdown's parser. The finished file is checked by :class:`omgm.fetch.lock.Lock` before it replaces ``TARGET``.
 """
 from __future__ import annotations
 
@@ -14,76 +14,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from omgm.errors import OmgmError
-from omgm.io import file_sha256, write_json_atomic
+from omgm.fetch.lock import FetchError
 
 log = logging.getLogger(__name__)
 GDRIVE_BASE_ENV = "OMGM_GDRIVE_BASE"          # tests point Drive ids at a local server
 GDRIVE_BASE = "https://drive.google.com/uc"
-LOCK_NAME = "omgm_fetch.lock.json"
 CHUNK = 1 << 18                                # 256 KiB: a dropped connection loses at most this
-
-
-class FetchError(OmgmError, OSError):
-    """A file that cannot be fetched, or that differs from the recorded copy; the message names it."""
 
 
 def gdrive_url(file_id: str) -> str:
     return f"{os.environ.get(GDRIVE_BASE_ENV, GDRIVE_BASE)}?export=download&id={file_id}"
-
-
-class Lock:
-    """``ROOT/omgm_fetch.lock.json``: size and sha256 of each file at its first complete download."""
-
-    def __init__(self, root: Path) -> None:
-        import json
-
-        self.path = root / LOCK_NAME
-        self.files: dict[str, dict] = {}
-        if self.path.is_file():
-            try:
-                self.files = json.loads(self.path.read_text(encoding="utf-8"))["files"]
-            except (ValueError, KeyError, TypeError):
-                raise FetchError(f"{self.path}: not an omgm fetch lock file (delete it to record anew)") from None
-
-    def check_and_record(self, rel: str, path: Path, source: str) -> dict:
-        """Compare ``path`` with the recorded copy of ``rel`` (refusing a different one), or record it."""
-        entry = {**digest(path), "source": source}
-        known = self.files.get(rel)
-        if known and (known["size"], known["sha256"]) != (entry["size"], entry["sha256"]):
-            raise FetchError(f"{rel}: the downloaded file differs from the copy recorded in {self.path} "
-                             f"({entry['size']} bytes, sha256 {entry['sha256'][:12]}... vs {known['size']} bytes, "
-                             f"{known['sha256'][:12]}...): refused. If the release really changed, remove its "
-                             f"entry from the lock file")
-        if not known:
-            self.files[rel] = entry
-            write_json_atomic(self.path, {"version": 1, "files": self.files}, indent=1)
-        return entry
-
-    def status(self, rel: str, path: Path, verify: bool = False) -> str:
-        """present / verified / changed / missing (``verify`` hashes the file; otherwise size only)."""
-        if not path.exists():
-            return "missing"
-        known = self.files.get(rel)
-        if not known:
-            return "present (not in the lock)"
-        if not verify:
-            same = path.is_dir() or path.stat().st_size == known["size"]
-            return "present (size matches the lock)" if same else "changed"
-        return "verified" if digest(path)["sha256"] == known["sha256"] else "changed"
-
-
-def digest(path: Path) -> dict:
-    """Size and sha256 of a file; of a folder, the total size and the sha256 of its (path, sha256) list."""
-    if path.is_file():
-        return {"size": path.stat().st_size, "sha256": file_sha256(path, digits=64)}
-    import hashlib
-
-    files = sorted(p for p in path.rglob("*") if p.is_file())
-    h = hashlib.sha256()
-    for f in files:
-        h.update(f"{f.relative_to(path).as_posix()}\0{file_sha256(f, digits=64)}\n".encode())
-    return {"size": sum(f.stat().st_size for f in files), "sha256": h.hexdigest(), "files": len(files)}
 
 
 @dataclass
@@ -107,8 +47,9 @@ def check_free(folder: Path, need: int | None, what: str) -> None:
 
 
 def http_download(url: str, part: Path, *, gdrive: bool = False, opt: HttpOptions | None = None,
-                  size_hint: int | None = None) -> Path:
-    """Download ``url`` into ``part`` (appending to what is there), return it when complete."""
+                  size_hint: int | None = None) -> int | None:
+    """Download ``url`` into ``part`` (appending to what is there); when complete, return the size the server
+    announced for the whole file (None where it announced none; ``size_hint`` is only an estimate)."""
     import requests
     from tqdm import tqdm
 
@@ -128,7 +69,8 @@ def http_download(url: str, part: Path, *, gdrive: bool = False, opt: HttpOption
             continue
         with resp:
             if resp.status_code == 416 and have:                  # nothing left: the part is complete
-                return part
+                whole = resp.headers.get("Content-Range", "").rpartition("/")[2]
+                return int(whole) if whole.isdigit() else None
             if resp.status_code == 429 or resp.status_code >= 500:
                 attempt = _retry_or_raise(url, attempt, opt, f"HTTP {resp.status_code}", resp.headers.get("Retry-After"))
                 continue
@@ -144,17 +86,19 @@ def http_download(url: str, part: Path, *, gdrive: bool = False, opt: HttpOption
             if have and resp.status_code != 206:                 # range ignored: start again
                 have = 0
             length = resp.headers.get("Content-Length")
-            total = have + int(length) if length and length.isdigit() else size_hint
+            announced = have + int(length) if length and length.isdigit() else None
+            total = announced or size_hint
             check_free(part.parent, (total - have) if total else None, url)
             try:
                 _stream(resp, part, have, total, opt.progress and tqdm)
             except (requests.RequestException, ConnectionError) as exc:
                 attempt = _retry_or_raise(url, attempt, opt, f"connection dropped ({type(exc).__name__})")
                 continue
-            if total and part.stat().st_size < total:
-                attempt = _retry_or_raise(url, attempt, opt, f"truncated body ({part.stat().st_size} of {total} bytes)")
+            if announced and part.stat().st_size < announced:
+                attempt = _retry_or_raise(url, attempt, opt,
+                                          f"truncated body ({part.stat().st_size} of {announced} bytes)")
                 continue
-            return part
+            return announced
 
 
 def _stream(resp, part: Path, have: int, total: int | None, bar_cls) -> None:
@@ -199,8 +143,11 @@ def _confirmed_url(url: str, html: str) -> str:
         raise FetchError(f"{url}: Google Drive did not give a download link: {str(exc)[:300]}") from None
 
 
-def copy_local(src: Path, part: Path) -> Path:
-    """A repository file or folder copied to ``part`` (a folder is copied whole)."""
+def copy_local(src: Path, part: Path, *, inside: Path) -> Path:
+    """A repository file or folder copied to ``part`` (a folder is copied whole); ``src`` must resolve to a place
+    ``inside`` that folder (a link out of the repository is refused)."""
+    if not src.resolve().is_relative_to(inside.resolve()):
+        raise FetchError(f"{src}: resolves outside {inside}; a repository source must stay in the repository")
     if not src.exists():
         raise FetchError(f"{src}: not found (the repository's demo release is incomplete)")
     if part.exists():

@@ -12,9 +12,11 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from omgm.fetch.download import FetchError, HttpOptions, Lock, copy_local, gdrive_url, http_download
+from omgm.fetch.download import HttpOptions, copy_local, gdrive_url, http_download
+from omgm.fetch.lock import FetchError, Lock, prepare_root
 from omgm.fetch.registry import Artifact, Registry
 from omgm.fetch.unpack import archive_kind, read_marker, stream_tar_members, unpack
+from omgm.io import write_json_atomic
 
 log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[2]
@@ -31,21 +33,27 @@ class Fetcher:
     lock: Lock = field(init=False)
 
     def __post_init__(self) -> None:
-        if self.create:
-            self.root.mkdir(parents=True, exist_ok=True)
+        if self.create or self.root.exists():          # an existing root that is a file: one line
+            prepare_root(self.root)
         self.lock = Lock(self.root)
 
     def target(self, a: Artifact) -> Path:
         return self.root / a.dest
 
+    def done_marker(self, a: Artifact) -> Path:
+        """Written last by a builder or a hub download: without it the entry is (re)made."""
+        return self.root / ".omgm_done" / f"{a.name}.json"
+
     def is_done(self, a: Artifact) -> bool:
         t = self.target(a)
-        if a.source_kind == "hub":
-            snaps = t / f"models--{a.source['hub'].replace('/', '--')}" / "snapshots"
-            return snaps.is_dir() and any(snaps.iterdir())
+        if a.source_kind in ("hub", "build"):
+            return self.done_marker(a).is_file() and t.exists()
         if a.unpack != "none" and t.is_dir():
             return read_marker(t, a.name) is not None
         return t.exists()
+
+    def _mark_done(self, a: Artifact, **facts) -> None:
+        write_json_atomic(self.done_marker(a), {"artifact": a.name, "source": a.describe_source(), **facts})
 
     def fetch(self, a: Artifact) -> str:
         kind = a.source_kind
@@ -64,6 +72,7 @@ class Fetcher:
 
             build(a.source["build"], self.target(a), self.root)
             self.lock.check_and_record(a.dest, self.target(a), a.describe_source())
+            self._mark_done(a)
             return "built (tiny RANDOM weights)"
         path = self._download(a)
         return self._place(a, path)
@@ -74,14 +83,15 @@ class Fetcher:
         final = (self.root / ".downloads" / a.name) if archive else self.target(a)
         if archive and final.exists():
             return final
-        part = final.with_name(final.name + ".part")
+        part, announced = final.with_name(final.name + ".part"), None
         if kind == "repo":
-            copy_local(REPO / a.source["repo"], part)
+            copy_local(REPO / a.source["repo"], part, inside=REPO)
         else:
             url = a.source["url"] if kind == "url" else gdrive_url(a.source["gdrive"])
-            http_download(url, part, gdrive=kind == "gdrive", opt=self.http, size_hint=a.size)
+            announced = http_download(url, part, gdrive=kind == "gdrive", opt=self.http, size_hint=a.size)
         try:
-            self.lock.check_and_record(str(final.relative_to(self.root)), part, a.describe_source())
+            self.lock.check_and_record(str(final.relative_to(self.root)), part, a.describe_source(),
+                                       announced=announced)
         except FetchError:
             part.replace(part.with_name(final.name + ".rejected"))
             raise
@@ -116,6 +126,7 @@ class Fetcher:
         except Exception as exc:  # noqa: BLE001 - the hub client raises many types; one line names the model
             raise FetchError(f"{a.name}: hub model {a.source['hub']} could not be downloaded: "
                              f"{str(exc).splitlines()[0][:300]}") from None
+        self._mark_done(a, revision=a.source.get("revision"))
         return "downloaded from the hub"
 
     def needed_images(self, dataset_name: str) -> list[str]:

@@ -5,6 +5,7 @@ artifacts of a dataset's rows, in an order where every artifact comes after thos
 """
 from __future__ import annotations
 
+import posixpath
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -107,26 +108,69 @@ def _ordered(chosen: list[Artifact], every: dict[str, Artifact]) -> list[Artifac
     return out
 
 
+def inside(value: object, what: str) -> str:
+    """``value`` as a relative path that stays inside the folder it is relative to, or a one-line error naming
+    ``what`` (a registry is input: a user may pass their own, so its paths are confined to --root and the
+    repository)."""
+    if not isinstance(value, str) or not value.strip():
+        raise RegistryError(f"{what}: expected a relative path, got {value!r}")
+    norm = posixpath.normpath(value.replace("\\", "/"))
+    if value.startswith(("/", "\\", "~")) or (len(value) > 1 and value[1] == ":") or norm == "." \
+            or norm == ".." or norm.startswith("../") or "\0" in value:
+        raise RegistryError(f"{what}: {value!r} leaves its folder (paths must be relative and stay inside)")
+    return norm
+
+
+def _check_paths(p: Path, a: Artifact) -> None:
+    where = f"registry {p}: artifact {a.name}"
+    inside(a.dest, f"{where}: dest")
+    if a.provides is not None:
+        inside(a.provides, f"{where}: provides")
+    if "repo" in a.source:
+        inside(a.source["repo"], f"{where}: source repo")
+    for key in ("id2name", "csv"):
+        if key in a.subset:
+            inside(a.subset[key], f"{where}: subset {key}")
+
+
+def _check_dataset_paths(p: Path, datasets: dict, folders: set[str]) -> None:
+    for name, ds in datasets.items():
+        if not isinstance(ds, dict):
+            raise RegistryError(f"registry {p}: dataset {name!r} is not a mapping")
+        if "split" in ds:
+            inside(ds["split"], f"registry {p}: dataset {name}: split")
+        for key, value in (ds.get("settings") or {}).items():
+            if isinstance(value, str) and value.split("/")[0] in folders:
+                inside(value, f"registry {p}: dataset {name}: setting {key}")
+
+
 def load_registry(path: str | Path | None = None) -> Registry:
     p = Path(path) if path else DEFAULT_REGISTRY
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise RegistryError(f"registry {p}: {exc}") from None
-    if not isinstance(data, dict) or data.get("version") != 1 or not isinstance(data.get("artifacts"), list):
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise RegistryError(f"registry {p}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+    if not isinstance(data, dict) or data.get("version") != 1 or not isinstance(data.get("artifacts"), list) \
+            or not isinstance(data.get("datasets") or {}, dict):
         raise RegistryError(f"registry {p}: expected version: 1, datasets and an artifacts list")
+    datasets = dict(data.get("datasets") or {})
+    folders = set(datasets) | set(SHARED_FOLDERS)
+    _check_dataset_paths(p, datasets, folders)
     artifacts: dict[str, Artifact] = {}
     for i, raw in enumerate(data["artifacts"]):
         try:
-            a = Artifact(name=raw["name"], dest=raw["dest"], source=dict(raw["source"]),
+            a = Artifact(name=str(raw["name"]), dest=raw["dest"], source=dict(raw["source"]),
                          datasets=tuple(raw["datasets"]), rows=tuple(raw["rows"]), unpack=raw.get("unpack", "none"),
                          kind=raw.get("kind", "file"), subset=dict(raw.get("subset") or {}), size=raw.get("size"),
                          provides=raw.get("provides"), after=tuple(raw.get("after") or ()))
-        except (KeyError, TypeError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise RegistryError(f"registry {p}: artifact #{i + 1} lacks or mistypes {exc}") from None
         if not any(k in a.source for k in SOURCE_KINDS) or a.unpack not in ("zip", "tar", "auto", "none"):
             raise RegistryError(f"registry {p}: artifact {a.name}: unknown source or unpack kind")
+        if a.size is not None and (not isinstance(a.size, int) or isinstance(a.size, bool) or a.size < 0):
+            raise RegistryError(f"registry {p}: artifact {a.name}: size must be a number of bytes, got {a.size!r}")
+        _check_paths(p, a)
         if a.name in artifacts:
             raise RegistryError(f"registry {p}: artifact {a.name} is listed twice")
         artifacts[a.name] = a
-    return Registry(datasets=dict(data.get("datasets") or {}), artifacts=artifacts, path=p)
+    return Registry(datasets=datasets, artifacts=artifacts, path=p)

@@ -6,14 +6,14 @@ a killed unpacking is simply done again.
 """
 from __future__ import annotations
 
-import json
 import shutil
 import tarfile
 import zipfile
 from pathlib import Path
 from typing import BinaryIO, Callable
 
-from omgm.fetch.download import FetchError, check_free
+from omgm.fetch.download import check_free
+from omgm.fetch.lock import FetchError
 from omgm.io import atomic_write, write_json_atomic
 
 
@@ -110,5 +110,8 @@ def stream_tar_members(fileobj: BinaryIO, wanted: dict[str, list[str]], dest: Pa
 
 
 def read_marker(dest: Path, name: str) -> dict | None:
-    p = marker(dest, name)
-    return json.loads(p.read_text()) if p.is_file() else None
+    """The marker of a finished unpacking, None when there is none (the unpacking did not finish)."""
+    from omgm.bookkeeping import read_bookkeeping
+
+    return read_bookkeeping(marker(dest, name), {"archive": str, "entries": [str]}, what="an unpacking marker",
+                            fix="delete it and fetch again: the archive is unpacked anew")

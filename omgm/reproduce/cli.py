@@ -19,9 +19,10 @@ from pathlib import Path
 
 import yaml
 
+from omgm.bookkeeping import read_bookkeeping
 from omgm.config import command_parser
 from omgm.errors import OmgmError, cli_errors
-from omgm.fetch.download import Lock
+from omgm.fetch.lock import Lock
 from omgm.fetch.registry import load_registry
 from omgm.io import OutputLock, write_json_atomic
 from omgm.reproduce.plan import Stage, build_plan, config_for
@@ -68,7 +69,13 @@ def dry_run(stages: list[Stage], lock: Lock, root: Path, costs: str | None, *, n
     disk = sum(e.get("size", 0) for e in lock.files.values())
     gpu = "no measured per-query GPU costs: run benchmarks/gpu_suite.py on the GPU and pass --costs its JSON"
     if costs and n_queries:
-        d = json.loads(Path(costs).read_text())["derived"]
+        number = (int, float)
+        d = read_bookkeeping(costs, {"derived": {"retrieval_s_per_query": number, "end_to_end_s_per_query": number,
+                                                 "*": object}, "*": object},
+                             what="--costs (benchmarks/gpu_suite.py's JSON)", fix="pass the file the GPU suite wrote")
+        if d is None:
+            raise ReproduceError(f"--costs {costs}: file not found")
+        d = d["derived"]
         gpu = {"queries": n_queries, "retrieval_gpu_hours": n_queries * d["retrieval_s_per_query"] / 3600,
                "end_to_end_gpu_hours_per_generator_row": n_queries * d["end_to_end_s_per_query"] / 3600,
                "from": costs}
@@ -123,6 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     registry = load_registry(args.registry)
     root, out = Path(args.root).resolve(), Path(args.out).resolve()
+    for flag, folder in (("--root", root), ("--out", out)):
+        if folder.exists() and not folder.is_dir():
+            raise ReproduceError(f"{flag} {folder} is a file, not a folder")
     out.mkdir(parents=True, exist_ok=True)
     config = out / "reproduce_config.yaml"
     settings = config_for(registry, args.dataset, root)
@@ -149,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     env = {**os.environ, "HF_HUB_CACHE": str(root / "models" / "hub_cache"), "OMGM_CONFIG": ""}
     state_path = out / STATE
     with OutputLock(out / "tables.json"):
-        state = json.loads(state_path.read_text()) if state_path.is_file() else {}
+        state = read_bookkeeping(state_path, {"*": {"command": str}}, what="reproduce's record of finished stages",
+                                 fix="delete it: the stages run again (each continues its own finished work)") or {}
         for stage in stages:
             print(f"[{stage.name}] {run_stage(stage, state, state_path, env)}", flush=True)
             if stage.name == "step1":

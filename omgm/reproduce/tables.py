@@ -1,22 +1,24 @@
 """``OUT/tables.json`` and ``OUT/tables.md``: every published row beside ours, with where each input came from."""
 from __future__ import annotations
 
-import json
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import omgm
+from omgm.bookkeeping import read_bookkeeping
 from omgm.fetch.registry import Registry
 from omgm.io import sibling, write_json_atomic
 from omgm.reproduce.plan import Stage
 
 TABLES_FORMAT, TABLES_VERSION = "omgm.tables", 1
+# what the tables read of a stage's *.summary.json (the rest is free-form)
+SUMMARY_SHAPE = {"evaluation?": {"*": object}, "runs?": [{"recall?": {"*": object}, "*": object}], "*": object}
 
 
 def _summary(result: Path) -> dict | None:
-    p = sibling(result, ".summary.json")
-    return json.loads(p.read_text(encoding="utf-8")) if p.is_file() else None
+    return read_bookkeeping(sibling(result, ".summary.json"), SUMMARY_SHAPE, what="a stage summary",
+                            fix="delete it and the stage's result, and run reproduce again")
 
 
 def measured(row: dict, out: Path, row_name: str) -> tuple[dict[str, float | None], str]:
