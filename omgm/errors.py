@@ -3,7 +3,8 @@
 Entry points catch :class:`OmgmError` and print its message (which names the file and row or entity) with
 exit status 2, instead of a traceback. A few conditions of the machine are the user's to fix too, whichever
 library met them: a full disk (the OS's ``ENOSPC``/``EDQUOT``, SQLite's "database or disk is full", torch's
-stream-writer failure), a file name too long for the file system, a deeply nested (hostile) input; they are
+stream-writer failure), a file or folder without permission (or on a read-only file system), a file name too
+long for the file system, a deeply nested (hostile) input; they are
 one line as well (:func:`user_condition`). Anything else is a bug and keeps its traceback. Ctrl-C is one line
 and exit status 130.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import pickle
 import sqlite3
 import sys
 from typing import Callable
@@ -30,11 +32,16 @@ def user_condition(exc: BaseException) -> str | None:
     """The one-line message for a condition of the machine the user fixes (see the module doc), else None."""
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return _DISK_FULL.format(exc.filename or exc.strerror or exc)
+    if isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EROFS) and exc.filename:
+        return f"{exc.filename}: {exc.strerror}: check its permissions, or choose a path you can write"
     if isinstance(exc, OSError) and exc.errno == errno.ENAMETOOLONG:
         return (f"a file name is too long for the file system ({str(exc.filename)[:80]}...): choose a shorter "
                 f"path or name")
     if isinstance(exc, (sqlite3.Error, RuntimeError)) and any(w in str(exc) for w in _DISK_FULL_WORDS):
         return _DISK_FULL.format(str(exc).splitlines()[0][:200])
+    if isinstance(exc, pickle.UnpicklingError):
+        return (f"refused to read a file that holds pickled objects besides tensors (nothing in it was run): "
+                f"{str(exc).splitlines()[0][:120] if str(exc) else ''}")
     if isinstance(exc, RecursionError):
         return "an input file is nested too deeply to read (a damaged or hostile JSON file?)"
     return None

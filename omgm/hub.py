@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,8 @@ def looks_local(path: str | os.PathLike) -> bool:
 def explain(path: str | os.PathLike, what: str, exc: BaseException) -> str:
     """One line: what could not be loaded from where, and what to do."""
     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    if isinstance(exc, pickle.UnpicklingError):
+        first = "a weight file holds pickled objects besides tensors: refused, nothing in it was run"
     p = Path(str(path)).expanduser()
     if looks_local(path):
         if not p.exists():
@@ -64,7 +67,7 @@ def load_pretrained(cls_name: str, path: str | os.PathLike, what: str = "model",
     is_model = "Model" in cls_name
     try:
         out = cls.from_pretrained(str(path), **kwargs, **({"output_loading_info": True} if is_model else {}))
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, pickle.UnpicklingError) as exc:
         raise ModelLoadError(explain(path, what, exc)) from None
     if not is_model:
         return out

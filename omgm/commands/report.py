@@ -23,7 +23,7 @@ from omgm.data.results import check_answers_made_for, check_made_for, read_retri
 from omgm.data.samples import ImageDirs, MissingImageError, read_samples
 from omgm.data.wiki_images import WikiSource
 from omgm.errors import OmgmError, cli_errors
-from omgm.io import atomic_write
+from omgm.io import atomic_write, check_writable
 from omgm.metrics.evaluate import evaluate, read_answers_file
 from omgm.metrics.plot import recall_plot
 from omgm.settings import add_flags, add_kb_flag, from_values
@@ -179,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     if not a.sample_file or not (a.step1 or a.step2 or a.answers):
         raise OmgmError("give --sample_file and at least one of --step1, --step2, --answers")
     samples, out = read_samples(a.sample_file), Path(a.out)
+    check_writable(out, out.with_name(out.stem + "_files") / "recall.png", inputs=[a.sample_file, a.step1, a.step2,
+                                                                                   a.answers])
     rf1, rf2 = (read_retrieval(p) if p else None for p in (a.step1, a.step2))
     for rf in (rf1, rf2):
         if rf is not None:

@@ -23,7 +23,7 @@ from omgm.data.samples import ImageDirs, read_samples, samples_fingerprint
 from omgm.data.wiki_images import WikiSource
 from omgm.errors import OmgmError, cli_errors
 from omgm.harness import StageRun
-from omgm.io import file_sha256
+from omgm.io import check_writable, file_sha256
 from omgm.metrics.evaluate import evaluate
 from omgm.pipeline.rerank import RerankConfig, RerankerSpec
 from omgm.published import TOP_KS
@@ -67,6 +67,7 @@ def run_train(argv: list[str]) -> int:
     require(args, "train_file", "knowledge_base", "negative_db_file")
     spec = from_values(RerankerSpec, args)
     cfg = from_values(TrainConfig, args, cpu=args.device == "cpu", progress=not args.no_progress)
+    check_writable(Path(cfg.save_dir) / "run_settings.json", inputs=[args.train_file, args.negative_db_file])
     kb, tokenizer = open_kb(args.knowledge_base), load_tokenizer(spec.tokenizer)
     torch.manual_seed(cfg.seed)  # parameters no checkpoint provides (all of them without --init_ckpt)
     model, report = spec.load()

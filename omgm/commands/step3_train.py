@@ -23,6 +23,7 @@ from omgm.finetune.data import SECTION_MODES, build_sft_set, read_sft_file, writ
 from omgm.finetune.exact_match import exact_match_rate
 from omgm.finetune.train import SftConfig, SftTrainer
 from omgm.generate.generators import GeneratorSpec, build_generator
+from omgm.io import check_writable
 from omgm.parallel import device_for, env_place
 from omgm.pipeline.answer import AnswerConfig, build_cut
 from omgm.resume import settings_diff
@@ -101,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
     args = parse_with_config(build_parser(), argv)
     require(args, "train_file", "knowledge_base", *(() if args.build_only else ("output_dir",)))
+    if not args.build_only:
+        check_writable(Path(args.output_dir) / "config.json", inputs=[args.train_file])
     samples = read_samples(args.train_file)[: args.limit]
     dtype = args.dtype or ("fp32" if args.tuning == "full" else None)        # fp32 master weights for full tuning
     generator = build_generator(from_values(GeneratorSpec, args, device=_device(args), dtype=dtype))

@@ -46,11 +46,16 @@ class _Buffer:
             self.text, self.pos = self.text[self.pos:], 0
             self.mark_pos, self.mark_byte = 0, self.byte0
         raw = self.fh.read(self.chunk)
-        if not raw:
-            self.eof = True
-            self.text += self.dec.decode(b"", final=True)
-            return False
-        self.text += self.dec.decode(raw)
+        at = self.fh.tell() - len(raw)
+        try:
+            if not raw:
+                self.eof = True
+                self.text += self.dec.decode(b"", final=True)
+                return False
+            self.text += self.dec.decode(raw)
+        except UnicodeDecodeError as exc:
+            raise JsonStreamError(f"not UTF-8 text near byte {at + max(0, exc.start)}: a JSON file must be "
+                                  f"UTF-8") from None
         return True
 
     def byte_offset(self, pos: int | None = None) -> int:
@@ -76,6 +81,8 @@ class _Buffer:
         while True:
             try:
                 value, end = _DECODER.raw_decode(self.text, self.pos)
+            except RecursionError:
+                raise JsonStreamError(f"a value nested too deeply at byte {self.byte_offset()}") from None
             except json.JSONDecodeError as exc:
                 if self.fill():
                     continue

@@ -74,6 +74,11 @@ class Entity:
                                      f"expected an object")
         titles = data.get("section_titles") or []
         texts = data.get("section_texts") or []
+        for key in ("section_titles", "section_texts", "image_urls", "image_reference_descriptions",
+                    "image_section_indices"):
+            if not isinstance(data.get(key) or [], list):
+                raise KnowledgeBaseError(f"{source}: entity {url!r} (row {row}): {key} is a "
+                                         f"{type(data[key]).__name__}, expected a list")
         if len(titles) != len(texts):
             raise KnowledgeBaseError(f"{source}: entity {url!r} (row {row}) has {len(titles)} section titles "
                                      f"but {len(texts)} section texts")

@@ -48,6 +48,8 @@ def read_json(path: str | Path) -> Any:
         raise ResultFileError(f"{path}: not valid JSON ({exc})") from None
     except UnicodeDecodeError as exc:
         raise ResultFileError(f"{path}: not UTF-8 text (byte {exc.start}): JSON files must be UTF-8") from None
+    except RecursionError:
+        raise ResultFileError(f"{path}: nested too deeply to be a result file (damaged or hostile JSON)") from None
 
 
 @dataclass
@@ -96,12 +98,18 @@ def read_retrieval(path: str | Path) -> RetrievalFile:
     if not isinstance(data, dict):
         raise ResultFileError(f"{path}: expected a JSON object, got {type(data).__name__}")
     if data.get("format") == RETRIEVAL_FORMAT:
-        if int(data.get("version", 0)) > RETRIEVAL_VERSION:
-            raise ResultFileError(f"{path}: format version {data['version']} is newer than this omgm "
+        version = data.get("version", RETRIEVAL_VERSION)
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise ResultFileError(f"{path}: 'version' must be a whole number, got {version!r}")
+        if version > RETRIEVAL_VERSION:
+            raise ResultFileError(f"{path}: format version {version} is newer than this omgm "
                                   f"understands ({RETRIEVAL_VERSION}); upgrade omgm")
         results, stage, meta = data.get("results"), data.get("stage", "step1"), data.get("meta", {})
         if not isinstance(results, dict):
             raise ResultFileError(f"{path}: 'results' must be an object keyed by sample id")
+        if not isinstance(meta, dict) or stage not in ("step1", "step2"):
+            raise ResultFileError(f"{path}: 'meta' must be an object and 'stage' step1 or step2 (got "
+                                  f"{type(meta).__name__} and {str(stage)[:20]!r})")
     elif "format" in data:
         raise ResultFileError(f"{path}: format {data['format']!r} is not a retrieval result file")
     else:  # the authors' bare file
@@ -165,7 +173,7 @@ def check_made_for(rf: RetrievalFile, samples: list, sample_file: str | Path, kb
         source = f" ({rf.meta['sample_file']})" if rf.meta.get("sample_file") else ""
         raise ResultFileError(f"{rf.path} was made for other samples{source} than {sample_file}: "
                               f"E-VQA ids are positions, so they would silently mismatch")
-    if not made_for and rf.meta.get("note", "").startswith("bare"):
+    if not made_for and str(rf.meta.get("note", "")).startswith("bare"):
         _check_bare(rf, samples, sample_file, kb)
     missing = [s for s in samples if s.sample_id not in rf.results]
     if samples and len(missing) == len(samples):

@@ -59,23 +59,30 @@ def iter_csv_records(csv_dir: str | Path, stats: CsvStats | None = None) -> Iter
     for f in csv_files(csv_dir):
         stats.files += 1
         with f.open(newline="", encoding="utf-8-sig") as fh:
-            reader = csv.reader(fh)
-            header = next(reader, None)
-            if not _header_fits(header):
-                raise WikiImageError(f"{f}: the header {header} does not fit the wiki-image CSV layout (title, "
-                                     f"image_URL, img_path, caption: a title column, an URL column, then a path "
-                                     f"column); a wrong file?")
-            for row in reader:
-                stats.rows += 1
-                why = "fewer than 3 fields or an empty title/img_path" if len(row) < 3 or not row[0] or not row[2] \
-                    else ("img_path leaves the image folder (absolute, or with '..')" if not safe_relative(row[2])
-                          else "")
-                if why:
-                    stats.malformed += 1
-                    if len(stats.examples) < 5:
-                        stats.examples.append(f"{f}, line {reader.line_num}: {why}: {row[:3]}")
-                    continue
-                yield row[0], row[1], row[2]
+            yield from _records(f, csv.reader(fh), stats)
+
+
+def _records(f: Path, reader, stats: CsvStats) -> Iterator[tuple[str, str, str]]:
+    """The good rows of one CSV (bad ones counted); an undecodable file is one error naming its line."""
+    try:
+        header = next(reader, None)
+        if not _header_fits(header):
+            raise WikiImageError(f"{f}: the header {header} does not fit the wiki-image CSV layout (title, "
+                                 f"image_URL, img_path, caption: a title column, an URL column, then a path "
+                                 f"column); a wrong file?")
+        for row in reader:
+            stats.rows += 1
+            why = "fewer than 3 fields or an empty title/img_path" if len(row) < 3 or not row[0] or not row[2] \
+                else ("img_path leaves the image folder (absolute, with '..' or a NUL byte)"
+                      if not safe_relative(row[2]) else "")
+            if why:
+                stats.malformed += 1
+                if len(stats.examples) < 5:
+                    stats.examples.append(f"{f}, line {reader.line_num}: {why}: {row[:3]}")
+                continue
+            yield row[0], row[1], row[2]
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise WikiImageError(f"{f}, line {reader.line_num}: not a readable UTF-8 CSV ({str(exc)[:100]})") from None
 
 
 def plain_name(name: str) -> bool:
@@ -84,11 +91,12 @@ def plain_name(name: str) -> bool:
 
 
 def safe_relative(rel: str) -> bool:
-    """A path that stays inside the folder it is joined to: relative, no ``..`` part, no drive."""
+    """A path that stays inside the folder it is joined to: relative, no ``..`` part, no drive, no NUL byte (which
+    no file system accepts)."""
     from pathlib import PurePosixPath, PureWindowsPath
 
     p = PurePosixPath(rel.replace("\\", "/"))
-    return bool(rel) and not p.is_absolute() and ".." not in p.parts and not PureWindowsPath(rel).drive
+    return bool(rel) and "\0" not in rel and not p.is_absolute() and ".." not in p.parts and not PureWindowsPath(rel).drive
 
 
 def _header_fits(header: list[str] | None) -> bool:

@@ -40,6 +40,8 @@ def read_answers_file(path: str | Path) -> tuple[list[dict], dict]:
     data, meta = read_json(path), {}
     if isinstance(data, dict) and data.get("format") == ANSWERS_FORMAT:
         data, meta = data.get("records"), data.get("meta") or {}
+    if not isinstance(meta, dict):
+        raise ResultFileError(f"{path}: 'meta' must be an object, got {type(meta).__name__}")
     if not isinstance(data, list) or not all(isinstance(r, dict) and "data_id" in r for r in data):
         raise ResultFileError(f"{path}: expected answer records (a list of objects with data_id and prediction)")
     return data, meta

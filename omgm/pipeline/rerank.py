@@ -188,8 +188,11 @@ class RerankerSpec:
         if trained and not vit:
             head = read[trained] = read_checkpoint(trained, self.trust_checkpoint)
             if head.get("trainable_only"):
-                vit = (head.get("init") or {}).get("vit_ckpt")
-                init = init or (head.get("init") or {}).get("init_ckpt")
+                made_with = head.get("init") or {}
+                if not isinstance(made_with, dict):
+                    raise OmgmError(f"{trained}: its 'init' record is a {type(made_with).__name__}, not an object: "
+                                    f"a damaged checkpoint? pass --vit_ckpt and --init_ckpt yourself")
+                vit, init = made_with.get("vit_ckpt"), init or made_with.get("init_ckpt")
                 if not vit:
                     raise OmgmError(f"{trained} holds only trained parameters: pass --vit_ckpt")
         return build_reranker(self.reranker_model_name, reranker_ckpt=trained, init_ckpt=init, vit_ckpt=vit,

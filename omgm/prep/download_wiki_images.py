@@ -40,7 +40,7 @@ from omgm.config import command_parser, nonnegative_int, positive_float, positiv
 from omgm.data.results import write_json_atomic
 from omgm.data.wiki_images import CsvStats, iter_csv_records
 from omgm.errors import OmgmError, cli_errors
-from omgm.io import OutputLock, atomic_write
+from omgm.io import OutputLock, atomic_write, check_writable
 
 DEFAULT_UA = "omgm-wiki-image-downloader/0.1 (research use; https://github.com/omgm; set --user_agent with your contact)"
 
@@ -181,10 +181,12 @@ def fetch(task: Task, opt: Options, limiter: RateLimiter) -> tuple[bool, str, in
             except Image.DecompressionBombError:
                 return False, "decompression bomb (more pixels than Pillow's safety limit)", attempt
             except OSError as exc:
-                if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError)):
-                    return False, f"cannot write: {exc}", attempt
+                if exc.errno is not None:             # the file system's answer; an undecodable image has none
+                    return False, f"cannot write: {exc.strerror}", attempt
                 return False, f"not an image ({len(data)} bytes)", attempt
             return True, "", attempt
+        except ValueError as exc:                     # a URL with control characters, or no scheme
+            return False, f"bad URL: {str(exc)[:80]}", attempt
         except urllib.error.HTTPError as exc:
             reason = f"HTTP {exc.code}"
             if exc.code != 429 and exc.code < 500:
@@ -214,7 +216,7 @@ def _write_failures(path: Path, failures: list[dict]) -> None:
 
 def run(csv_dir: str | Path, opt: Options, titles: set[str] | None = None, limit: int | None = None,
         *, failures_path: Path | None = None, progress: bool = True) -> dict:
-    opt.out.mkdir(parents=True, exist_ok=True)
+    check_writable(opt.out / "download_summary.json", *([failures_path] if failures_path else []))
     with OutputLock(opt.out / "download_summary.json"):      # one downloader per folder
         return _run_locked(csv_dir, opt, titles, limit, failures_path, progress)
 

@@ -96,7 +96,10 @@ def ours_to_lavis(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             out[f"visual_encoder.blocks.{m.group(1)}.attn.q_bias"] = t[:d].clone()
             out[f"visual_encoder.blocks.{m.group(1)}.attn.v_bias"] = t[2 * d:].clone()
         else:
-            out[lavis_name(name)] = t.clone()
+            try:
+                out[lavis_name(name)] = t.clone()
+            except KeyError:                          # not ours: kept, so the strict load lists it as unexpected
+                out[name] = t
     return out
 
 
@@ -131,6 +134,8 @@ def _is_raw_pickle(path: Path) -> bool:
 def state_dict_of(obj: dict) -> dict[str, torch.Tensor]:
     """The tensors of a checkpoint object: ``obj['model']`` / ``obj['state_dict']`` / itself; ``module.`` stripped."""
     sd = obj.get("model", obj.get("state_dict", obj)) if not _is_state_dict(obj) else obj
+    if not isinstance(sd, dict):
+        raise CheckpointError(f"the checkpoint's weights are a {type(sd).__name__}, not a state dict of tensors")
     return {k[7:] if k.startswith("module.") else k: v for k, v in sd.items() if isinstance(v, torch.Tensor)}
 
 
@@ -221,13 +226,27 @@ def resolve_config(name_or_path: str | None, checkpoints: Iterable[dict]) -> IT2
     """An omgm checkpoint's own config, else ``blip2`` (the published sizes), else a JSON file of sizes."""
     for obj in checkpoints:
         if is_ours(obj):
-            return IT2ITConfig.from_dict(obj["config"])
+            return _config(obj.get("config"), "the checkpoint's 'config'")
     if name_or_path in (None, "", "blip2", "blip2_reranker", "blip2_feature_extractor"):
         return IT2ITConfig()
     p = Path(name_or_path)
     if not p.is_file():
         raise CheckpointError(f"reranker model {name_or_path!r}: not 'blip2' nor a JSON config file")
-    return IT2ITConfig.from_dict(json.loads(p.read_text()))
+    try:
+        return _config(json.loads(p.read_text(encoding="utf-8")), str(p))
+    except (ValueError, RecursionError) as exc:             # JSON and UTF-8 errors are ValueErrors
+        raise CheckpointError(f"reranker model {p}: not a JSON config file ({str(exc)[:120]})") from None
+
+
+def _config(value: object, where: str) -> IT2ITConfig:
+    """An :class:`IT2ITConfig` from a mapping of sizes, or a one-line error naming ``where``."""
+    if not isinstance(value, dict) or not all(isinstance(value.get(k, {}), dict) for k in ("vision", "qformer")):
+        raise CheckpointError(f"{where}: expected an object of reranker sizes (with 'vision' and 'qformer' objects), "
+                              f"got {str(value)[:60]!r}")
+    try:
+        return IT2ITConfig.from_dict(value)
+    except TypeError as exc:
+        raise CheckpointError(f"{where}: not reranker sizes ({exc})") from None
 
 
 def build_reranker(model_name: str | None = None, reranker_ckpt: str | Path | None = None,

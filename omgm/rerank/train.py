@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from omgm.config import nonnegative_int, positive_float, positive_int, zero_one
 from omgm.io import atomic_write, write_json_atomic
-from omgm.rerank.convert import save_ours
+from omgm.rerank.convert import read_checkpoint, save_ours
 from omgm.rerank.dataset import Collate, RerankTrainSet
 from omgm.rerank.model import IT2ITReranker, normalise_tokens, paired_late_interaction
 from omgm.settings import setting
@@ -112,8 +112,15 @@ def _resume(save_dir: Path, model, opt, sched, acc) -> _Run:
     if resumed is None:
         return _Run()
     state = load_state(save_dir / f"state_{resumed}.pt")
-    ck = torch.load(save_dir / f"model_{resumed}.pth", map_location="cpu", weights_only=True)
-    bad = model.load_state_dict(ck["model"], strict=False).unexpected_keys
+    path = save_dir / f"model_{resumed}.pth"
+    ck = read_checkpoint(path)
+    if not isinstance(ck.get("model"), dict):
+        raise ResumeStateError(f"{path}: not a checkpoint of omgm step2 train (no 'model' state dict); delete it "
+                               f"and its state_{resumed}.pt to resume from the previous one")
+    try:
+        bad = model.load_state_dict(ck["model"], strict=False).unexpected_keys
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        raise ResumeStateError(f"{path} does not fit this model: {str(exc).splitlines()[0][:200]}") from None
     if bad:
         raise ResumeStateError(f"{save_dir / f'model_{resumed}.pth'} does not fit this model: {bad[:5]}")
     opt.load_state_dict(state["optimizer"])

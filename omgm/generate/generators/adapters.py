@@ -6,6 +6,7 @@ merged, so generation runs at the base model's speed.
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 
 from omgm.generate.generators.base import GeneratorError
@@ -38,8 +39,12 @@ def apply_adapter(model, folder: str | Path):
     not match the model's adapter layers one for one."""
     from peft import PeftModel, get_peft_model_state_dict
 
-    saved = _saved_keys(Path(folder))
-    wrapped = PeftModel.from_pretrained(model, str(folder))
+    try:
+        saved = _saved_keys(Path(folder))
+        wrapped = PeftModel.from_pretrained(model, str(folder))
+    except pickle.UnpicklingError:
+        raise GeneratorError(f"{folder}: the adapter's weight file holds pickled objects besides tensors: refused, "
+                             f"nothing in it was run") from None
     expected = set(get_peft_model_state_dict(wrapped))
     missing, unexpected = sorted(expected - saved), sorted(saved - expected)
     if missing or unexpected:
