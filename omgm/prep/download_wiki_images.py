@@ -185,7 +185,7 @@ def fetch(task: Task, opt: Options, limiter: RateLimiter) -> tuple[bool, str, in
                     return False, f"cannot write: {exc.strerror}", attempt
                 return False, f"not an image ({len(data)} bytes)", attempt
             return True, "", attempt
-        except ValueError as exc:                     # a URL with control characters, or no scheme
+        except (ValueError, http.client.InvalidURL) as exc:     # a URL with control characters, or no scheme
             return False, f"bad URL: {str(exc)[:80]}", attempt
         except urllib.error.HTTPError as exc:
             reason = f"HTTP {exc.code}"
