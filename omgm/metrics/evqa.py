@@ -137,6 +137,11 @@ def evaluate_evqa(records: Iterable[dict], bem: BemScorer | None = None) -> Evqa
     """Records need ``question``, ``gt_answer``, ``prediction``, ``question_type`` (and ``data_id`` for messages)."""
     records = list(records)
     for i, r in enumerate(records):           # validate first, naming the record
+        wrong = [k for k in ("question", "gt_answer", "prediction", "question_type")
+                 if r.get(k) is not None and not isinstance(r[k], str)]
+        if wrong:
+            raise EvaluationError(f"record {r.get('data_id', i)!r}: {wrong[0]} is a {type(r[wrong[0]]).__name__}, "
+                                  f"expected text")
         try:
             score_answers([(r["question"], r["gt_answer"], r.get("prediction") or "", r["question_type"])])
         except EvaluationError as exc:

@@ -73,35 +73,53 @@ def _jsonl(path: str | Path) -> list[dict]:
     path = Path(path)
     if not path.is_file():
         raise EvaluationError(f"InfoSeek reference file not found: {path}")
-    rows = []
-    with path.open(encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if line.strip():
-                try:
+    rows, n = [], 0
+    try:
+        with path.open(encoding="utf-8") as fh:
+            for n, line in enumerate(fh, 1):
+                if line.strip():
                     rows.append(json.loads(line))
-                except json.JSONDecodeError:
-                    raise EvaluationError(f"{path}, line {n}: not JSON") from None
+                    if not isinstance(rows[-1], dict):
+                        raise EvaluationError(f"{path}, line {n}: not a JSON object")
+    except (ValueError, RecursionError) as exc:           # JSON and UTF-8 errors are ValueErrors
+        raise EvaluationError(f"{path}, line {n}: not JSON ({type(exc).__name__})") from None
     return rows
 
 
 def load_references(val_jsonl: str | Path, qtype_jsonl: str | Path) -> dict[str, InfoseekReference]:
     """``infoseek_val.jsonl`` (answers, ``answer_eval``, ``data_split``) + ``infoseek_val_qtype.jsonl``."""
-    qtypes = {r["data_id"]: r["question_type"] for r in _jsonl(qtype_jsonl)}
+    qtypes = {_id(r, qtype_jsonl): r.get("question_type") for r in _jsonl(qtype_jsonl)}
     refs = {}
     for r in _jsonl(val_jsonl):
-        did = r.get("data_id")
+        did = _id(r, val_jsonl)
         if did not in qtypes:
             raise EvaluationError(f"{qtype_jsonl}: no question type for {did!r} of {val_jsonl}")
-        qtype = qtypes[did].lower()
-        ev = r.get("answer_eval")
-        if qtype == "numerical":
-            rng = (ev[0] if isinstance(ev, list) else ev)["range"]
-            answers = tuple(float(x) for x in rng[:2])
-        else:
-            answers = tuple(ev if isinstance(ev, list) else [ev])
-        split = "unseen_question" if str(r.get("data_split", "")).endswith("unseen_question") else "unseen_entity"
-        refs[did] = InfoseekReference(did, qtype, answers, split)
+        try:
+            refs[did] = _reference(did, str(qtypes[did]).lower(), r)
+        except (KeyError, TypeError, IndexError, ValueError) as exc:
+            raise EvaluationError(f"{val_jsonl}, {did!r}: its answer_eval does not fit its question type "
+                                  f"{qtypes[did]!r} ({type(exc).__name__}: {str(exc)[:60]})") from None
     return refs
+
+
+def _id(record: dict, path) -> str:
+    did = record.get("data_id")
+    if not isinstance(did, str):
+        raise EvaluationError(f"{path}: a record's data_id is {json.dumps(did)[:40]}, not a string id")
+    return did
+
+
+def _reference(did, qtype: str, r: dict) -> InfoseekReference:
+    ev = r.get("answer_eval")
+    if qtype == "numerical":
+        rng = (ev[0] if isinstance(ev, list) else ev)["range"]
+        answers = tuple(float(x) for x in rng[:2])
+        if not answers:
+            raise ValueError("an empty range")
+    else:
+        answers = tuple(str(a) for a in (ev if isinstance(ev, list) else [ev]))
+    split = "unseen_question" if str(r.get("data_split", "")).endswith("unseen_question") else "unseen_entity"
+    return InfoseekReference(did, qtype, answers, split)
 
 
 def matches_alias(prediction: str | None, aliases) -> bool:

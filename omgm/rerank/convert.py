@@ -25,7 +25,7 @@ import torch
 
 from omgm.errors import OmgmError
 from omgm.io import atomic_write
-from omgm.rerank.model import IT2ITConfig, IT2ITReranker
+from omgm.rerank.model import IT2ITConfig, IT2ITReranker, QFormerSpec, VisionSpec
 
 OURS_FORMAT = "omgm.it2it"
 _GROUP = re.compile(r"(visual_encoder\.blocks\.\d+|visual_encoder\.[^.]+|Qformer\.cls|Qformer\.bert\.embeddings|[^.]+)")
@@ -243,10 +243,33 @@ def _config(value: object, where: str) -> IT2ITConfig:
     if not isinstance(value, dict) or not all(isinstance(value.get(k, {}), dict) for k in ("vision", "qformer")):
         raise CheckpointError(f"{where}: expected an object of reranker sizes (with 'vision' and 'qformer' objects), "
                               f"got {str(value)[:60]!r}")
+    for part, cls in (("vision", VisionSpec), ("qformer", QFormerSpec), ("", IT2ITConfig)):
+        _check_sizes(value.get(part, {}) if part else value, cls, f"{where}: {part + '.' if part else ''}")
     try:
         return IT2ITConfig.from_dict(value)
-    except TypeError as exc:
-        raise CheckpointError(f"{where}: not reranker sizes ({exc})") from None
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{where}: not reranker sizes ({str(exc).splitlines()[0]})") from None
+
+
+def _check_sizes(values: dict, cls: type, where: str) -> None:
+    """Every size a whole number from 1 to 2**24, every epsilon/temperature a positive finite number, no unknown
+    key: a config is checked before a model of its sizes is allocated."""
+    import dataclasses
+    import math
+
+    kinds = {f.name: str(f.type) for f in dataclasses.fields(cls) if str(f.type) in ("int", "float")}
+    unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
+    if unknown:
+        raise CheckpointError(f"{where}unknown size(s) {sorted(unknown)[:4]}")
+    for key, kind in kinds.items():
+        if key not in values:
+            continue
+        v = values[key]
+        ok = (isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 1 << 24) if kind == "int" else \
+            (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0)
+        if not ok:
+            raise CheckpointError(f"{where}{key} is {json.dumps(v)[:30]}: expected "
+                                  f"{'a whole number from 1 to 16777216' if kind == 'int' else 'a positive number'}")
 
 
 def build_reranker(model_name: str | None = None, reranker_ckpt: str | Path | None = None,
@@ -259,7 +282,12 @@ def build_reranker(model_name: str | None = None, reranker_ckpt: str | Path | No
     read = {Path(p): obj for p, obj in (read or {}).items()}
     loaded = [(Path(p), read.get(Path(p)) or read_checkpoint(p, trust)) for p in (reranker_ckpt, init_ckpt, vit_ckpt)
               if p]
-    model = IT2ITReranker(resolve_config(model_name, [obj for _, obj in loaded]))
+    config = resolve_config(model_name, [obj for _, obj in loaded])
+    try:
+        model = IT2ITReranker(config)
+    except (ValueError, RuntimeError) as exc:             # sizes that do not fit together (heads vs width...)
+        raise CheckpointError(f"reranker sizes {model_name or 'of the checkpoint'} do not make a model: "
+                              f"{str(exc).splitlines()[0][:160]}") from None
     sources = []
     for path, obj in loaded:
         sd = state_dict_of(obj)
