@@ -27,7 +27,7 @@ def weight_files(folder: str | Path) -> list[Path]:
         if index.is_file():
             try:
                 shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
-            except (json.JSONDecodeError, KeyError, AttributeError) as exc:
+            except (ValueError, KeyError, AttributeError, TypeError) as exc:   # JSON and UTF-8 errors are ValueErrors
                 raise WeightFileError(f"{index}: not a weight index ({exc})") from None
             missing = [s for s in shards if not (folder / s).is_file()]
             if missing:

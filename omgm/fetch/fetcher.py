@@ -7,7 +7,6 @@ are removed after a complete unpacking. Query-image subsets only fetch what the 
 from __future__ import annotations
 
 import csv
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -154,7 +153,9 @@ class Fetcher:
     def _tar_subset(self, a: Artifact, ids: list[str], dest: Path) -> str:
         import requests
 
-        id2name = json.loads((self.root / a.subset["id2name"]).read_text(encoding="utf-8"))
+        from omgm.prep.rename_inat import read_id2name
+
+        id2name = read_id2name(self.root / a.subset["id2name"])
         wanted: dict[str, list[str]] = {}
         unknown = [i for i in ids if str(i) not in id2name]
         for i in ids:

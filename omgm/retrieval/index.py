@@ -98,6 +98,8 @@ def load_index(path: str | Path) -> tuple[faiss.Index, IndexManifest | None]:
     if not mpath.is_file():
         return index, None
     data = read_json(mpath)
+    if not isinstance(data, dict):
+        raise IndexMismatchError(f"{mpath}: a manifest is a JSON object, not a {type(data).__name__}")
     known = {k: v for k, v in data.items() if k in IndexManifest.__dataclass_fields__}
     try:
         manifest = IndexManifest(**known)

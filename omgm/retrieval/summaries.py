@@ -19,6 +19,7 @@ from typing import Callable, Iterator, Sequence
 
 from tqdm import tqdm
 
+from omgm.bookkeeping import read_bookkeeping
 from omgm.data.kb import Entity, KnowledgeBase
 from omgm.errors import OmgmError
 from omgm.io import append_jsonl, atomic_write, write_json_atomic
@@ -88,7 +89,9 @@ class SummaryStore:
     def check_summarizer(self, summarizer_id: str, done: int) -> None:
         """Refuse to continue a file another summarizer wrote (its rows would be mixed); record a new one."""
         if done and self.meta_path.is_file():
-            made_by = json.loads(self.meta_path.read_text(encoding="utf-8")).get("summarizer")
+            made_by = read_bookkeeping(self.meta_path, {"summarizer": str}, what="the record of what wrote the "
+                                       "summaries", fix=f"delete it and {self.path}, or give another --summary_file")[
+                "summarizer"]
             if made_by != summarizer_id:
                 raise SummaryFileError(f"{self.path} holds {done} summaries written by {made_by!r}, not "
                                        f"{summarizer_id!r}: delete it, or give another --summary_file")
