@@ -34,6 +34,7 @@ class StageRun:
         self.summary_path = sibling(self.out, ".summary.json")
         self.parts = parts_folder(self.out)
         self._stack = ExitStack()
+        self.facts: dict[str, str] = {}                  # device and dtype the stage ran with, for its summary
         check_writable(self.out, self.summary_path, inputs=inputs)
 
     def __enter__(self) -> "StageRun":
@@ -45,8 +46,19 @@ class StageRun:
         self._stack.close()
 
     def device(self, device: str | None) -> str | None:
-        """This rank's device: its own GPU under torchrun when the device is left to choose."""
-        return device_for(self.ctx, device)
+        """This rank's device: its own GPU under torchrun when the device is left to choose (the summary names
+        the device it resolves to)."""
+        from omgm.devices import resolve_device
+
+        device = device_for(self.ctx, device)
+        self.facts["device"] = str(resolve_device(device))
+        return device
+
+    def uses(self, model) -> None:
+        """Name the dtype of the stage's main model (its first parameter's) in the summary."""
+        first = next(iter(getattr(model, "parameters", lambda: iter(()))()), None)
+        if first is not None:
+            self.facts["dtype"] = str(first.dtype).replace("torch.", "")
 
     @property
     def uses_parts(self) -> bool:
@@ -67,7 +79,8 @@ class StageRun:
 
     def finish(self, summary: dict) -> dict:
         """Write ``*.summary.json`` (with the stage, seconds and processes) and drop the parts; returns it."""
-        summary = {"stage": self.stage, **summary, "seconds": round(self.seconds, 2), "processes": self.ctx.world}
+        summary = {"stage": self.stage, **summary, **self.facts, "seconds": round(self.seconds, 2),
+                   "processes": self.ctx.world}
         write_json_atomic(self.summary_path, summary, indent=2)
         remove_parts(self.parts)
         return summary

@@ -13,12 +13,14 @@ else
     "${OMGM_PYTHON:-python3}" -m venv "$VENV"
   fi
   PY="$VENV/bin/python"
-  want="$(cat requirements.txt pyproject.toml | sha256sum | cut -d' ' -f1)"
+  want="$(cat requirements.txt pyproject.toml scripts/_venv.sh | sha256sum | cut -d' ' -f1)"
   have="$(cat "$VENV/.omgm-installed" 2>/dev/null || true)"
   if [ "$want" != "$have" ]; then
     echo "[omgm] installing dependencies into $VENV (first run: a few minutes)"
     "$PY" -m pip install -q --disable-pip-version-check -r requirements.txt
-    "$PY" -m pip install -q --disable-pip-version-check --no-deps -e .
+    # compat: the checkout itself goes on sys.path, so a folder named omgm in the working directory (a clone, say)
+    # can never shadow the package as an empty namespace package
+    "$PY" -m pip install -q --disable-pip-version-check --no-deps -e . --config-settings editable_mode=compat
     echo "$want" > "$VENV/.omgm-installed"
   fi
 fi

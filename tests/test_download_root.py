@@ -162,7 +162,7 @@ def test_roots_and_outputs_that_are_files_are_one_line(tmp_path, capsys):
     assert "--out" in err and "is a file, not a folder" in err
 
 
-@pytest.mark.parametrize("content", ["[1, 2]", "{torn", '{"step1": "not an object"}'])
+@pytest.mark.parametrize("content", ["[1, 2]", "{torn", '{"stages": {"step1": "not an object"}}'])
 def test_a_damaged_reproduce_state_is_one_line(tmp_path, content, capsys):
     out = tmp_path / "out"
     out.mkdir()

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 
@@ -25,8 +27,12 @@ def test_fetch_demo_lays_out_and_locks_the_release(demo_root, capsys):
     assert capsys.readouterr().out.count("already there") == 8
 
 
-def test_reproduce_demo_writes_the_tables_and_resumes(demo_root, tmp_path, capsys):
+def test_reproduce_demo_writes_the_tables_and_resumes(demo_root, tmp_path, capsys, monkeypatch):
     out = tmp_path / "out"
+    shadow = tmp_path / "cwd" / "omgm"            # a clone named omgm in the working directory must never shadow omgm
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError('the omgm folder in the working directory was imported')")
+    monkeypatch.chdir(shadow.parent)
     assert cli.main(["reproduce", "demo", "--root", str(demo_root), "--out", str(out)]) == 0
     tables = json.loads((out / "tables.json").read_text())
     assert tables["format"] == "omgm.tables" and tables["random_weights"] is True
@@ -34,12 +40,61 @@ def test_reproduce_demo_writes_the_tables_and_resumes(demo_root, tmp_path, capsy
     assert set(got) == {("retrieval", "recall@1"), ("retrieval", "recall@20"), ("vqa", "accuracy")}
     assert all(r["ours"] is not None and r["paper"] is None for r in tables["rows"])
     assert "EM only" in got[("vqa", "accuracy")]["measured_as"]
-    assert any(i["file"].endswith("model_demo.pth") and len(i["sha256"]) == 64 for i in tables["inputs"])
+    assert any(i["file"].endswith("model_demo.pth") and len(i["sha256"]) == 64 and i["lock"] == "as fetched"
+               for i in tables["inputs"] if "file" in i)
+    read = {(i["stage"], Path(i["file"]).name) for i in tables["inputs"] if "file" in i}
+    assert {("step1", "test.csv"), ("step1", "summary_lead_tiny.index"), ("step2", "result.json"),
+            ("step3_vqa", "kb.sqlite")} <= read
+    assert all(i["now"] == "as read" for i in tables["inputs"] if "file" in i)
+    env = tables["environment"]
+    assert env["libraries"]["torch"] and env["python"] and env["accelerator"] and "uncommitted_changes" in env
+    facts = {f["stage"]: f for f in tables["stages"]}
+    assert facts["step2"]["device"] == "cpu" and facts["step2"]["dtype"] == "float32" and facts["step1"]["seconds"] > 0
     md = (out / "tables.md").read_text()
     assert "RANDOM" in md and "python -m omgm.step2 rerank" in md and (out / "report.html").is_file()
     capsys.readouterr()
     assert cli.main(["reproduce", "demo", "--root", str(demo_root), "--out", str(out)]) == 0
     assert capsys.readouterr().out.count("done earlier") == 5                           # resumed: nothing re-run
+
+
+def test_an_edited_input_gets_its_new_hash_a_flag_and_reruns_what_reads_it(demo_root, tmp_path, capsys):
+    root = tmp_path / "root"
+    shutil.copytree(demo_root, root, symlinks=True)
+    out = tmp_path / "out"
+    assert cli.main(["reproduce", "demo", "--root", str(root), "--out", str(out), "--rows", "retrieval"]) == 0
+    split = root / "demo" / "test.csv"
+    before = _hash_of(out, split)
+    split.write_text(split.read_text().replace("In which year", "In what year", 1))
+    capsys.readouterr()
+    assert cli.main(["reproduce", "demo", "--root", str(root), "--out", str(out), "--rows", "retrieval"]) == 0
+    printed = capsys.readouterr().out
+    assert "[kb_import] done earlier" in printed and "[step1] ran" in printed and "[step2] ran" in printed
+    assert "step1: runs again, its inputs changed since it ran" in printed and str(split) in printed
+    after = _hash_of(out, split)
+    assert after["sha256"] != before["sha256"] and after["lock"] == "DIFFERS from the fetched file"
+    assert "DIFFERS from the fetched file" in (out / "tables.md").read_text()
+
+
+def _hash_of(out, path) -> dict:
+    tables = json.loads((out / "tables.json").read_text())
+    return next(i for i in tables["inputs"] if i.get("file") == str(path) and i["stage"] == "step1")
+
+
+def test_an_input_changed_after_its_stage_read_it_is_flagged(tmp_path):
+    from omgm.reproduce.plan import Stage
+    from omgm.reproduce.state import RunState
+    from omgm.reproduce.tables import inputs_read
+
+    f = tmp_path / "root" / "x.csv"
+    f.parent.mkdir()
+    f.write_text("a\n")
+    state = RunState.load(tmp_path)
+    stage = Stage("step1", "omgm.step1", [], tmp_path / "r.json", reads=[str(f), "org/model"])
+    state._record(stage, 1.0)
+    f.write_text("b\n")
+    got = inputs_read([stage], state, {"x.csv": {"sha256": "0" * 64, "size": 2}}, tmp_path / "root")
+    assert got[0]["now"] == "CHANGED since the stage read it" and got[0]["lock"] == "DIFFERS from the fetched file"
+    assert got[1] == {"stage": "step1", "model": "org/model", "revision": None}
 
 
 def test_dry_run_and_missing_inputs(demo_root, tmp_path, capsys):

@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg.retriever.device = run.device(cfg.retriever.device)
         samples, kb = read_samples(args.sample_file), open_kb(cfg.knowledge_base)
         engine = cfg.build(kb, gpu=run.ctx.local_rank if run.ctx.world > 1 else None)
+        run.uses(getattr(engine.retriever, "model", None))
         for note in engine.notes if run.ctx.main else []:
             print(note, file=sys.stderr)
         settings = {"samples": samples_fingerprint(samples), "kb": kb.url_order_hash(),

@@ -101,6 +101,7 @@ def run_rerank(argv: list[str]) -> int:
         top_ks = _top_ks(args, step1, kb)
         cfg.model.device = run.device(cfg.model.device)
         reranker = cfg.build(kb, report=lambda text: print(text, file=sys.stderr))
+        run.uses(reranker.model)
         settings = run.parallel(lambda: _fingerprint(args, cfg, samples, kb, reranker))
         runs = reranker.rerank(samples, step1.results, cfg.step1_alpha, not args.no_progress, parallel=settings)
         if runs is None:                 # another rank merges

@@ -77,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
                     "retrieval": file_sha256(args.retrieval_results_file)}
         answerer = build_answerer(cfg, kb, from_values(ImageDirs, args))
         answerer.source = str(args.retrieval_results_file)
+        run.uses(getattr(answerer.generator, "model", None))
         records, partial = _answer(args, answerer, run, samples, retrieval, settings)
         if records is None:              # another rank merges
             return 0

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -21,18 +20,13 @@ import yaml
 
 from omgm.bookkeeping import read_bookkeeping
 from omgm.config import command_parser
-from omgm.errors import OmgmError, cli_errors
+from omgm.errors import cli_errors
 from omgm.fetch.lock import Lock
 from omgm.fetch.registry import load_registry
-from omgm.io import OutputLock, write_json_atomic
+from omgm.io import OutputLock
 from omgm.reproduce.plan import Stage, build_plan, config_for
+from omgm.reproduce.state import ReproduceError, RunState
 from omgm.reproduce.tables import build_tables, write_tables
-
-STATE = "reproduce_state.json"
-
-
-class ReproduceError(OmgmError, RuntimeError):
-    """A stage that failed or an input that is missing; the message names it."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,25 +74,6 @@ def dry_run(stages: list[Stage], lock: Lock, root: Path, costs: str | None, *, n
                "end_to_end_gpu_hours_per_generator_row": n_queries * d["end_to_end_s_per_query"] / 3600,
                "from": costs}
     return {"stages": plan, "fetched_bytes_on_disk": disk, "gpu_time": gpu}
-
-
-def run_stage(stage: Stage, state: dict, state_path: Path, env: dict) -> str:
-    done = state.get(stage.name)
-    if done and done.get("command") == stage.command() and stage.output.exists():
-        return "done earlier"
-    if stage.reuse_output and stage.output.exists():
-        return "done earlier (the KB store is only ever written complete)"
-    missing = _missing(stage)
-    if missing:
-        raise ReproduceError(f"stage {stage.name}: missing {', '.join(map(str, missing))} (omgm fetch first)")
-    print(f"== {stage.name}: {stage.command()}", flush=True)
-    proc = subprocess.run(stage.argv(), env=env)
-    if proc.returncode not in (0,) or not stage.output.exists():
-        raise ReproduceError(f"stage {stage.name} failed (exit {proc.returncode}); fix the cause and run the same "
-                             f"command again: it continues where it stopped")
-    state[stage.name] = {"command": stage.command()}
-    write_json_atomic(state_path, state, indent=1)
-    return "ran"
 
 
 def note_wiki_entities(step1: Path, target: Path, dataset: str, root: Path) -> None:
@@ -156,16 +131,16 @@ def main(argv: list[str] | None = None) -> int:
         plan["still_to_fetch"] = disk_to_fetch(registry, args.dataset, rows, root)
         print(json.dumps(plan, indent=1))
         return 0
-    env = {**os.environ, "HF_HUB_CACHE": str(root / "models" / "hub_cache"), "OMGM_CONFIG": ""}
-    state_path = out / STATE
+    hub_cache = root / "models" / "hub_cache"
+    env = {**os.environ, "HF_HUB_CACHE": str(hub_cache), "OMGM_CONFIG": ""}
     with OutputLock(out / "tables.json"):
-        state = read_bookkeeping(state_path, {"*": {"command": str}}, what="reproduce's record of finished stages",
-                                 fix="delete it: the stages run again (each continues its own finished work)") or {}
+        state = RunState.load(out, hub_cache)
         for stage in stages:
-            print(f"[{stage.name}] {run_stage(stage, state, state_path, env)}", flush=True)
+            print(f"[{stage.name}] {state.run(stage, env)}", flush=True)
             if stage.name == "step1":
                 note_wiki_entities(stage.output, root / args.dataset / "wiki_entities.txt", args.dataset, root)
-        tables = build_tables(registry, args.dataset, rows, out, stages=stages, lock_files=lock.files, root=root)
+        tables = build_tables(registry, args.dataset, rows, out, stages=stages, state=state, lock_files=lock.files,
+                              root=root)
         paths = write_tables(tables, out)
     print(paths[1].read_text())
     return 0

@@ -13,6 +13,8 @@ from typing import Any
 
 from omgm.fetch.registry import Registry
 
+SAFE_PATH = ["-P"] if sys.version_info >= (3, 11) else []       # python -P: no working directory on sys.path
+
 
 @dataclass
 class Stage:
@@ -23,9 +25,12 @@ class Stage:
     rows: tuple[str, ...] = ()
     needs: list[Path] = field(default_factory=list)
     reuse_output: bool = False                    # an output outside OUT that is only ever written complete
+    reads: list[str] = field(default_factory=list)   # files and models whose identity the tables record
 
     def argv(self) -> list[str]:
-        return [sys.executable, "-m", self.module, *self.args]
+        """The stage as a subprocess. ``-P``: the working directory is not put on ``sys.path``, so a folder named
+        ``omgm`` there (a clone, say) is never imported in place of the installed package."""
+        return [sys.executable, *SAFE_PATH, "-m", self.module, *self.args]
 
     def command(self) -> str:
         return " ".join(["python", "-m", self.module, *self.args])
@@ -38,14 +43,23 @@ def build_plan(registry: Registry, dataset: str, root: Path, out: Path, *, rows:
     s = registry.settings(dataset, root)
     cfg, nop = ["--config", str(config)], ["--no_progress"]
     retrieval_rows = tuple(rows)
+    step1, step2 = out / "step1" / "result.json", out / "step2" / "result.json"
+
+    def reads(*keys: str) -> list[str]:
+        return [s[k] for k in keys if s.get(k) is not None]
+
     stages = [
         Stage("kb_import", "omgm.data.kb_import", ["--kb_json", s["kb_json"], "--out", s["knowledge_base"], *cfg, *nop],
-              Path(s["knowledge_base"]), retrieval_rows, [Path(s["kb_json"])], reuse_output=True),
+              Path(s["knowledge_base"]), retrieval_rows, [Path(s["kb_json"])], reuse_output=True,
+              reads=reads("kb_json", "wiki_img_csv_dir")),
         Stage("step1", "omgm.step1", [*cfg, "--save_result_path", str(out / "step1") + "/", *nop],
-              out / "step1" / "result.json", retrieval_rows, [Path(s["faiss_index"])]),
-        Stage("step2", "omgm.step2", ["rerank", *cfg, "--step1_result", str(out / "step1" / "result.json"),
+              step1, retrieval_rows, [Path(s["faiss_index"])],
+              reads=reads("sample_file", "knowledge_base", "faiss_index", "retriever_pretrained", "retriever_path")),
+        Stage("step2", "omgm.step2", ["rerank", *cfg, "--step1_result", str(step1),
                                       "--save_result_path", str(out / "step2") + "/", *nop],
-              out / "step2" / "result.json", retrieval_rows, [Path(s["reranker_ckpt_path"])]),
+              step2, retrieval_rows, [Path(s["reranker_ckpt_path"])],
+              reads=[*reads("sample_file", "knowledge_base"), str(step1),
+                     *reads("reranker_ckpt_path", "reranker_model_name", "tokenizer")]),
     ]
     answers = []
     for row in rows:
@@ -57,16 +71,19 @@ def build_plan(registry: Registry, dataset: str, root: Path, out: Path, *, rows:
         flags += [x for k in ("bem_model", "infoseek_val", "infoseek_qtype") if k in s for x in (f"--{k}", s[k])]
         target = out / f"step3_{row}"
         needs = [Path(g["llm_checkpoint"])] if str(g.get("llm_checkpoint", "")).startswith(str(root)) else []
-        stages.append(Stage(f"step3_{row}", "omgm.step3", [*cfg, "--retrieval_results_file",
-                                                           str(out / "step2" / "result.json"), "--output_file",
-                                                           str(target) + "/", *flags, *(extra or {}).get(row, []), *nop],
-                            target / "result.json", (row,), needs))
+        models = [str(v) for k, v in g.items() if k != "answer_generator" or str(v).startswith(str(root))]
+        stages.append(Stage(f"step3_{row}", "omgm.step3", [*cfg, "--retrieval_results_file", str(step2),
+                                                           "--output_file", str(target) + "/", *flags,
+                                                           *(extra or {}).get(row, []), *nop],
+                            target / "result.json", (row,), needs,
+                            reads=[*reads("sample_file", "knowledge_base"), str(step2), *models,
+                                   *reads("section_reranker", "bem_model", "infoseek_val", "infoseek_qtype")]))
         answers.append(target / "result.json")
     report = ["--step1", str(out / "step1" / "result.json"), "--step2", str(out / "step2" / "result.json")]
     if answers:
         report += ["--answers", str(answers[0])]
     stages.append(Stage("report", "omgm.report", [*cfg, *report, "--out", str(out / "report.html")],
-                        out / "report.html", retrieval_rows))
+                        out / "report.html", retrieval_rows, reads=[str(step1), str(step2), *map(str, answers[:1])]))
     return stages
 
 

@@ -1,7 +1,6 @@
 """``OUT/tables.json`` and ``OUT/tables.md``: every published row beside ours, with where each input came from."""
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -10,8 +9,10 @@ from omgm.bookkeeping import read_bookkeeping
 from omgm.fetch.registry import Registry
 from omgm.io import sibling, write_json_atomic
 from omgm.reproduce.plan import Stage
+from omgm.reproduce.provenance import changed, environment
+from omgm.reproduce.state import RunState
 
-TABLES_FORMAT, TABLES_VERSION = "omgm.tables", 1
+TABLES_FORMAT, TABLES_VERSION = "omgm.tables", 2
 # what the tables read of a stage's *.summary.json (the rest is free-form)
 SUMMARY_SHAPE = {"evaluation?": {"*": object}, "runs?": [{"recall?": {"*": object}, "*": object}], "*": object}
 
@@ -26,7 +27,8 @@ def measured(row: dict, out: Path, row_name: str) -> tuple[dict[str, float | Non
     if row.get("generator"):
         s = _summary(out / f"step3_{row_name}" / "result.json")
         ev = (s or {}).get("evaluation") or {}
-        return {"accuracy": ev.get("accuracy")}, ev.get("metric", "not run")
+        score = ev.get("accuracy", ev.get("final_score"))        # E-VQA's accuracy; InfoSeek's final score
+        return {"accuracy": score}, ev.get("metric", "not run")
     s = _summary(out / "step2" / "result.json")
     run = ((s or {}).get("runs") or [{}])[0]
     recall = run.get("recall") or {}
@@ -34,19 +36,38 @@ def measured(row: dict, out: Path, row_name: str) -> tuple[dict[str, float | Non
             f"recall after reranking, alpha {run.get('alpha', '?')}")
 
 
-def _git_commit() -> str | None:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(omgm.__file__).parents[1], capture_output=True,
-                              text=True, timeout=10).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
+def inputs_read(stages: list[Stage], state: RunState, lock_files: dict[str, dict], root: Path) -> list[dict]:
+    """Every input of every stage as that stage read it, with where it stands: against the fetch lock (the same
+    bytes as fetched, other bytes, or not fetched) and now (as read, or changed since)."""
+    out = []
+    for st in stages:
+        done = state.stages.get(st.name)
+        for rec in (done or {}).get("inputs", []):
+            entry = {"stage": st.name, **{k: v for k, v in rec.items() if k != "mtime_ns"}}
+            if "file" in rec:
+                rel = Path(rec["file"]).relative_to(root).as_posix() if Path(rec["file"]).is_relative_to(root) else None
+                known = lock_files.get(rel) if rel else None
+                entry["lock"] = "not fetched" if not known else (
+                    "as fetched" if known["sha256"] == rec["sha256"] else "DIFFERS from the fetched file")
+                entry["now"] = "CHANGED since the stage read it" if changed([rec], state.hashes) else "as read"
+            out.append(entry)
+    return out
+
+
+def stage_facts(stages: list[Stage], state: RunState, out: Path) -> list[dict]:
+    """Each stage's command, seconds, and the device and dtype its summary names."""
+    facts = []
+    for st in stages:
+        summary = _summary(st.output) if st.output.suffix == ".json" and st.output.is_relative_to(out) else None
+        done = state.stages.get(st.name) or {}
+        facts.append({"stage": st.name, "command": st.command(), "seconds": done.get("seconds"),
+                      "device": (summary or {}).get("device"), "dtype": (summary or {}).get("dtype")})
+    return facts
 
 
 def build_tables(registry: Registry, dataset: str, rows: list[str], out: Path, *, stages: list[Stage],
-                 lock_files: dict[str, dict], root: Path) -> dict[str, Any]:
+                 state: RunState, lock_files: dict[str, dict], root: Path) -> dict[str, Any]:
     ds = registry.dataset(dataset)
-    inputs = [{"file": str(root / rel), "sha256": e.get("sha256"), "size": e.get("size"), "source": e.get("source")}
-              for rel, e in sorted(lock_files.items())]
     table = []
     for name in rows:
         row = ds["rows"][name]
@@ -58,9 +79,11 @@ def build_tables(registry: Registry, dataset: str, rows: list[str], out: Path, *
                           "difference": None if ref is None or value is None else round(value - ref, 2),
                           "measured_as": how,
                           "commands": [st.command() for st in stages if name in st.rows or st.name.endswith(name)]})
+    env = environment()
     return {"format": TABLES_FORMAT, "version": TABLES_VERSION, "dataset": dataset, "omgm_version": omgm.__version__,
-            "git_commit": _git_commit(), "random_weights": bool(ds.get("random_weights")), "rows": table,
-            "inputs": inputs, "commands": [st.command() for st in stages]}
+            "git_commit": env["git_commit"], "random_weights": bool(ds.get("random_weights")), "rows": table,
+            "inputs": inputs_read(stages, state, lock_files, root), "stages": stage_facts(stages, state, out),
+            "environment": env, "commands": [st.command() for st in stages]}
 
 
 def _fmt(v) -> str:
@@ -78,10 +101,21 @@ def write_tables(tables: dict[str, Any], out: Path) -> tuple[Path, Path]:
     for r in tables["rows"]:
         lines.append(f"| {r['label']} | {r['metric']} | {_fmt(r['paper'])} | {_fmt(r['ours'])} | "
                      f"{_fmt(r['difference'])} | {r['measured_as']} |")
-    lines += ["", f"omgm {tables['omgm_version']}, commit {tables['git_commit'] or 'unknown'}.", "",
-              "## Inputs", "", "| file | sha256 | source |", "|---|---|---|"]
-    lines += [f"| {i['file']} | {str(i['sha256'])[:16]}… | {i['source']} |" for i in tables["inputs"]]
-    lines += ["", "## Commands, in the order they ran", ""] + [f"    {c}" for c in tables["commands"]]
+    env = tables["environment"]
+    dirty = {True: ", with uncommitted changes", False: "", None: ""}[env["uncommitted_changes"]]
+    lines += ["", f"omgm {tables['omgm_version']}, commit {env['git_commit'] or 'unknown'}{dirty}; Python "
+              f"{env['python']}; {', '.join(f'{k} {v}' for k, v in env['libraries'].items())}; accelerator: "
+              f"{env['accelerator']}; {env['cpus']} CPUs.", "",
+              "## Inputs, as each stage read them", "",
+              "| stage | file or model | sha256 or revision | fetch lock | now |", "|---|---|---|---|---|"]
+    for i in tables["inputs"]:
+        ident = f"{str(i['sha256'])[:16]}…" if "sha256" in i else (i.get("revision") or "not in the hub cache")
+        lines.append(f"| {i['stage']} | {i.get('file') or i.get('model')} | {ident} | {i.get('lock', '')} | "
+                     f"{i.get('now', '')} |")
+    lines += ["", "## Stages, in the order they ran", "", "| stage | seconds | device | dtype | command |",
+              "|---|---|---|---|---|"]
+    lines += [f"| {f['stage']} | {_fmt(f['seconds'])} | {f['device'] or '—'} | {f['dtype'] or '—'} | `{f['command']}` |"
+              for f in tables["stages"]]
     md = out / "tables.md"
     tmp = md.with_name(md.name + ".tmp")
     tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
