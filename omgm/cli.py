@@ -35,7 +35,8 @@ _KEEPS_WORD = {("step2", "train"), ("step2", "rerank")}
 
 def usage() -> str:
     width = max(len(" ".join(k)) for k in COMMANDS) + 2
-    lines = ["usage: omgm <command> [flags]   (omgm <command> --help for its flags)", "", "commands:"]
+    lines = ["usage: omgm <command> [flags]   (omgm <command> --help for its flags; omgm --version)", "",
+             "commands:"]
     lines += [f"  {' '.join(k):<{width}}{h}" for k, (_, h) in COMMANDS.items()]
     return "\n".join(lines)
 
@@ -54,6 +55,11 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage())
         return 0 if argv else 2
+    if argv[0] in ("-V", "--version", "version"):
+        from omgm import __version__
+
+        print(f"omgm {__version__}")
+        return 0
     found = resolve(argv)
     if found is None:
         print(f"error: unknown command {' '.join(argv[:2])!r}\n\n{usage()}", file=sys.stderr)

@@ -116,6 +116,8 @@ def parse_with_config(parser: argparse.ArgumentParser, argv: Sequence[str] | Non
     dests = {a.dest for a in parser._actions if a.dest not in ("help", "config")}
     values = interpolate(config_values(files, dests))       # once more for ${key} in environment variables
     parser.set_defaults(**{k: _coerce(parser, k, v) for k, v in values.items() if k in dests})
+    from omgm.help import describe
+
     describe(parser)
     args = parser.parse_args(argv)
     args.config = files
@@ -126,73 +128,6 @@ def parse_with_config(parser: argparse.ArgumentParser, argv: Sequence[str] | Non
             if isinstance(v, str) and "\0" in v:
                 raise ConfigError(f"--{dest}: the value {v!r} holds a NUL byte, which no path or setting can contain")
     return args
-
-
-# One description for the flags many commands share that are not stage settings (those carry their own help, see
-# omgm.settings); a command's own help text wins.
-COMMON_HELP = {
-    "sample_file": "the questions: an E-VQA-form CSV (InfoSeek rows carry data_id)",
-    "test_file": "the questions: an E-VQA-form CSV (InfoSeek rows carry data_id)",
-    "train_file": "the training questions (E-VQA-form CSV)",
-    "knowledge_base": "the KB: the JSON object keyed by URL, or the SQLite store of omgm kb import",
-    "inat_dir": "iNaturalist query images, as {inat_dir}/{image_id}.jpg",
-    "gld_dir": "Google Landmarks query images, as {gld_dir}/{image_id}.jpg",
-    "infoseek_dir": "InfoSeek query images, as {infoseek_dir}/{image_id}.jpg or .JPEG",
-    "wiki_img_csv_dir": "the folder of the wiki_image_url_part_*_processed.csv files",
-    "wiki_img_path_prefix": "the wiki-image root: the CSVs' img_path values are relative to it",
-    "no_progress": "no progress bars",
-    "top_ks": "recall cut-offs, comma-separated",
-    "step1_result": "the step-1 result file (ours, or the authors' bare JSON)",
-    "faiss_index": "the summary index (ours with its manifest, or the authors' bare file)",
-    "bem_model": "a PyTorch BEM (BERT answer-equivalence classifier) folder or hub id; without it E-VQA is EM only",
-    "infoseek_val": "InfoSeek's infoseek_val.jsonl (for the official InfoSeek score)",
-    "infoseek_qtype": "InfoSeek's infoseek_val_qtype.jsonl (for the official InfoSeek score)",
-    "out": "the output file",
-    "registry": "another registry file with the same schema as omgm/fetch/registry.yaml",
-    "question": "the question about the image",
-    "overrides": "a config key set for this run (repeatable), e.g. --set retrieval_top_k=10",
-    "out_dir": "the folder for the comparison table and plot",
-    "result_file": "a result file: answers (step 3) or a ranking (step 1/2)",
-    "step1": "the step-1 result file",
-    "step2": "the step-2 result file",
-    "answers": "the step-3 answers file",
-    "bare_output": "write the authors' headerless JSON instead of omgm's (no format, version or meta)",
-    "commit_every": "entities per SQLite transaction (a killed import resumes from the last one)",
-    "csv_dir": "the folder of the wiki_image_url_part_*_processed.csv files",
-    "workers": "parallel downloads",
-    "retries": "attempts after the first, on 429/5xx/timeouts",
-    "user_agent": "the User-Agent header (Wikimedia asks for contact details)",
-    "limit": "only the first N items (a quick trial)",
-}
-
-
-def strip_markup(text: str) -> str:
-    """A docstring as plain help text: ``code`` -> code, :class:`x.Y` -> Y."""
-    text = re.sub(r":[a-z]+:`~?(?:[\w.]+\.)?([\w]+)`", r"\1", text)
-    return text.replace("``", "")
-
-
-def command_parser(name: str, doc: str | None) -> argparse.ArgumentParser:
-    """The parser of ``omgm NAME``: that one usage form, its docstring's first paragraph without markup, and the
-    defaults shown beside every flag."""
-    first = strip_markup((doc or "").split("\n\n")[0]).strip()
-    return _CommandParser(prog=f"omgm {name}", description=first, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-
-
-class _CommandParser(argparse.ArgumentParser):
-    """Shared flags get their one description (:data:`COMMON_HELP`) before help is shown."""
-
-    def format_help(self) -> str:
-        describe(self)
-        return super().format_help()
-
-
-def describe(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Fill the help of shared flags from :data:`COMMON_HELP` (a command's own text wins); returns the parser."""
-    for action in parser._actions:
-        if not action.help and action.dest in COMMON_HELP:
-            action.help = COMMON_HELP[action.dest]
-    return parser
 
 
 def quiet_libraries() -> None:

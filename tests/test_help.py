@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import importlib
+import re
 
 import pytest
 
 from omgm import cli
-from omgm.config import describe
+from omgm.help import describe
 
 PARSERS = {("ask",): "omgm.commands.ask:build_parser", ("index", "build"): "omgm.commands.build_index:build_parser",
            ("compare",): "omgm.commands.compare:build_parser", ("evaluate",): "omgm.commands.evaluate:build_parser",
@@ -40,7 +41,16 @@ def test_help_output_is_plain_and_shows_defaults(words, capsys):
     assert exc.value.code == 0 and out.startswith(f"usage: omgm {' '.join(words)}")
     assert "``" not in out and ":class:" not in out and ":func:" not in out
     if "--device" in out:
-        assert "(default: auto)" in out or "(default: cpu)" in out or "(default: None)" in out
+        assert "(default: auto)" in out or "(default: cpu)" in out or "auto" in out.split("--device")[-1][:300]
+    options = re.split(r"\n  (?=-)", out.split("options:")[-1])
+    twice = [o.split()[0] for o in options if o.lower().count("default") > 1]
+    assert twice == [] and "(default: None)" not in out and "(default: False)" not in out, twice
+
+
+def test_version(capsys):
+    from omgm import __version__
+
+    assert cli.main(["--version"]) == 0 and capsys.readouterr().out.strip() == f"omgm {__version__}"
 
 
 def test_from_omgm_import_pipeline():

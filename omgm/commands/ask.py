@@ -12,8 +12,9 @@ import json
 
 import yaml
 
-from omgm.config import ConfigError, command_parser, positive_int, quiet_libraries, setup_logging
+from omgm.config import ConfigError, positive_int, quiet_libraries, setup_logging
 from omgm.errors import cli_errors
+from omgm.help import command_parser
 
 
 def build_parser() -> argparse.ArgumentParser:

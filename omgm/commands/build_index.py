@@ -13,9 +13,10 @@ import sys
 from contextlib import nullcontext
 from pathlib import Path
 
-from omgm.config import command_parser, parse_with_config, require, setup_logging
+from omgm.config import parse_with_config, require, setup_logging
 from omgm.data.kb import open_kb
 from omgm.errors import cli_errors
+from omgm.help import command_parser
 from omgm.io import OutputLock, check_writable
 from omgm.parallel import context, device_for
 from omgm.retrieval.builder import BuildOptions, IndexConfig, build_image_index, build_summary_index

@@ -17,10 +17,11 @@ from pathlib import Path
 
 import yaml
 
-from omgm.config import command_parser, config_values, int_list, setup_logging
+from omgm.config import config_values, int_list, setup_logging
 from omgm.data.results import read_retrieval, write_json_atomic, write_retrieval
 from omgm.data.samples import read_samples, samples_fingerprint
 from omgm.errors import OmgmError, cli_errors
+from omgm.help import command_parser
 from omgm.metrics.evaluate import evaluate
 from omgm.metrics.plot import recall_plot
 from omgm.pipeline.search import SearchConfig

@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from omgm.config import command_parser, int_list, parse_with_config, setup_logging
+from omgm.config import int_list, parse_with_config, setup_logging
 from omgm.data.results import (
     RETRIEVAL_FORMAT,
     check_answers_made_for,
@@ -24,6 +24,7 @@ from omgm.data.results import (
     write_json_atomic,
 )
 from omgm.errors import OmgmError, cli_errors
+from omgm.help import command_parser
 from omgm.io import check_writable
 from omgm.metrics.evaluate import evaluate, evaluate_records, read_answers_file
 from omgm.metrics.recall import RANKING_METRICS

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import json
 
-from omgm.config import command_parser
 from omgm.errors import cli_errors
+from omgm.help import command_parser
 
 
 def catalogue() -> dict[str, dict[str, str]]:

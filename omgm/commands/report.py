@@ -17,12 +17,13 @@ import os
 from pathlib import Path
 from urllib.parse import quote
 
-from omgm.config import command_parser, int_list, parse_with_config, positive_int, setup_logging
+from omgm.config import int_list, parse_with_config, positive_int, setup_logging
 from omgm.data.images import load_image
 from omgm.data.results import check_answers_made_for, check_made_for, read_retrieval
 from omgm.data.samples import ImageDirs, MissingImageError, read_samples
 from omgm.data.wiki_images import WikiSource
 from omgm.errors import OmgmError, cli_errors
+from omgm.help import command_parser
 from omgm.io import atomic_write, check_writable
 from omgm.metrics.evaluate import evaluate, read_answers_file
 from omgm.metrics.plot import recall_plot

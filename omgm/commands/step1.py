@@ -12,12 +12,13 @@ import argparse
 import sys
 
 from omgm import __version__
-from omgm.config import ConfigError, command_parser, int_list, parse_with_config, require, setup_logging
+from omgm.config import ConfigError, int_list, parse_with_config, require, setup_logging
 from omgm.data.kb import open_kb
 from omgm.data.results import write_retrieval
 from omgm.data.samples import read_samples, samples_fingerprint
 from omgm.errors import cli_errors
 from omgm.harness import StageRun
+from omgm.help import command_parser
 from omgm.metrics.evaluate import evaluate
 from omgm.pipeline.search import EntitySearch, SearchConfig, SearchRun
 from omgm.published import TOP_KS

@@ -16,13 +16,14 @@ from pathlib import Path
 import torch
 
 from omgm import __version__
-from omgm.config import ConfigError, command_parser, int_list, parse_with_config, require, setup_logging
+from omgm.config import ConfigError, int_list, parse_with_config, require, setup_logging
 from omgm.data.kb import open_kb
 from omgm.data.results import check_made_for, read_retrieval, write_retrieval
 from omgm.data.samples import ImageDirs, read_samples, samples_fingerprint
 from omgm.data.wiki_images import WikiSource
 from omgm.errors import OmgmError, cli_errors
 from omgm.harness import StageRun
+from omgm.help import command_parser
 from omgm.io import check_writable, file_sha256
 from omgm.metrics.evaluate import evaluate
 from omgm.pipeline.rerank import RerankConfig, RerankerSpec

@@ -17,13 +17,14 @@ import json
 import sys
 
 from omgm import __version__
-from omgm.config import command_parser, parse_with_config, positive_int, require, setup_logging
+from omgm.config import parse_with_config, positive_int, require, setup_logging
 from omgm.data.kb import open_kb
 from omgm.data.results import check_made_for, read_retrieval
 from omgm.data.samples import ImageDirs, read_samples, samples_fingerprint
 from omgm.errors import OmgmError, cli_errors
 from omgm.generate.generators import list_generators
 from omgm.harness import StageRun
+from omgm.help import command_parser
 from omgm.io import file_sha256, write_json_atomic
 from omgm.metrics.evaluate import ANSWERS_FORMAT, ANSWERS_VERSION, evaluate_records
 from omgm.pipeline.answer import AnswerConfig, answer_in_parallel, answer_resumably, build_answerer, record_counts

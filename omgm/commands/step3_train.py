@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-from omgm.config import command_parser, parse_with_config, positive_int, require, setup_logging
+from omgm.config import parse_with_config, positive_int, require, setup_logging
 from omgm.data.kb import open_kb
 from omgm.data.samples import ImageDirs, read_samples
 from omgm.errors import OmgmError, cli_errors
@@ -23,6 +23,7 @@ from omgm.finetune.data import SECTION_MODES, build_sft_set, read_sft_file, writ
 from omgm.finetune.exact_match import exact_match_rate
 from omgm.finetune.train import SftConfig, SftTrainer
 from omgm.generate.generators import GeneratorSpec, build_generator
+from omgm.help import command_parser
 from omgm.io import check_writable
 from omgm.parallel import device_for, env_place
 from omgm.pipeline.answer import AnswerConfig, build_cut

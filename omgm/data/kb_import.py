@@ -20,12 +20,13 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from omgm.config import ConfigError, command_parser, parse_with_config, require
+from omgm.config import ConfigError, parse_with_config, require
 from omgm.data.jsonstream import iter_object_members
 from omgm.data.kb import STORE_FORMAT, STORE_VERSION, KnowledgeBaseError, UrlOrderHash, check_entity
 from omgm.data.kb_jsonl import entity_of, is_jsonl, iter_jsonl
 from omgm.data.wiki_images import CsvStats, iter_csv_rows
 from omgm.errors import cli_errors
+from omgm.help import command_parser
 from omgm.io import OutputLock, atomic_write, check_writable
 
 log = logging.getLogger(__name__)

@@ -18,12 +18,13 @@ import os
 import sys
 from pathlib import Path
 
-from omgm.config import command_parser, nonnegative_float, nonnegative_int, positive_float
+from omgm.config import nonnegative_float, nonnegative_int, positive_float
 from omgm.errors import cli_errors
 from omgm.fetch.download import HttpOptions
 from omgm.fetch.fetcher import Fetcher
 from omgm.fetch.lock import FetchError, RootLock, prepare_root
 from omgm.fetch.registry import Artifact, load_registry
+from omgm.help import command_parser
 
 
 def build_parser() -> argparse.ArgumentParser:

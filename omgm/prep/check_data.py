@@ -15,12 +15,13 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from omgm.config import command_parser, parse_with_config, setup_logging
+from omgm.config import parse_with_config, setup_logging
 from omgm.data.kb import open_kb
 from omgm.data.results import read_retrieval, write_json_atomic
 from omgm.data.samples import ImageDirs, read_samples
 from omgm.data.wiki_images import wiki_images_for
 from omgm.errors import OmgmError, cli_errors
+from omgm.help import command_parser
 from omgm.settings import add_kb_flag
 
 

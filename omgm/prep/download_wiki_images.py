@@ -36,10 +36,11 @@ from pathlib import Path
 from PIL import Image
 from tqdm import tqdm
 
-from omgm.config import command_parser, nonnegative_int, positive_float, positive_int
+from omgm.config import nonnegative_int, positive_float, positive_int
 from omgm.data.results import write_json_atomic
 from omgm.data.wiki_images import CsvStats, iter_csv_records
 from omgm.errors import OmgmError, cli_errors
+from omgm.help import command_parser
 from omgm.io import OutputLock, atomic_write, check_writable
 
 DEFAULT_UA = "omgm-wiki-image-downloader/0.1 (research use; https://github.com/omgm; set --user_agent with your contact)"

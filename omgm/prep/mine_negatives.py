@@ -12,12 +12,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from omgm.config import command_parser, parse_with_config, positive_int, require, setup_logging
+from omgm.config import parse_with_config, positive_int, require, setup_logging
 from omgm.data.kb import open_kb
 from omgm.data.results import check_made_for, read_retrieval
 from omgm.data.samples import read_samples
 from omgm.data.wiki_images import wiki_images_for
 from omgm.errors import cli_errors
+from omgm.help import command_parser
 from omgm.rerank.negatives import mine, write_negative_db
 from omgm.settings import add_kb_flag
 

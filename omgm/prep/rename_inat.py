@@ -16,9 +16,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from omgm.config import command_parser
 from omgm.data.wiki_images import plain_name, safe_relative
 from omgm.errors import OmgmError, cli_errors
+from omgm.help import command_parser
 
 
 def read_id2name(path: str | Path) -> dict[str, str]:

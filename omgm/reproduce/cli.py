@@ -19,10 +19,10 @@ from pathlib import Path
 import yaml
 
 from omgm.bookkeeping import read_bookkeeping
-from omgm.config import command_parser
 from omgm.errors import cli_errors
 from omgm.fetch.lock import Lock
 from omgm.fetch.registry import load_registry
+from omgm.help import command_parser
 from omgm.io import OutputLock
 from omgm.reproduce.plan import Stage, build_plan, config_for
 from omgm.reproduce.state import ReproduceError, RunState
