@@ -1,4 +1,5 @@
 import argparse
+import os
 from pathlib import Path
 
 import pytest
@@ -82,3 +83,23 @@ def test_the_official_kb_spellings_are_aliases_everywhere(tmp_path: Path, monkey
         parse_with_config(step1.build_parser(), ["--config", str(cfg)])
     cfg.write_text("knowledge_base_path: /kb/a.sqlite\nknowledge_base: /kb/a.sqlite\n")     # the same value: fine
     assert parse_with_config(step3.build_parser(), ["--config", str(cfg)]).knowledge_base == "/kb/a.sqlite"
+
+
+@pytest.mark.parametrize("dataset", ["evqa", "infoseek"])
+def test_the_shipped_path_configs_name_files_where_omgm_fetch_puts_them(tmp_path, dataset, monkeypatch):
+    """configs/paths.yaml + configs/DATASET.yaml, with data_root set to a fetch root, give every path setting the
+    registry gives (the layout omgm fetch writes and omgm reproduce reads)."""
+    from pathlib import Path
+
+    from omgm.config import config_values
+    from omgm.fetch.registry import load_registry
+
+    for key in [k for k in os.environ if k.startswith("OMGM_")]:
+        monkeypatch.delenv(key)
+    repo = Path(__file__).resolve().parents[1]
+    mine = tmp_path / "my_paths.yaml"
+    mine.write_text((repo / "configs/paths.yaml").read_text().replace("/path/to/omgm_data", str(tmp_path / "root")))
+    expected = {k: v for k, v in load_registry().settings(dataset, tmp_path / "root").items()
+                if isinstance(v, str) and v.startswith(str(tmp_path / "root"))}
+    got = config_values([str(mine), str(repo / f"configs/{dataset}.yaml")], expected)
+    assert {k: got.get(k) for k in expected} == expected

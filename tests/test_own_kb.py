@@ -119,10 +119,16 @@ def test_a_kb_smaller_than_the_default_top_ks_runs_steps_1_and_2(own, capsys):
     args = ["--config", str(own / "own.yaml"), "--sample_file", str(OWN / "questions.csv"), "--inat_dir",
             str(OWN / "images"), "--no_progress"]
     assert cli.main(["step1", *args, "--retrieval_top_k", "20", "--save_result_path", str(own / "s1") + "/"]) == 0
+    out = capsys.readouterr()                                   # step 1 too: no R@10 / R@20 of a 5-entity KB
+    assert "recall at [10, 20] is not reported" in out.err and "R@5" in out.out and "R@10" not in out.out
+    assert set(json.loads((own / "s1" / "result.summary.json").read_text())["recall"]) == {"R@1", "R@5"}
     assert cli.main(["step2", "rerank", *args, "--step1_result", str(own / "s1" / "result.json"),
                      "--knowledge_base_path", str(own / "kb.sqlite"), "--save_result_path", str(own / "s2") + "/"]) == 0
     out = capsys.readouterr()
     assert "recall at [10, 20] is not reported" in out.err and "R@5" in out.out
+    assert cli.main(["report", "--sample_file", str(OWN / "questions.csv"), "--step1", str(own / "s1" / "result.json"),
+                     "--out", str(own / "r.html")]) == 0
+    assert "R@10" not in (own / "r.html").read_text() and "R@5" in (own / "r.html").read_text()
 
 
 def test_ask_refuses_unknown_and_out_of_range_settings(own, capsys):

@@ -27,6 +27,7 @@ from omgm.help import command_parser
 from omgm.io import atomic_write, check_writable
 from omgm.metrics.evaluate import evaluate, read_answers_file
 from omgm.metrics.plot import recall_plot
+from omgm.metrics.recall import cutoffs_within
 from omgm.settings import add_flags, add_kb_flag, from_values
 
 CSS = """body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}h1{margin-bottom:.2em}
@@ -154,6 +155,8 @@ def provenance(files: dict[str, tuple[str, dict]]) -> str:
 
 def _recall_table(results: dict[str, dict], gold: dict, ks: list[int], out: Path) -> tuple[str, str]:
     curves, rows = {}, []
+    ks, _ = cutoffs_within(ks, {(name, sid): e for name, res in results.items() for sid, e in res.items()})
+    ks = ks or [1]
     for name, res in results.items():
         if res:
             rep = evaluate(gold, res, ks)

@@ -20,6 +20,7 @@ from omgm.errors import cli_errors
 from omgm.harness import StageRun
 from omgm.help import command_parser
 from omgm.metrics.evaluate import evaluate
+from omgm.metrics.recall import cutoffs_within
 from omgm.pipeline.search import EntitySearch, SearchConfig, SearchRun
 from omgm.published import TOP_KS
 from omgm.retrieval.registry import add_retriever_flags
@@ -59,7 +60,11 @@ def main(argv: list[str] | None = None) -> int:
         found = cfg.run(engine, samples, progress=not args.no_progress, parallel=run.parallel(settings))
         if found is None:                  # another rank merges
             return 0
-        report = evaluate({s.sample_id: s.wikipedia_url for s in samples}, found.run(), args.top_ks)
+        top_ks, beyond = cutoffs_within(args.top_ks, found.results)
+        if beyond:
+            print(f"note: the knowledge base has {len(kb)} entities: recall at {beyond} is not reported",
+                  file=sys.stderr)
+        report = evaluate({s.sample_id: s.wikipedia_url for s in samples}, found.run(), top_ks or args.top_ks[:1])
         write_retrieval(run.out, found.results, "step1", _meta(args, cfg, samples, engine, found), bare=args.bare_output)
         run.finish({**report.as_dict(), "skipped": found.skipped, "samples": len(samples),
                     "seconds_per_query": round(run.seconds / max(1, len(found.results)), 4),

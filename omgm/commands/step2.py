@@ -26,6 +26,7 @@ from omgm.harness import StageRun
 from omgm.help import command_parser
 from omgm.io import check_writable, file_sha256
 from omgm.metrics.evaluate import evaluate
+from omgm.metrics.recall import cutoffs_within
 from omgm.pipeline.rerank import RerankConfig, RerankerSpec
 from omgm.published import TOP_KS
 from omgm.rerank.scoring import model_hash
@@ -125,14 +126,14 @@ def _fingerprint(args, cfg: RerankConfig, samples, kb, reranker) -> dict:
 
 def _top_ks(args, step1, kb) -> list[int]:
     """The cut-offs the candidate lists allow: with a KB smaller than k, R@k says nothing and is dropped."""
-    longest = max((len(e["retrieved_entities"]) for e in step1.results.values()), default=0)
-    if max(args.top_ks) <= longest:
-        return args.top_ks
-    if longest < len(kb) or not any(k <= longest for k in args.top_ks):
+    kept, dropped = cutoffs_within(args.top_ks, step1.results)
+    if not dropped:
+        return kept
+    longest = max(len(e["retrieved_entities"]) for e in step1.results.values())
+    if longest < len(kb) or not kept:
         raise ConfigError(f"--top_ks {max(args.top_ks)} exceeds the {args.step1_result} candidate lists")
-    print(f"note: the knowledge base has {len(kb)} entities: recall at {[k for k in args.top_ks if k > longest]} is "
-          f"not reported", file=sys.stderr)
-    return [k for k in args.top_ks if k <= longest]
+    print(f"note: the knowledge base has {len(kb)} entities: recall at {dropped} is not reported", file=sys.stderr)
+    return kept
 
 
 def _alpha_path(out: Path, alpha: float, n: int) -> Path:

@@ -38,6 +38,13 @@ class RecallReport:
         return f"{title} over {self.total} samples{note}\n{head}\n{vals}"
 
 
+def cutoffs_within(ks: Sequence[int], results: Mapping[str, Mapping]) -> tuple[list[int], list[int]]:
+    """``(kept, dropped)``: the cut-offs no longer than the longest candidate list of ``results`` (a step-1/2
+    results mapping), and those beyond it (with a knowledge base smaller than k, recall at k says nothing)."""
+    longest = max((len(e.get("retrieved_entities") or []) for e in results.values()), default=0)
+    return [k for k in ks if k <= longest], [k for k in ks if k > longest]
+
+
 def gold_positions(rankings: Mapping[str, Sequence[str]], gold: Mapping[str, str]) -> tuple[list[int | None], int]:
     """The 0-based position of each gold URL in its sample's ranking (None: not ranked), and how many samples
     have no ranking at all."""
