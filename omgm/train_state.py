@@ -26,6 +26,15 @@ def latest_checkpoint(save_dir: Path, weights: str = "model_{}.pth") -> int | No
     return max(steps) if steps else None
 
 
+def final_weights(folder: Path, weights: str = "model_{}.pth") -> Path | None:
+    """The weights file of the highest step in ``folder`` (``weights`` formatted with the step), with or without
+    its training state (the authors' release has none), None when there is none."""
+    prefix, suffix = weights.split("{}")
+    steps = [int(p.name[len(prefix):-len(suffix)]) for p in folder.glob(weights.format("*"))
+             if p.name[len(prefix):-len(suffix)].isdigit()]
+    return folder / weights.format(max(steps)) if steps else None
+
+
 def load_state(path: Path) -> dict:
     """``state_N.pt`` with ``weights_only=True``: tensors, numbers, strings and lists only, never code."""
     try:

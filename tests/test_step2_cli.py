@@ -135,3 +135,15 @@ def test_the_authors_trained_file_loads(step2_env, trained, tmp_path, capsys):
     assert step2.main(_rerank_args(step2_env, trained, tmp_path / "model_4.pth", out="x.json",
                                    extra=["--reranker-model-name", str(step2_env.config)])) == 2
     assert "something_else.weight" in capsys.readouterr().err
+
+
+def test_the_final_checkpoint_is_named_and_its_folder_is_accepted(step2_env, trained, capsys):
+    summary = json.loads((trained / "ckpt" / "train_summary.json").read_text())
+    assert summary["final_checkpoint"] == str(trained / "ckpt" / "model_3.pth")
+    assert step2.main(_rerank_args(step2_env, trained, trained / "ckpt", out="from_folder.json")) == 0
+    assert step2.main(_rerank_args(step2_env, trained, trained / "ckpt/model_3.pth", out="from_file.json")) == 0
+    assert read_retrieval(trained / "from_folder.json").results == read_retrieval(trained / "from_file.json").results
+    empty = trained / "no_checkpoints"
+    empty.mkdir()
+    assert step2.main(_rerank_args(step2_env, trained, empty, out="x.json")) == 2
+    assert "a folder without any model_N.pth" in capsys.readouterr().err

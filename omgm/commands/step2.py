@@ -87,7 +87,8 @@ def run_train(argv: list[str]) -> int:
         raise OmgmError("no usable training example (see the drop counts above)")
     meta = {"init_ckpt": spec.init_ckpt, "vit_ckpt": spec.vit_ckpt, "tokenizer": spec.tokenizer}
     summary = train(model, ds, tokenizer, cfg, extra_meta=meta, trainable_only=bool(spec.vit_ckpt))
-    print(f"trained {summary['steps']} steps; last loss {summary['last_loss']:.4f}; checkpoints in {cfg.save_dir}")
+    print(f"trained {summary['steps']} steps; last loss {summary['last_loss']:.4f}; final checkpoint "
+          f"{summary['final_checkpoint']} (step 2b takes it, or the folder {cfg.save_dir}, as --reranker_ckpt_path)")
     return 0
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Mapping, Sequence
 
 import torch
@@ -185,6 +186,14 @@ class RerankerSpec:
         from omgm.rerank.convert import build_reranker, read_checkpoint
 
         vit, init, read = self.vit_ckpt, self.init_ckpt, {}
+        if trained and Path(trained).is_dir():
+            from omgm.train_state import final_weights
+
+            found = final_weights(Path(trained))
+            if found is None:
+                raise OmgmError(f"--reranker_ckpt_path {trained}: a folder without any model_N.pth")
+            log.info("reranker: the final checkpoint of %s is %s", trained, found.name)
+            trained = str(found)
         if trained and not vit:
             head = read[trained] = read_checkpoint(trained, self.trust_checkpoint)
             if head.get("trainable_only"):
@@ -204,7 +213,8 @@ class RerankConfig:
     """Every setting of step 2b (its flags are made from these fields); ``build(kb)`` loads the :class:`Reranker`
     that ``omgm step2 rerank`` and :class:`omgm.pipeline.Pipeline` both use."""
 
-    reranker_ckpt_path: str | None = setting(help="the trained reranker (official model_*.pth or omgm's); without "
+    reranker_ckpt_path: str | None = setting(help="the trained reranker (official model_*.pth or omgm's, or the "
+                                                  "folder step 2a wrote: its highest-step model_N.pth); without "
                                                   "it, RANDOM weights")
     model: RerankerSpec = nested(RerankerSpec)
     wiki: WikiSource = nested(WikiSource)

@@ -31,6 +31,7 @@ from omgm.settings import setting
 from omgm.train_state import (
     ResumeStateError,
     check_run_settings,
+    final_weights,
     latest_checkpoint,
     load_state,
     rng_state,
@@ -177,7 +178,9 @@ def train(model: IT2ITReranker, dataset: RerankTrainSet, tokenizer, cfg: TrainCo
     loop = _Loop(acc, objective, model, opt, sched, cfg, save_dir, extra_meta, trainable_only, total, stop, spe)
     with (save_dir / "train_log.jsonl").open("a", encoding="utf-8") as log_file:
         loop.run(loader, dataset, start, log_file)
-    summary = {"steps": loop.step, "total_steps": total, "steps_per_epoch": spe, "last_loss": loop.last_loss,
+    final = final_weights(save_dir)
+    summary = {"steps": loop.step, "final_checkpoint": str(final) if final else None, "total_steps": total,
+               "steps_per_epoch": spe, "last_loss": loop.last_loss,
                "examples": len(dataset), "dropped": dict(dataset.drops), "skipped_unreadable_images": loop.skipped,
                "resumed_from": start.resumed, "config": asdict(cfg)}
     write_json_atomic(save_dir / "train_summary.json", summary, indent=2)
