@@ -1,7 +1,7 @@
 """One GPU proof run: every CUDA path with tiny models, then real-size throughput with random weights; one JSON.
 
     python benchmarks/gpu_suite.py                         # on a GPU box (scripts/gpu_check.sh wraps it)
-    python benchmarks/gpu_suite.py --device cpu --small    # a few seconds; what the test suite runs
+    python benchmarks/gpu_suite.py --device cpu --small    # ~2 minutes on a 2-core CPU (the suite runs --smoke)
 
 Parts (``--parts``, all by default): ``correctness`` (every stage's CLI on the demo data, CPU vs this device,
 tolerances in :mod:`benchmarks.gpu_correctness`), ``reranker`` (EVA ViT-g + Q-Former, fp16: sections/s),

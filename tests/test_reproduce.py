@@ -98,10 +98,17 @@ def test_an_input_changed_after_its_stage_read_it_is_flagged(tmp_path):
 
 
 def test_dry_run_and_missing_inputs(demo_root, tmp_path, capsys):
-    assert cli.main(["reproduce", "demo", "--root", str(demo_root), "--out", str(tmp_path / "o"), "--dry_run"]) == 0
+    args = ["reproduce", "demo", "--root", str(demo_root), "--out", str(tmp_path / "o"), "--dry_run"]
+    assert cli.main([*args, "--json"]) == 0
     plan = json.loads(capsys.readouterr().out)
     assert [s["stage"] for s in plan["stages"]] == ["kb_import", "step1", "step2", "step3_vqa", "report"]
-    assert plan["fetched_bytes_on_disk"] > 0 and "gpu_suite" in plan["gpu_time"]
+    assert plan["on_disk_bytes"] > 0 and plan["hub_models_missing"] == [] and plan["query_images"]["missing"] == 0
+    assert plan["time"]["questions"] > 0 and "paper's per-query times" in plan["time"]["basis"]
+    assert cli.main(args) == 0
+    table = capsys.readouterr().out
+    assert table.startswith("reproduce demo (rows: retrieval, vqa)") and "demo-kb" in table and "present" in table
+    assert "GPU hours for" in table and "1. kb_import: python -m omgm.data.kb_import" in table
+    assert not (tmp_path / "o").exists()                                  # a dry run writes nothing
     empty = tmp_path / "empty"
     empty.mkdir()
     assert cli.main(["reproduce", "demo", "--root", str(empty), "--out", str(tmp_path / "o2"),

@@ -11,19 +11,18 @@ paper's number, with the sha256 of every input and the command lines) and ``OUT/
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
 
 import yaml
 
-from omgm.bookkeeping import read_bookkeeping
 from omgm.errors import cli_errors
 from omgm.fetch.lock import Lock
 from omgm.fetch.registry import load_registry
 from omgm.help import command_parser
 from omgm.io import OutputLock
+from omgm.reproduce import dry_run
 from omgm.reproduce.plan import Stage, build_plan, config_for
 from omgm.reproduce.state import ReproduceError, RunState
 from omgm.reproduce.tables import build_tables, write_tables
@@ -36,7 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="results, report and tables")
     p.add_argument("--rows", default=None, help="comma-separated published rows (default: every row whose files "
                                                  "are present)")
-    p.add_argument("--dry_run", action="store_true", help="print the plan (commands, files, disk, GPU time) only")
+    p.add_argument("--dry_run", action="store_true", help="print the plan (files, disk, missing models and images, "
+                                                          "time, commands) and write nothing")
+    p.add_argument("--json", action="store_true", help="with --dry_run: the plan as JSON")
     p.add_argument("--costs", default=None, help="a benchmarks/gpu_suite.py JSON: per-query GPU costs for --dry_run")
     p.add_argument("--registry", default=None)
     return p
@@ -44,36 +45,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _missing(stage: Stage) -> list[Path]:
     return [p for p in stage.needs if not p.exists()]
-
-
-def disk_to_fetch(registry, dataset: str, rows: list[str], root: Path) -> dict:
-    """Bytes the missing artifacts of ``rows`` will take (registry estimates), and those of unknown size."""
-    from omgm.fetch.fetcher import Fetcher
-
-    f = Fetcher(registry, root, dataset, create=False)
-    missing = [a for a in registry.select(dataset, rows) if a.source_kind != "manual" and not f.is_done(a)]
-    return {"missing_artifacts": [a.name for a in missing],
-            "estimated_bytes": sum(a.size or 0 for a in missing),
-            "unknown_size": [a.name for a in missing if not a.size]}
-
-
-def dry_run(stages: list[Stage], lock: Lock, root: Path, costs: str | None, *, n_queries: int | None) -> dict:
-    plan = [{"stage": s.name, "command": s.command(), "missing_inputs": [str(p) for p in _missing(s)]}
-            for s in stages]
-    disk = sum(e.get("size", 0) for e in lock.files.values())
-    gpu = "no measured per-query GPU costs: run benchmarks/gpu_suite.py on the GPU and pass --costs its JSON"
-    if costs and n_queries:
-        number = (int, float)
-        d = read_bookkeeping(costs, {"derived": {"retrieval_s_per_query": number, "end_to_end_s_per_query": number,
-                                                 "*": object}, "*": object},
-                             what="--costs (benchmarks/gpu_suite.py's JSON)", fix="pass the file the GPU suite wrote")
-        if d is None:
-            raise ReproduceError(f"--costs {costs}: file not found")
-        d = d["derived"]
-        gpu = {"queries": n_queries, "retrieval_gpu_hours": n_queries * d["retrieval_s_per_query"] / 3600,
-               "end_to_end_gpu_hours_per_generator_row": n_queries * d["end_to_end_s_per_query"] / 3600,
-               "from": costs}
-    return {"stages": plan, "fetched_bytes_on_disk": disk, "gpu_time": gpu}
 
 
 def note_wiki_entities(step1: Path, target: Path, dataset: str, root: Path) -> None:
@@ -108,10 +79,11 @@ def main(argv: list[str] | None = None) -> int:
     for flag, folder in (("--root", root), ("--out", out)):
         if folder.exists() and not folder.is_dir():
             raise ReproduceError(f"{flag} {folder} is a file, not a folder")
-    out.mkdir(parents=True, exist_ok=True)
     config = out / "reproduce_config.yaml"
     settings = config_for(registry, args.dataset, root)
-    config.write_text(yaml.safe_dump(settings, sort_keys=True))
+    if not args.dry_run:                                # a dry run writes nothing
+        out.mkdir(parents=True, exist_ok=True)
+        config.write_text(yaml.safe_dump(settings, sort_keys=True))
     if args.rows:
         rows = args.rows.split(",")
         unknown = set(rows) - set(registry.rows(args.dataset))
@@ -121,16 +93,11 @@ def main(argv: list[str] | None = None) -> int:
     else:
         rows = registry.rows(args.dataset) if args.dry_run else available_rows(registry, args.dataset, root, out, config=config)
     stages = build_plan(registry, args.dataset, root, out, rows=rows, config=config)
-    lock = Lock(root)
     if args.dry_run:
-        from omgm.data.samples import read_samples
-
-        split = Path(settings["sample_file"])
-        n = len(read_samples(split)) if split.is_file() else None
-        plan = dry_run(stages, lock, root, args.costs, n_queries=n)
-        plan["still_to_fetch"] = disk_to_fetch(registry, args.dataset, rows, root)
-        print(json.dumps(plan, indent=1))
+        found = dry_run.plan(registry, args.dataset, root, stages, rows=rows, costs=args.costs)
+        print(dry_run.as_json(found) if args.json else dry_run.render(found))
         return 0
+    lock = Lock(root)
     hub_cache = root / "models" / "hub_cache"
     env = {**os.environ, "HF_HUB_CACHE": str(hub_cache), "OMGM_CONFIG": ""}
     with OutputLock(out / "tables.json"):
