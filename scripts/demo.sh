@@ -20,7 +20,7 @@ echo "== step 1 on the demo train split, then mine hard negatives from it"
 "$PY" -m omgm.step1 --sample_file assets/demo/train.csv --save_result_path "$W/train_step1.json" --no_progress
 "$PY" -m omgm.prep.mine_negatives --train_file assets/demo/train.csv --step1_result "$W/train_step1.json" \
   --out "$W/negatives.json"
-echo "== step 2a: train the tiny reranker (random init, 4 epochs on the demo train split, about a minute)"
+echo "== step 2a: train the tiny reranker (random init, 4 epochs on the demo train split, ~40 s)"
 rm -rf "$W/reranker"
 "$PY" -m omgm.step2 train --train_file assets/demo/train.csv --negative_db_file "$W/negatives.json" \
   --knowledge_base_file "$W/kb.sqlite" --save_dir "$W/reranker" --num-epochs 4 --learning-rate 1e-3 \

@@ -73,6 +73,13 @@ def test_an_edited_input_gets_its_new_hash_a_flag_and_reruns_what_reads_it(demo_
     after = _hash_of(out, split)
     assert after["sha256"] != before["sha256"] and after["lock"] == "DIFFERS from the fetched file"
     assert "DIFFERS from the fetched file" in (out / "tables.md").read_text()
+    other = tmp_path / "other_root"                       # the same files under another --root: the settings changed
+    shutil.copytree(root, other, symlinks=True)
+    capsys.readouterr()
+    assert cli.main(["reproduce", "demo", "--root", str(other), "--out", str(out), "--rows", "retrieval"]) == 0
+    printed = capsys.readouterr().out
+    assert "[step1] ran" in printed and "reproduce_config.yaml" in printed        # not the other root's results
+    assert _hash_of(out, other / "demo" / "test.csv")["sha256"] == after["sha256"]
 
 
 def _hash_of(out, path) -> dict:

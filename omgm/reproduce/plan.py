@@ -45,13 +45,13 @@ def build_plan(registry: Registry, dataset: str, root: Path, out: Path, *, rows:
     retrieval_rows = tuple(rows)
     step1, step2 = out / "step1" / "result.json", out / "step2" / "result.json"
 
-    def reads(*keys: str) -> list[str]:
-        return [s[k] for k in keys if s.get(k) is not None]
+    def reads(*keys: str) -> list[str]:        # the config first: every setting (another --root) is an input too
+        return [str(config), *(s[k] for k in keys if s.get(k) is not None)]
 
     stages = [
         Stage("kb_import", "omgm.data.kb_import", ["--kb_json", s["kb_json"], "--out", s["knowledge_base"], *cfg, *nop],
               Path(s["knowledge_base"]), retrieval_rows, [Path(s["kb_json"])], reuse_output=True,
-              reads=reads("kb_json", "wiki_img_csv_dir")),
+              reads=reads("kb_json", "wiki_img_csv_dir")[1:]),     # the store depends on these files alone
         Stage("step1", "omgm.step1", [*cfg, "--save_result_path", str(out / "step1") + "/", *nop],
               step1, retrieval_rows, [Path(s["faiss_index"])],
               reads=reads("sample_file", "knowledge_base", "faiss_index", "retriever_pretrained", "retriever_path")),
@@ -83,7 +83,8 @@ def build_plan(registry: Registry, dataset: str, root: Path, out: Path, *, rows:
     if answers:
         report += ["--answers", str(answers[0])]
     stages.append(Stage("report", "omgm.report", [*cfg, *report, "--out", str(out / "report.html")],
-                        out / "report.html", retrieval_rows, reads=[str(step1), str(step2), *map(str, answers[:1])]))
+                        out / "report.html", retrieval_rows,
+                        reads=[str(config), str(step1), str(step2), *map(str, answers[:1])]))
     return stages
 
 

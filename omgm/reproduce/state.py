@@ -60,8 +60,11 @@ class RunState:
         why = self.why_again(stage)
         if why is None:
             return "done earlier"
-        if stage.reuse_output and stage.output.exists() and stage.name not in self.stages:
-            self._record(stage, 0.0)                 # a store made before this reproduction: reused as it is
+        if stage.reuse_output and stage.output.exists():
+            if why.startswith("its inputs changed"):
+                raise ReproduceError(f"stage {stage.name}: {why}, but {stage.output} was made from the old ones: "
+                                     f"delete it to import again")
+            self._record(stage, 0.0)                 # a store made before or elsewhere: written complete, reused
             return "done earlier (the KB store is only ever written complete)"
         missing = [p for p in stage.needs if not p.exists()]
         if missing:
