@@ -177,3 +177,85 @@ def test_a_damaged_reproduce_state_is_one_line(tmp_path, content, capsys):
 def test_the_shipped_registry_loads_with_its_paths_confined():
     reg = load_registry()
     assert reg.artifacts and all(not a.dest.startswith(("/", "..")) for a in reg.artifacts.values())
+
+
+def _one_artifact_registry(tmp_path, artifact: dict, dataset_extra: dict | None = None) -> Path:
+    reg = {"version": 1, "datasets": {"mini": {"split": "mini/t.csv", "rows": {"r": {}}, **(dataset_extra or {})}},
+           "artifacts": [{"name": "it", "datasets": ["mini"], "rows": ["r"], **artifact}]}
+    p = tmp_path / "reg.yaml"
+    p.write_text(json.dumps(reg))
+    return p
+
+
+def test_a_failing_primary_source_falls_through_to_the_mirror(server, tmp_path, capsys):  # noqa: F811
+    base, release = server
+    release.files["/content/kb.json"] = b'{"a": 1}'                    # Drive has no such file: 404 after its page
+    reg = _one_artifact_registry(tmp_path, {"dest": "mini/kb.json", "source": {"gdrive": "GONE"},
+                                            "mirrors": [{"url": f"{base}/dropbox/kb.json?rlkey=x&dl=1"}]})
+    root = tmp_path / "root"
+    assert fetch_cli.main(["mini", "--root", str(root), "--registry", str(reg), "--no_progress"]) == 0
+    assert (root / "mini/kb.json").read_bytes() == b'{"a": 1}'
+    entry = json.loads((root / "omgm_fetch.lock.json").read_text())["files"]["mini/kb.json"]
+    assert entry["source"] == f"url:{base}/dropbox/kb.json?rlkey=x&dl=1"            # the lock names who served
+    assert release.seen["/drive/GONE"] == 1 and release.seen["/content/kb.json"] == 1
+    del release.files["/content/kb.json"]
+    (root / "mini/kb.json").unlink()
+    assert fetch_cli.main(["mini", "--root", str(root), "--registry", str(reg), "--no_progress"]) == 1
+    err = capsys.readouterr().err
+    assert "every source failed" in err and "gdrive:GONE" in err and "dropbox" in err
+
+
+@pytest.mark.parametrize("served", ["zip with a top folder", "zip without", "plain JSON"])
+def test_a_kb_archive_lands_as_the_file_kb_import_reads(server, tmp_path, served):  # noqa: F811
+    import io
+    import zipfile
+
+    from omgm.data import kb_import
+
+    base, release = server
+    kb = {"https://en.wikipedia.org/wiki/A": {"title": "A", "section_titles": ["A"], "section_texts": ["a"]}}
+    data = json.dumps(kb).encode()
+    if served != "plain JSON":
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as zf:
+            zf.writestr("infoseek_100k_wiki/wiki_100_dict_v4.json" if served == "zip with a top folder"
+                        else "wiki_100_dict_v4.json", data)
+        data = buf.getvalue()
+    release.files["/kb"] = data
+    reg = _one_artifact_registry(tmp_path, {"dest": "mini", "unpack": "auto", "provides": "mini/wiki_100_dict_v4.json",
+                                            "source": {"url": f"{base}/kb"}})
+    root = tmp_path / "root"
+    args = ["mini", "--root", str(root), "--registry", str(reg), "--no_progress"]
+    assert fetch_cli.main(args) == 0
+    assert (root / "mini/wiki_100_dict_v4.json").is_file()
+    assert kb_import.main(["--kb_json", str(root / "mini/wiki_100_dict_v4.json"), "--out", str(tmp_path / "kb.sqlite"),
+                           "--no_progress"]) == 0
+    assert fetch_cli.main(args) == 0 and release.seen["/kb"] == 1                 # done: not fetched again
+
+
+def test_a_published_checksum_is_verified(server, tmp_path, capsys):  # noqa: F811
+    import hashlib
+
+    base, release = server
+    release.files["/kb.json"] = b"the published bytes"
+    good = hashlib.sha256(b"the published bytes").hexdigest()
+    for sha, code in (("0" * 64, 1), (good, 0)):
+        reg = _one_artifact_registry(tmp_path, {"dest": "mini/kb", "unpack": "auto", "provides": "mini/kb.json",
+                                                "published": {"file": "mini/kb.json", "sha256": sha},
+                                                "source": {"url": f"{base}/kb.json"}})
+        root = tmp_path / f"root{code}"
+        assert fetch_cli.main(["mini", "--root", str(root), "--registry", str(reg), "--no_progress"]) == code
+    assert "not the 0000000000000000... its publisher gives" in capsys.readouterr().err
+    lock = json.loads((tmp_path / "root0" / "omgm_fetch.lock.json").read_text())["files"]
+    assert lock["mini/kb.json"]["sha256"] == good and lock["mini/kb.json"]["source"] == "published sha256 of it"
+
+
+def test_fetch_list_infoseek_names_the_internvl_row_and_its_kb_file(tmp_path, capsys):
+    assert fetch_cli.main(["--list", "infoseek", "--root", str(tmp_path), "--rows", "internvl"]) == 0
+    listing = capsys.readouterr().out
+    assert "hub-internvl2_5-8b" in listing and "hub-llava-v1.5-7b-tokenizer" in listing and "infoseek-kb" in listing
+    reg = load_registry()
+    assert reg.dataset("infoseek")["rows"]["internvl"]["paper"] == {"accuracy": 36.1}
+    assert reg.settings("infoseek", tmp_path)["kb_json"] == str(tmp_path / reg.artifacts["infoseek-kb"].provides)
+    assert all("val" in r["label"] for r in reg.dataset("infoseek")["rows"].values())           # the split is named
+    assert all("test (single-hop)" in r["label"] for r in reg.dataset("evqa")["rows"].values())

@@ -66,6 +66,8 @@ def _handler(release: Release):
                 page = (f'<html><form id="download-form" action="http://127.0.0.1:{self.server.server_port}'
                         f'/drive/{fid}" method="get"><input type="hidden" name="confirm" value="t"></form></html>')
                 return self._send(200, page.encode(), "text/html; charset=utf-8")
+            if path.startswith("/dropbox/") and "dl=1" in self.path:   # a share link: a redirect to the content
+                return self._send(302, b"", headers={"Location": "/content/" + path.split("/", 2)[2]})
             if fault == "429":
                 return self._send(429, b"slow down", headers={"Retry-After": "0"})
             data = release.files.get(path)

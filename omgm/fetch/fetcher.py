@@ -13,7 +13,7 @@ from pathlib import Path
 
 from omgm.fetch.download import HttpOptions, copy_local, gdrive_url, http_download
 from omgm.fetch.lock import FetchError, Lock, prepare_root
-from omgm.fetch.registry import Artifact, Registry
+from omgm.fetch.registry import Artifact, Registry, describe, source_kind
 from omgm.fetch.unpack import archive_kind, read_marker, stream_tar_members, unpack
 from omgm.io import write_json_atomic
 
@@ -47,8 +47,10 @@ class Fetcher:
         t = self.target(a)
         if a.source_kind in ("hub", "build"):
             return self.done_marker(a).is_file() and t.exists()
-        if a.unpack != "none" and t.is_dir():
-            return read_marker(t, a.name) is not None
+        if a.unpack != "none":          # unpacked (its marker is written last), or an 'auto' file that was plain
+            if t.is_dir() and read_marker(t, a.name) is not None:
+                return True
+            return self.done_marker(a).is_file() or (t.is_file() and not a.provides)
         return t.exists()
 
     def _mark_done(self, a: Artifact, **facts) -> None:
@@ -77,44 +79,72 @@ class Fetcher:
         return self._place(a, path)
 
     def _download(self, a: Artifact) -> Path:
-        kind = a.source_kind
+        """The file from the first of its sources that serves it whole and as recorded; each source has its own
+        ``.part`` (one source's bytes are never continued from another), and the lock names the one that served."""
         archive = a.unpack != "none"
         final = (self.root / ".downloads" / a.name) if archive else self.target(a)
         if archive and final.exists():
             return final
-        part, announced = final.with_name(final.name + ".part"), None
+        failures = []
+        for i, source in enumerate(a.sources):
+            part = final.with_name(final.name + (".part" if i == 0 else f".part-mirror{i}"))
+            try:
+                self._from_source(a, source, part, final)
+            except FetchError as exc:
+                failures.append(f"{describe(source)}: {exc}")
+                if i + 1 < len(a.sources):
+                    log.warning("%s: %s failed (%s); trying the next source", a.name, describe(source), exc)
+                continue
+            if final.exists() and final.is_dir():
+                import shutil
+
+                shutil.rmtree(final)
+            part.replace(final)
+            return final
+        raise FetchError(failures[0] if len(failures) == 1 else
+                         f"{a.name}: every source failed: " + " | ".join(failures))
+
+    def _from_source(self, a: Artifact, source: dict, part: Path, final: Path) -> None:
+        kind, announced = source_kind(source), None
         if kind == "repo":
-            copy_local(REPO / a.source["repo"], part, inside=REPO)
+            copy_local(REPO / source["repo"], part, inside=REPO)
         else:
-            url = a.source["url"] if kind == "url" else gdrive_url(a.source["gdrive"])
+            url = source["url"] if kind == "url" else gdrive_url(source["gdrive"])
             announced = http_download(url, part, gdrive=kind == "gdrive", opt=self.http, size_hint=a.size)
         try:
-            self.lock.check_and_record(str(final.relative_to(self.root)), part, a.describe_source(),
-                                       announced=announced)
+            self.lock.check_and_record(str(final.relative_to(self.root)), part, describe(source), announced=announced)
         except FetchError:
-            part.replace(part.with_name(final.name + ".rejected"))
+            part.replace(part.with_name(part.name.replace(".part", ".rejected")))
             raise
-        if final.exists() and final.is_dir():
-            import shutil
-
-            shutil.rmtree(final)
-        part.replace(final)
-        return final
 
     def _place(self, a: Artifact, path: Path) -> str:
         if a.unpack == "none":
             return "downloaded and verified"
         kind = archive_kind(path) if a.unpack == "auto" else a.unpack
-        if kind is None:                                  # 'auto' and a plain file: it is the artifact itself
-            self.target(a).parent.mkdir(parents=True, exist_ok=True)
-            path.replace(self.target(a))
+        if kind is None:                                  # 'auto' and a plain file: it is the file the readers want
+            target = self.root / a.provides if a.provides else self.target(a)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            path.replace(target)
+            self._check_published(a)
+            self._mark_done(a)
             return "downloaded and verified (not an archive)"
         placed = unpack(path, self.target(a), a.name, kind)
         if a.provides and not (self.root / a.provides).exists():
             raise FetchError(f"{a.name}: the archive did not contain {a.provides} (it holds {placed[:5]})")
+        self._check_published(a)
         if not self.keep_archives:
             path.unlink()
         return f"downloaded, verified, unpacked ({len(placed)} entries)"
+
+    def _check_published(self, a: Artifact) -> None:
+        """A file whose publisher gives its sha256 must have it; the lock records it as verified."""
+        if not a.published:
+            return
+        rel = a.published["file"]
+        got = self.lock.check_and_record(rel, self.root / rel, f"published sha256 of {a.name}")
+        if got["sha256"] != a.published["sha256"]:
+            raise FetchError(f"{a.name}: {rel} has sha256 {got['sha256'][:16]}..., not the {a.published['sha256'][:16]}... "
+                             f"its publisher gives: a damaged or changed download (delete it and fetch again)")
 
     def _hub(self, a: Artifact) -> str:
         from huggingface_hub import snapshot_download

@@ -36,14 +36,31 @@ class Artifact:
     size: int | None = None                     # bytes, when known (before the first download)
     provides: str | None = None                 # a file the unpacked archive must contain
     after: tuple[str, ...] = ()
+    mirrors: tuple[dict[str, Any], ...] = ()    # other sources of the same file, tried in order after ``source``
+    published: dict[str, Any] = field(default_factory=dict)   # {file, sha256}: a checksum its publisher gives
 
     @property
     def source_kind(self) -> str:
-        return next(k for k in SOURCE_KINDS if k in self.source)
+        return source_kind(self.source)
+
+    @property
+    def sources(self) -> tuple[dict[str, Any], ...]:
+        """``source`` then the mirrors: where a download is tried, in order."""
+        return (self.source, *self.mirrors)
 
     def describe_source(self) -> str:
-        kind = self.source_kind
-        return f"{kind}:{self.source[kind]}" if kind != "manual" else "manual (see --list)"
+        return describe(self.source) + (f" (+{len(self.mirrors)} mirror{'s' * (len(self.mirrors) > 1)})"
+                                        if self.mirrors else "")
+
+
+def source_kind(source: dict[str, Any]) -> str:
+    return next(k for k in SOURCE_KINDS if k in source)
+
+
+def describe(source: dict[str, Any]) -> str:
+    """``kind:value`` of one source (what the lock records as the one that served)."""
+    kind = source_kind(source)
+    return f"{kind}:{source[kind]}" if kind != "manual" else "manual (see --list)"
 
 
 @dataclass
@@ -128,6 +145,8 @@ def _check_paths(p: Path, a: Artifact) -> None:
         inside(a.provides, f"{where}: provides")
     if "repo" in a.source:
         inside(a.source["repo"], f"{where}: source repo")
+    if a.published:
+        inside(a.published.get("file"), f"{where}: published file")
     for key in ("id2name", "csv"):
         if key in a.subset:
             inside(a.subset[key], f"{where}: subset {key}")
@@ -162,11 +181,17 @@ def load_registry(path: str | Path | None = None) -> Registry:
             a = Artifact(name=str(raw["name"]), dest=raw["dest"], source=dict(raw["source"]),
                          datasets=tuple(raw["datasets"]), rows=tuple(raw["rows"]), unpack=raw.get("unpack", "none"),
                          kind=raw.get("kind", "file"), subset=dict(raw.get("subset") or {}), size=raw.get("size"),
-                         provides=raw.get("provides"), after=tuple(raw.get("after") or ()))
+                         provides=raw.get("provides"), after=tuple(raw.get("after") or ()),
+                         mirrors=tuple(dict(m) for m in raw.get("mirrors") or ()),
+                         published=dict(raw.get("published") or {}))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise RegistryError(f"registry {p}: artifact #{i + 1} lacks or mistypes {exc}") from None
         if not any(k in a.source for k in SOURCE_KINDS) or a.unpack not in ("zip", "tar", "auto", "none"):
             raise RegistryError(f"registry {p}: artifact {a.name}: unknown source or unpack kind")
+        if any(not any(k in m for k in ("url", "gdrive")) for m in a.mirrors):
+            raise RegistryError(f"registry {p}: artifact {a.name}: a mirror must be a url or gdrive source")
+        if a.published and not (isinstance(a.published.get("sha256"), str) and len(a.published["sha256"]) == 64):
+            raise RegistryError(f"registry {p}: artifact {a.name}: published needs a file and its 64-digit sha256")
         if a.size is not None and (not isinstance(a.size, int) or isinstance(a.size, bool) or a.size < 0):
             raise RegistryError(f"registry {p}: artifact {a.name}: size must be a number of bytes, got {a.size!r}")
         _check_paths(p, a)
