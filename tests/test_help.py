@@ -75,3 +75,26 @@ def test_no_progress_is_quiet(tmp_path, demo_dir, tiny_llm, capfd):
     load_pretrained("AutoModelForCausalLM", tiny_llm, what="test model")
     err = capfd.readouterr().err
     assert "Loading weights" not in err and "%|" not in err
+
+
+def test_the_readme_cites_the_paper_with_its_authors():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert "author    = {Yang, Wei and Fu, Jingjing and Wang, Rui and Wang, Jinyu and Song, Lei and Bian, Jiang}" in readme
+    assert "2505.07879" in readme
+
+
+def test_gpu_check_without_torch_says_how_in_one_line(tmp_path):
+    import os
+    import subprocess
+    from pathlib import Path
+
+    fake = tmp_path / "python"                                   # a python without torch
+    fake.write_text("#!/bin/sh\nexit 1\n")
+    fake.chmod(0o755)
+    script = Path(__file__).resolve().parents[1] / "scripts" / "gpu_check.sh"
+    proc = subprocess.run(["bash", str(script), "--smoke"], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "OMGM_PYTHON": str(fake)})
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert "has no torch" in proc.stderr and "scripts/demo.sh" in proc.stderr
