@@ -102,7 +102,44 @@ def test_wiki_image_csv_without_its_url_column_is_refused(demo_copy, tmp_path, c
         csv.writer(fh).writerows([[r[0], r[2], r[3]] for r in rows])          # image_URL column dropped
     assert kb_import.main(["--kb_json", str(demo_copy / "kb.json"), "--out", str(tmp_path / "kb.sqlite"),
                            "--wiki_img_csv_dir", str(demo_copy / "wiki_image_csv")]) == 2
-    assert "wiki_image_url_part_1_processed.csv: the header" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "wiki_image_url_part_1_processed.csv: the header" in err and "fewer than the layout's 4 columns" in err
+
+
+def test_wiki_image_csv_columns_are_read_by_position_under_another_header(demo_copy, tmp_path, caplog):
+    from omgm.data.kb import open_kb
+    from omgm.data.wiki_images import wiki_images_for
+
+    f = demo_copy / "wiki_image_csv" / "wiki_image_url_part_1_processed.csv"
+    rows = list(csv.reader(f.open()))
+    with f.open("w", newline="") as fh:
+        csv.writer(fh).writerows([["a", "b", "c", "d"], *rows[1:]])            # the header names differ
+    with caplog.at_level("WARNING"):
+        assert kb_import.main(["--kb_json", str(demo_copy / "kb.json"), "--out", str(tmp_path / "kb.sqlite"),
+                               "--wiki_img_csv_dir", str(demo_copy / "wiki_image_csv"), "--no_progress"]) == 0
+    assert caplog.text.count("are read by position") == 1
+    wiki = wiki_images_for(open_kb(tmp_path / "kb.sqlite"), demo_copy / "wiki_images", None)
+    assert wiki.first(rows[1][0]) == demo_copy / "wiki_images" / rows[1][2]
+
+
+def test_unequal_section_lists_are_kept_without_sections_and_counted(tmp_path, capsys):
+    from omgm.data.kb import open_kb
+
+    kb = {"https://a": {"title": "A", "url": "https://a", "section_titles": ["A"], "section_texts": ["a"]},
+          "https://b": {"title": "B", "section_titles": ["B", "C"], "section_texts": ["b"]},
+          "https://c": {"title": "C", "url": "https://elsewhere", "section_titles": ["C"], "section_texts": ["c"]}}
+    (tmp_path / "kb.json").write_text(json.dumps(kb))
+    assert kb_import.main(["--kb_json", str(tmp_path / "kb.json"), "--out", str(tmp_path / "kb.sqlite"),
+                           "--no_progress"]) == 0
+    err = capsys.readouterr().err
+    assert "1 entities with unequal section lists kept without sections" in err
+    assert "1 entities whose url field differs from their key" in err and "https://elsewhere" in err
+    store = open_kb(tmp_path / "kb.sqlite")
+    assert list(store.urls()) == ["https://a", "https://b", "https://c"]          # rows keep the index order
+    assert store.get("https://b").sections() == [] and len(store.get("https://c").sections()) == 1
+    assert kb_import.main(["--kb_json", str(tmp_path / "kb.json"), "--out", str(tmp_path / "strict.sqlite"),
+                           "--no_progress", "--max_skipped_entities", "0"]) == 2
+    assert "more than 0 entities with unequal section lists" in capsys.readouterr().err
 
 
 def test_malformed_csv_rows_are_counted_and_shown(demo_copy, tmp_path, capsys):
@@ -121,7 +158,8 @@ def test_malformed_csv_rows_are_counted_and_shown(demo_copy, tmp_path, capsys):
 def test_kb_entities_are_validated_at_import(tmp_path, entity, message, capsys):
     kb = {"https://a": {"title": "A", "section_titles": ["A"], "section_texts": ["a"]}, "https://b": entity}
     (tmp_path / "kb.json").write_text(json.dumps(kb))
-    assert kb_import.main(["--kb_json", str(tmp_path / "kb.json"), "--out", str(tmp_path / "kb.sqlite")]) == 2
+    assert kb_import.main(["--kb_json", str(tmp_path / "kb.json"), "--out", str(tmp_path / "kb.sqlite"),
+                           "--max_skipped_entities", "0"]) == 2                       # strict: nothing tolerated
     err = capsys.readouterr().err
     assert "entity 'https://b' (row 1)" in err and message in err
 

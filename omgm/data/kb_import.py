@@ -20,9 +20,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from omgm.config import ConfigError, parse_with_config, require
+from omgm.config import ConfigError, nonnegative_int, parse_with_config, positive_int, require
 from omgm.data.jsonstream import iter_object_members
-from omgm.data.kb import STORE_FORMAT, STORE_VERSION, KnowledgeBaseError, UrlOrderHash, check_entity
+from omgm.data.kb import STORE_FORMAT, STORE_VERSION, KnowledgeBaseError, UrlOrderHash
+from omgm.data.kb_audit import MAX_SKIPPED, Audit
 from omgm.data.kb_jsonl import entity_of, is_jsonl, iter_jsonl
 from omgm.data.wiki_images import CsvStats, iter_csv_rows
 from omgm.errors import cli_errors
@@ -110,25 +111,32 @@ def _members(source: Path, start_byte: int, images_dir: Path | None, con: sqlite
 
 
 def import_entities(source: Path, con: sqlite3.Connection, start_row: int, start_byte: int,
-                    *, commit_every: int = 2000, progress: bool = True, images_dir: Path | None = None) -> int:
-    """Append entities from ``source`` starting at ``start_byte``; returns the entity count."""
+                    *, commit_every: int = 2000, progress: bool = True, images_dir: Path | None = None,
+                    audit: Audit | None = None) -> int:
+    """Append entities from ``source`` starting at ``start_byte``; returns the entity count. ``audit`` counts
+    (and mends) the entities the import tolerates (:mod:`omgm.data.kb_audit`)."""
+    audit = audit or Audit.resumed(con)
     size = source.stat().st_size
     bar = tqdm(total=size, initial=start_byte, unit="B", unit_scale=True, desc=f"import {source.name}",
                disable=not progress)
     row, last, batch = start_row, start_byte, []
     for url, value, end in _members(source, start_byte, images_dir, con):
-        check_entity(url, value, row, str(source))
+        value = audit.entity(url, value, row, str(source))
         title = value.get("title") or ((value.get("section_titles") or [""])[0])
         batch.append((row, url, title, json.dumps(value, ensure_ascii=False, separators=(",", ":"))))
         row += 1
         if len(batch) >= commit_every:
+            _set_meta(con, **audit.save())
             _insert_batch(con, batch, end, source)
             bar.update(end - last)
             last, batch = end, []
     if batch:
+        _set_meta(con, **audit.save())
         _insert_batch(con, batch, end, source)
         bar.update(end - last)
     bar.close()
+    if audit.report():
+        print(audit.report(), file=sys.stderr)
     return row
 
 
@@ -160,7 +168,7 @@ def import_wiki_images(con: sqlite3.Connection, csv_dir: Path, max_per_title: in
 
 def run_import(knowledge_base: str | Path, out: str | Path, wiki_img_csv_dir: str | Path | None = None,
                overwrite: bool = False, *, commit_every: int = 2000, progress: bool = True,
-               images_dir: str | Path | None = None) -> Path:
+               images_dir: str | Path | None = None, max_skipped: int = MAX_SKIPPED) -> Path:
     """Import a KB JSON (or a JSONL of your own entities, see :mod:`omgm.data.kb_jsonl`) into ``out``."""
     source, out = Path(knowledge_base), Path(out)
     if not source.is_file():
@@ -171,11 +179,12 @@ def run_import(knowledge_base: str | Path, out: str | Path, wiki_img_csv_dir: st
     if out.exists() and not overwrite:
         raise KnowledgeBaseError(f"{out} exists; pass --overwrite to replace it")
     with OutputLock(out):
-        return _import_locked(source, out, wiki_img_csv_dir, overwrite, commit_every, progress, images_dir)
+        return _import_locked(source, out, wiki_img_csv_dir, overwrite, commit_every, progress, images_dir,
+                              max_skipped)
 
 
 def _import_locked(source: Path, out: Path, wiki_img_csv_dir, overwrite: bool, commit_every: int, progress: bool,
-                   images_dir) -> Path:
+                   images_dir, max_skipped: int) -> Path:
     partial = out.with_name(out.name + ".partial")
     if overwrite:
         for p in (partial, Path(str(partial) + "-wal"), Path(str(partial) + "-shm")):
@@ -186,7 +195,8 @@ def _import_locked(source: Path, out: Path, wiki_img_csv_dir, overwrite: bool, c
         if row:
             print(f"resuming import of {source} at entity {row} (byte {offset})", file=sys.stderr)
         count = import_entities(source, con, row, offset, commit_every=commit_every, progress=progress,
-                                images_dir=Path(images_dir) if images_dir else None)
+                                images_dir=Path(images_dir) if images_dir else None,
+                                audit=Audit.resumed(con, max_skipped))
         if count == 0:
             raise KnowledgeBaseError(f"{source}: no entity to import (an empty knowledge base)")
         if is_jsonl(source):
@@ -242,7 +252,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images_dir", default=None, help="--jsonl: the folder its image paths are relative to")
     p.add_argument("--out", help="the SQLite store to write (e.g. encyclopedic_kb_wiki.sqlite)")
     p.add_argument("--wiki_img_csv_dir", default=None, help="also import the wiki_image_url_part_*_processed.csv files")
-    p.add_argument("--commit_every", type=int, default=2000)
+    p.add_argument("--commit_every", type=positive_int, default=2000)
+    p.add_argument("--max_skipped_entities", type=nonnegative_int, default=MAX_SKIPPED,
+                   help="entities with unequal section lists kept without sections before the import stops "
+                        "(0: strict)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing store")
     p.add_argument("--no_progress", action="store_true", help="no progress bars")
     return p
@@ -264,7 +277,8 @@ def main(argv: list[str] | None = None) -> int:
         args.kb_json = args.jsonl
     require(args, "kb_json", "out")
     run_import(args.kb_json, args.out, None if args.jsonl else args.wiki_img_csv_dir, args.overwrite,
-               commit_every=args.commit_every, progress=not args.no_progress, images_dir=args.images_dir)
+               commit_every=args.commit_every, progress=not args.no_progress, images_dir=args.images_dir,
+               max_skipped=args.max_skipped_entities)
     return 0
 
 

@@ -52,8 +52,8 @@ def csv_files(csv_dir: str | Path) -> list[Path]:
 def iter_csv_records(csv_dir: str | Path, stats: CsvStats | None = None) -> Iterator[tuple[str, str, str]]:
     """Yield ``(title, image_url, img_path)`` in file and row order; malformed rows are counted in ``stats``.
 
-    A file whose header does not name title, URL and path columns in that order is an error naming it (a wrong
-    file, not a bad row).
+    Columns are read by position (0 title, 1 URL, 2 path), as the authors' code reads them; a header with other
+    names is one warning per file, a header of fewer than four columns an error naming the file (a wrong file).
     """
     stats = stats if stats is not None else CsvStats()
     for f in csv_files(csv_dir):
@@ -65,11 +65,13 @@ def iter_csv_records(csv_dir: str | Path, stats: CsvStats | None = None) -> Iter
 def _records(f: Path, reader, stats: CsvStats) -> Iterator[tuple[str, str, str]]:
     """The good rows of one CSV (bad ones counted); an undecodable file is one error naming its line."""
     try:
-        header = next(reader, None)
+        header = next(reader, None)               # skipped, as the authors' code skips it
+        if header is None or len(header) < 4:
+            raise WikiImageError(f"{f}: the header {header} has fewer than the layout's 4 columns (title, "
+                                 f"image_URL, img_path, caption); a wrong file?")
         if not _header_fits(header):
-            raise WikiImageError(f"{f}: the header {header} does not fit the wiki-image CSV layout (title, "
-                                 f"image_URL, img_path, caption: a title column, an URL column, then a path "
-                                 f"column); a wrong file?")
+            log.warning("%s: the header %s is not the expected (title, image_URL, img_path, caption): its columns "
+                        "are read by position, as the authors' code reads them", f, header[:4])
         for row in reader:
             stats.rows += 1
             why = "fewer than 3 fields or an empty title/img_path" if len(row) < 3 or not row[0] or not row[2] \
