@@ -147,3 +147,28 @@ def test_shared_prefix_cache_is_computed_once_and_changes_no_answer(tiny_step3_m
     assert llm.shared.generate(rows[3:], llm.pad_id, 5, llm.eos_ids) == alone[3:]
     assert llm.shared.prefix_runs == 1                               # the second batch reused the prefix cache
     assert llm.shared.generate([[1, 2, 3], [1, 2, 4]], llm.pad_id, 5) is None    # too short to share
+
+
+def test_a_non_llava_vision_model_answers_with_its_new_tokens_not_its_prompt(tiny_step3_models, tmp_path):
+    """A vlm-hf model has its own chat template (no LLaVA "ASSISTANT:"): splitting its whole decode on that marker,
+    as the published llava-hf path does, returned the whole prompt as the answer."""
+    import shutil
+
+    from PIL import Image
+
+    from omgm.generate.generators import FAMILIES, GeneratorSpec
+    from omgm.generate.generators.base import GenRequest
+
+    folder = tmp_path / "other_vlm"
+    shutil.copytree(tiny_step3_models.llava, folder)
+    template = (folder / "chat_template.jinja").read_text()
+    (folder / "chat_template.jinja").write_text(template.replace("ASSISTANT:", "<|answer|>").replace("USER:", "<|ask|>"))
+    common = dict(style="official", device="cpu", dtype=None, max_new_tokens=3)
+    req = GenRequest("What is it?", "a context", "evqa", Image.new("RGB", (40, 30), (200, 10, 10)))
+    spec = GeneratorSpec(answer_generator=str(folder), device="cpu")
+    vlm = FAMILIES["vlm-hf"].load(str(folder), spec, common)
+    answer = vlm.generate([req], 1)[0]
+    assert vlm.family == "vlm-hf" and "Answer the encyclopedic question" not in answer and "<|ask|>" not in answer
+    as_llava = FAMILIES["llava-hf"].load(str(folder), spec, common).generate([req], 1)[0]
+    assert "Answer the encyclopedic question" in as_llava           # the marker path on this template: the prompt
+    assert FAMILIES["vlm-hf"].new_tokens == 128 and not FAMILIES["vlm-hf"].finetune      # not LLaVA's 200 or its SFT

@@ -160,3 +160,58 @@ def test_asking_about_a_pil_image_leaves_no_file_and_no_changed_answerer(own, tm
     with Image.open(OWN / "images" / "violet_ring_wren_0.jpg") as im:
         out = pipe.ask(im.copy(), "What colour is it?")
     assert out["image"] is None and list(tmp_path.iterdir()) == [] and pipe.answerer.image_dirs is dirs
+
+
+def test_ask_from_several_threads_equals_asking_one_after_another(own):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from PIL import Image
+
+    from omgm.pipeline.pipeline import Pipeline
+
+    pipe = Pipeline.from_config(str(own / "own.yaml"))
+    images = sorted((OWN / "images").glob("*.jpg"))[:4]
+    asks = [(Image.open(p).copy() if i % 2 else p, f"What colour is thing {i}?") for i, p in enumerate(images)]
+
+    def key(out):
+        return [e["url"] for e in out["entities"]], out["section"]["text"], out["answer"]
+
+    alone = [key(pipe.ask(img, q)) for img, q in asks]
+    with ThreadPoolExecutor(4) as pool:
+        together = [key(o) for o in pool.map(lambda a: pipe.ask(*a), asks)]
+    assert together == alone
+
+
+class _Retriever:
+    name, supports_composed = "stub", True
+
+
+class _Search:
+    def __init__(self, composed: bool = True) -> None:
+        self.retriever, self.asked = _Retriever(), []
+        self.retriever.supports_composed = composed
+
+    def query(self, image, question, k):
+        self.asked.append(question)
+        return {"retrieved_entities": [], "retrieval_similarities": []}
+
+
+class _Answerer:
+    def answer(self, samples, entries, images=None):
+        return [{"top1_entity_title": None, "top1_section_title": None, "top1_sec": None, "q2s_scores": [],
+                 "step3_sec_sim": [], "prediction": "", "unanswered": "no retrieval result"}]
+
+
+def test_ask_searches_with_the_question_where_the_retriever_is_composed():
+    from PIL import Image
+
+    from omgm.errors import OmgmError
+    from omgm.pipeline.pipeline import Pipeline
+
+    image = Image.new("RGB", (8, 8))
+    for composed, expected in ((True, "What is it?"), (False, None)):
+        search = _Search()
+        Pipeline(search, _Answerer(), k=5, alpha=0.9, composed=composed).ask(image, "What is it?")
+        assert search.asked == [expected]
+    with pytest.raises(OmgmError, match="stub has no composed"):
+        Pipeline(_Search(composed=False), _Answerer(), k=5, alpha=0.9, composed=True)

@@ -53,3 +53,14 @@ def test_atomic_write_keeps_old_file_when_serialisation_fails(tmp_path: Path):
         write_json_atomic(target, {"bad": float("nan")})
     assert json.loads(target.read_text()) == {"ok": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]   # no temp file left behind
+
+
+def test_samples_without_a_result_are_matched_by_id_in_linear_time(monkeypatch):
+    from omgm.data.results import among
+    from omgm.data.samples import Sample
+
+    everything = [Sample(f"E-VQA_{i}", "q", "a", f"img{i}", "inaturalist", "automatic", "u") for i in range(3000)]
+    calls = []
+    monkeypatch.setattr(Sample, "__eq__", lambda self, other: calls.append(1) or self is other)
+    got = among(everything[::2], everything[:1000])
+    assert [s.sample_id for s in got] == [f"E-VQA_{i}" for i in range(0, 1000, 2)] and calls == []

@@ -19,7 +19,7 @@ import sys
 from omgm import __version__
 from omgm.config import parse_with_config, positive_int, require, setup_logging
 from omgm.data.kb import open_kb
-from omgm.data.results import check_made_for, read_retrieval
+from omgm.data.results import among, check_made_for, read_retrieval
 from omgm.data.samples import ImageDirs, read_samples, samples_fingerprint
 from omgm.errors import OmgmError, cli_errors
 from omgm.generate.generators import list_generators
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg.generator.device = run.device(cfg.generator.device)
         everything, samples, dataset = load_samples(args.test_file, args.limit)
         retrieval, kb = read_retrieval(args.retrieval_results_file), open_kb(args.knowledge_base)
-        unretrieved = [s for s in check_made_for(retrieval, everything, args.test_file, kb) if s in samples]
+        unretrieved = among(check_made_for(retrieval, everything, args.test_file, kb), samples)
         settings = {**cfg.fingerprint(), "device": (cfg.generator.device or "auto").split(":")[0],
                     "samples": samples_fingerprint(everything), "kb": kb.url_order_hash(),
                     "retrieval": file_sha256(args.retrieval_results_file)}

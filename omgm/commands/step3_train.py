@@ -22,7 +22,7 @@ from omgm.errors import OmgmError, cli_errors
 from omgm.finetune.data import SECTION_MODES, build_sft_set, read_sft_file, write_sft_file
 from omgm.finetune.exact_match import exact_match_rate
 from omgm.finetune.train import SftConfig, SftTrainer
-from omgm.generate.generators import GeneratorSpec, build_generator
+from omgm.generate.generators import FAMILIES, GeneratorSpec, build_generator
 from omgm.help import command_parser
 from omgm.io import check_writable
 from omgm.parallel import device_for, env_place
@@ -108,8 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     samples = read_samples(args.train_file)[: args.limit]
     dtype = args.dtype or ("fp32" if args.tuning == "full" else None)        # fp32 master weights for full tuning
     generator = build_generator(from_values(GeneratorSpec, args, device=_device(args), dtype=dtype))
-    if generator.family not in ("llava-hf", "chat-llm"):
-        raise OmgmError(f"fine-tuning takes llava-hf LLaVA or a chat LLM; {generator.name} is {generator.family}")
+    if not FAMILIES[generator.family].finetune:
+        raise OmgmError(f"fine-tuning takes the families {', '.join(k for k, f in FAMILIES.items() if f.finetune)}; "
+                        f"{generator.name} is {generator.family}")
     examples = examples_for(args, generator, samples)
     if args.build_only:
         return 0

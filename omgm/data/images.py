@@ -22,8 +22,11 @@ class ImageLoadError(OmgmError, OSError):
     """An image file that is missing or cannot be decoded; the message names the file."""
 
 
-def load_image(path: str | Path) -> Image.Image:
-    """Open an image as RGB, fully decoded, or raise :class:`ImageLoadError` naming the file."""
+def load_image(path: str | Path | Image.Image) -> Image.Image:
+    """Open an image as RGB, fully decoded, or raise :class:`ImageLoadError` naming the file. An image already in
+    memory is returned as an RGB copy (the caller's object is never changed)."""
+    if isinstance(path, Image.Image):
+        return path.convert("RGB") if path.mode != "RGB" else path.copy()
     p = Path(path)
     try:
         with Image.open(p) as im:

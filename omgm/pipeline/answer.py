@@ -84,8 +84,11 @@ class Answerer:
             return None
         return ent
 
-    def answer(self, samples: Sequence[Sample], entries: Mapping[str, Mapping]) -> list[dict]:
-        """One record per sample, in order; ``entries`` maps sample id -> retrieval entry (step 1 or 2)."""
+    def answer(self, samples: Sequence[Sample], entries: Mapping[str, Mapping],
+               images: Mapping[str, object] | None = None) -> list[dict]:
+        """One record per sample, in order; ``entries`` maps sample id -> retrieval entry (step 1 or 2);
+        ``images`` maps sample id -> its query image (a path or a PIL image) where it is not found through the
+        image folders. Nothing of the answerer changes: calls from several threads do not meet."""
         records = [self._base(s) for s in samples]
         todo = []
         for s, rec in zip(samples, records):
@@ -99,7 +102,8 @@ class Answerer:
         for (s, rec, ent, sec_sim, _), choice in zip(todo, choices):
             self._fill(s, rec, ent, sec_sim, choice)
             context, rec["context_truncated"] = self.cut(rec["top1_sec"])
-            image = self.image_dirs.resolve(s) if self.generator.needs_image else None
+            image = ((images or {}).get(s.sample_id) or self.image_dirs.resolve(s)) if self.generator.needs_image \
+                else None
             requests.append(GenRequest(s.question, context, s.dataset, image))
         for (_, rec, _, _, _), answer in zip(todo, self.generator.generate(requests, self.batch_size)):
             rec["prediction"] = answer

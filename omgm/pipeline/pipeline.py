@@ -11,6 +11,7 @@ skipped (step 1's ranking is kept; the cross-encoder alone picks the section).
 """
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -24,18 +25,6 @@ from omgm.pipeline.answer import AnswerConfig, Answerer, build_answerer
 from omgm.pipeline.rerank import RerankConfig, Reranker
 from omgm.pipeline.search import EntitySearch, SearchConfig
 from omgm.settings import check_values, from_values, names
-
-
-class GivenImage:
-    """Image "directories" that hold one given file (for a question asked directly)."""
-
-    def __init__(self, path: Path | None) -> None:
-        self.path = path
-
-    def resolve(self, sample: Sample) -> Path | None:
-        """The given file, whatever the sample."""
-        return self.path
-
 
 STAGES = (SearchConfig, RerankConfig, AnswerConfig)
 
@@ -65,8 +54,14 @@ class Pipeline:
     """Step 1 -> step 2 (optional) -> step 3 for single questions (see the module docstring)."""
 
     def __init__(self, search: EntitySearch, answerer: Answerer, reranker: Reranker | None = None, *, k: int,
-                 alpha: float) -> None:
+                 alpha: float, composed: bool = False) -> None:
+        if composed and not search.retriever.supports_composed:
+            raise OmgmError(f"composed_query: {search.retriever.name} has no composed (image + question) encoding")
         self.search, self.answerer, self.reranker, self.k, self.alpha = search, answerer, reranker, k, alpha
+        self.composed = composed                       # step 1 embeds the image with the question, as step1 does
+        # each stage keeps caches (the reranker's candidate tokens, the generator's shared prefixes): one caller
+        # at a time per stage, while threads asking together overlap across stages
+        self._locks = {"search": threading.Lock(), "rerank": threading.Lock(), "answer": threading.Lock()}
 
     @classmethod
     def from_config(cls, *config_files: str, **overrides: Any) -> "Pipeline":
@@ -77,50 +72,34 @@ class Pipeline:
         search = search_cfg.build()
         reranker = rerank_cfg.build(search.kb) if rerank_cfg.reranker_ckpt_path else None
         return cls(search, build_answerer(answer_cfg, search.kb), reranker, k=search_cfg.retrieval_top_k,
-                   alpha=rerank_cfg.step1_alpha[0])
+                   alpha=rerank_cfg.step1_alpha[0], composed=search_cfg.composed_query)
 
     def ask(self, image: str | Path | Image.Image, question: str, dataset: str = "evqa", top: int = 5) -> dict:
-        """Rank entities for the question's image, pick a section of the best, answer. Returns a plain dict."""
+        """Rank entities for the question's image (with the question, where the retriever is composed), pick a
+        section of the best, answer. Returns a plain dict. An image in memory is used as it is (no file is written);
+        calls from several threads are safe and give what the same calls one after another give."""
         if not str(question).strip():
             raise OmgmError("the question is empty: nothing to answer")
         t0 = time.time()
-        temporary = None
-        if isinstance(image, Image.Image):           # the generator reads a file: one, removed afterwards
-            import os
-            import tempfile
-
-            fd, name = tempfile.mkstemp(suffix=".png", prefix="omgm-ask-")
-            os.close(fd)
-            temporary = path = Path(name)
-            image.convert("RGB").save(path)
-        else:
-            path = Path(image)
-        try:
-            return self._ask(path, question, dataset, top, t0, shown=None if temporary else str(path))
-        finally:
-            if temporary is not None:
-                temporary.unlink(missing_ok=True)
-
-    def _ask(self, path: Path, question: str, dataset: str, top: int, t0: float, shown: str | None) -> dict:
-        img = load_image(path)
-        entry = self.search.query(img, None, self.k)
+        in_memory = isinstance(image, Image.Image)
+        img = load_image(image if in_memory else Path(image))      # an RGB copy: the caller's image is untouched
+        with self._locks["search"]:
+            entry = self.search.query(img, question if self.composed else None, self.k)
         t1 = time.time()
         if self.reranker is not None:
-            entry = self.reranker.query(img, question, entry, self.alpha)
+            with self._locks["rerank"]:
+                entry = self.reranker.query(img, question, entry, self.alpha)
         t2 = time.time()
         sample = Sample("ask", question, "", "", "infoseek" if dataset == "infoseek" else "ask", "automatic"
                         if dataset != "infoseek" else "infoseek", "")
-        before, self.answerer.image_dirs = self.answerer.image_dirs, GivenImage(path)
-        try:
-            rec = self.answerer.answer([sample], {"ask": entry})[0]
-        finally:
-            self.answerer.image_dirs = before
+        with self._locks["answer"]:
+            rec = self.answerer.answer([sample], {"ask": entry}, images={"ask": img})[0]
         ents = [{"rank": i + 1, "url": e["url"], "title": e.get("title", ""),
                  "score": entry["retrieval_similarities"][i],
                  "step1": (entry.get("step1_similarities") or entry["retrieval_similarities"])[i],
                  "step2": entry["step2_scores"][i] if "step2_scores" in entry else None}
                 for i, e in enumerate(entry["retrieved_entities"][:top])]
-        return {"question": question, "image": shown, "entities": ents,
+        return {"question": question, "image": None if in_memory else str(image), "entities": ents,
                 "reranked": self.reranker is not None,
                 "section": {"entity": rec["top1_entity_title"], "title": rec["top1_section_title"],
                             "text": rec["top1_sec"], "q2s": rec["q2s_scores"], "s3": rec["step3_sec_sim"]},

@@ -59,11 +59,12 @@ class GeneratorSpec:
 @dataclass(frozen=True)
 class Family:
     """A model layout omgm can run: its loader ``(path, spec, common kwargs) -> Generator``, its default answer
-    length, and whether vLLM may serve it."""
+    length, whether vLLM may serve it, and whether ``omgm step3 train`` (and LoRA adapters) may fine-tune it."""
 
     load: Callable[[str, GeneratorSpec, dict], Generator]
     new_tokens: int
     vllm: bool = False
+    finetune: bool = False
 
 
 @dataclass(frozen=True)
@@ -88,10 +89,18 @@ def _internvl(path: str, spec: GeneratorSpec, common: dict) -> Generator:
     return InternVLGenerator(path, **common)
 
 
-def _hf_vision(path: str, spec: GeneratorSpec, common: dict) -> Generator:
+def _llava_hf(path: str, spec: GeneratorSpec, common: dict) -> Generator:
     from omgm.generate.generators.llava_hf import HFVisionGenerator
 
     return HFVisionGenerator(path, attn=spec.attn_implementation, load_model=spec.engine != "vllm", **common)
+
+
+def _vlm_hf(path: str, spec: GeneratorSpec, common: dict) -> Generator:
+    """Another transformers image-text-to-text model: its own chat template, the answer is its new tokens (it
+    has no LLaVA "ASSISTANT:" to split on)."""
+    from omgm.generate.generators.llava_hf import HFVisionGenerator
+
+    return HFVisionGenerator(path, attn=spec.attn_implementation, family="vlm-hf", answer_marker=None, **common)
 
 
 def _chat_llm(path: str, spec: GeneratorSpec, common: dict) -> Generator:
@@ -104,11 +113,11 @@ def _chat_llm(path: str, spec: GeneratorSpec, common: dict) -> Generator:
 
 # layout (see omgm.generate.layouts) -> family; a new family is a module and a row here
 FAMILIES: dict[str, Family] = {
-    "llava-hf": Family(_hf_vision, 200, vllm=True),
-    "vlm-hf": Family(_hf_vision, 200, vllm=True),
+    "llava-hf": Family(_llava_hf, 200, vllm=True, finetune=True),
+    "vlm-hf": Family(_vlm_hf, 128),
     "llava-original": Family(_llava_original, 200),
     "internvl-remote": Family(_internvl, 128),
-    "chat-llm": Family(_chat_llm, 128, vllm=True),
+    "chat-llm": Family(_chat_llm, 128, vllm=True, finetune=True),
 }
 # the official script's --answer_generator names; a new name is a row here
 NAMES: dict[str, Name] = {
@@ -207,9 +216,9 @@ def _with_adapter(spec: GeneratorSpec, adapter: str) -> Generator:
     name = spec.answer_generator if spec.llm_checkpoint else \
         next((n for n, known in NAMES.items() if known.hub_id == base), base)
     gen = build_generator(replace(spec, answer_generator=name, llm_checkpoint=base if spec.llm_checkpoint else None))
-    if gen.family not in ("llava-hf", "chat-llm"):
-        raise GeneratorError(f"{adapter}: adapters are applied to llava-hf LLaVA or chat-LLM models; {base} is "
-                             f"{gen.family}")
+    if not FAMILIES[gen.family].finetune:
+        raise GeneratorError(f"{adapter}: adapters are applied to the fine-tunable families "
+                             f"({', '.join(k for k, f in FAMILIES.items() if f.finetune)}); {base} is {gen.family}")
     gen.model = apply_adapter(gen.model, adapter)
     gen.name = f"{gen.name}+{Path(adapter).name}"
     return gen

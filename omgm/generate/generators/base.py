@@ -4,11 +4,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 
 from omgm.errors import OmgmError
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +27,7 @@ class GenRequest:
     question: str
     context: str
     dataset: str = "evqa"            # evqa | infoseek
-    image: Path | None = None
+    image: Path | Image.Image | None = None        # a file, or an image in memory (omgm ask, the Python API)
 
 
 class Generator:

@@ -6,7 +6,9 @@ the image placeholder first: ``USER: <image>\\n{text} ASSISTANT:``); the pixels 
 code casts them so, then the model casts them to its own dtype); greedy, 200 new tokens; the answer is the whole
 decoded sequence split on ``"ASSISTANT:"``, last part, stripped.
 
-``omgm`` style: the same conversation; the answer is the decoded new tokens, stripped.
+``omgm`` style: the same conversation; the answer is the decoded new tokens, stripped. Another image-text-to-text
+model (the ``vlm-hf`` family) renders with its own chat template and answers with its new tokens in either style:
+it has no ``ASSISTANT:`` to split on.
 """
 from __future__ import annotations
 
@@ -28,8 +30,9 @@ class HFVisionGenerator(Generator):
     needs_image = True
 
     def __init__(self, path: str | Path, style: str = "official", device: str | None = None, dtype: str | None = None,
-                 max_new_tokens: int = 200, attn: str | None = None, load_model: bool = True) -> None:
-        self.style = check_style(style)
+                 max_new_tokens: int = 200, attn: str | None = None, load_model: bool = True,
+                 family: str = "llava-hf", answer_marker: str | None = "ASSISTANT:") -> None:
+        self.style, self.family, self.answer_marker = check_style(style), family, answer_marker
         self.device = resolve_device(device)
         self.processor = load_pretrained("AutoProcessor", path, what="generator processor")
         self.processor.tokenizer.padding_side = "left"
@@ -61,7 +64,8 @@ class HFVisionGenerator(Generator):
             enc["pixel_values"] = enc["pixel_values"].to(self._pixels_dtype())
         out = self.model.generate(**enc, max_new_tokens=self.max_new_tokens, do_sample=False,
                                   pad_token_id=self.tokenizer.pad_token_id)
-        if self.style == "official":
-            return [t.split("ASSISTANT:")[-1].strip() for t in self.processor.batch_decode(out, skip_special_tokens=True)]
+        if self.style == "official" and self.answer_marker:   # the published split of llava-hf's whole decode
+            return [t.split(self.answer_marker)[-1].strip()
+                    for t in self.processor.batch_decode(out, skip_special_tokens=True)]
         new = out[:, enc["input_ids"].shape[1]:]
         return [t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
