@@ -115,3 +115,47 @@ def test_import_memory_does_not_grow_with_the_json(tmp_path: Path):
     assert big_size > 35_000_000 and big_size > 3.9 * small_size
     assert big_peak < big_size / 3, f"peak {big_peak / 1e6:.1f} MB for a {big_size / 1e6:.1f} MB JSON"
     assert big_peak < 1.5 * small_peak, f"peak grew from {small_peak / 1e6:.1f} to {big_peak / 1e6:.1f} MB"
+
+
+def test_wiki_image_rows_are_deduplicated_capped_and_imported_in_flat_memory(tmp_path):
+    import sqlite3
+    import tracemalloc
+
+    from omgm.data.kb_import import SCHEMA, import_wiki_images
+
+    def peak_for(rows: int) -> tuple[int, sqlite3.Connection]:
+        folder = tmp_path / f"csv{rows}"
+        folder.mkdir()
+        with (folder / "wiki_image_url_part_1_processed.csv").open("w") as fh:
+            fh.write("title,image_URL,img_path,caption\n")
+            for i in range(rows):
+                fh.write(f"Title {i % (rows // 4)},http://x/{i}.jpg,full/{i % (rows // 2)}.jpg,\n")
+        con = sqlite3.connect(":memory:")
+        con.executescript(SCHEMA)
+        tracemalloc.start()
+        import_wiki_images(con, folder, max_per_title=50, progress=False)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        return peak, con
+
+    small, _ = peak_for(60_000)                                  # both above the 50,000-row insert batch
+    large, con = peak_for(240_000)
+    assert large < small * 1.2, (small, large)                   # was a set and a dict of every row: x2.5 here
+    rows = con.execute("SELECT title, ord, img_path FROM wiki_images WHERE title = 'Title 7' ORDER BY ord").fetchall()
+    assert [r[2] for r in rows] == ["full/7.jpg", "full/60007.jpg"] and [r[1] for r in rows] == [0, 1]
+    assert con.execute("SELECT COUNT(*) FROM wiki_images").fetchone()[0] == 120_000         # duplicates dropped
+
+
+def test_wiki_images_per_title_are_capped(tmp_path):
+    import sqlite3
+
+    from omgm.data.kb_import import SCHEMA, import_wiki_images
+
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "wiki_image_url_part_1_processed.csv").write_text(
+        "title,image_URL,img_path,caption\n" + "".join(f"T,http://x/{i}.jpg,full/{i}.jpg,\n" for i in range(9)))
+    con = sqlite3.connect(":memory:")
+    con.executescript(SCHEMA)
+    import_wiki_images(con, tmp_path / "c", max_per_title=5, progress=False)
+    assert con.execute("SELECT ord, img_path FROM wiki_images ORDER BY ord").fetchall() == \
+        [(i, f"full/{i}.jpg") for i in range(5)]

@@ -39,7 +39,12 @@ CREATE TABLE IF NOT EXISTS wiki_images(title TEXT NOT NULL, ord INTEGER NOT NULL
                                        PRIMARY KEY(title, ord)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS url_images(title TEXT NOT NULL, url TEXT NOT NULL, img_path TEXT NOT NULL,
                                       PRIMARY KEY(title, url)) WITHOUT ROWID;
+CREATE UNIQUE INDEX IF NOT EXISTS wiki_images_path ON wiki_images(title, img_path);
 """
+# one CSV row: numbered after the title's rows so far, dropped when the title has it or has max_per_title already
+# (SQLite does the de-duplication: the import's memory does not grow with the rows)
+_ADD_IMAGE = ("INSERT OR IGNORE INTO wiki_images(title, ord, img_path) SELECT ?1, COUNT(*), ?2 FROM wiki_images "
+              "WHERE title = ?1 HAVING COUNT(*) < ?3")
 
 
 def _source_id(path: Path) -> str:
@@ -145,21 +150,14 @@ def import_wiki_images(con: sqlite3.Connection, csv_dir: Path, max_per_title: in
     """Replace the ``wiki_images`` table with the CSVs' ``(title, img_path)`` rows, de-duplicated per title."""
     stats = CsvStats()
     con.execute("DELETE FROM wiki_images")
-    counts: dict[str, int] = {}
-    seen: set[tuple[str, str]] = set()
     batch = []
     for title, rel in tqdm(iter_csv_rows(csv_dir, stats), desc="import wiki-image CSVs", unit=" rows",
                            disable=not progress):
-        n = counts.get(title, 0)
-        if (title, rel) in seen or n >= max_per_title:
-            continue
-        seen.add((title, rel))
-        counts[title] = n + 1
-        batch.append((title, n, rel))
+        batch.append((title, rel, max_per_title))
         if len(batch) >= 50000:
-            con.executemany("INSERT INTO wiki_images VALUES (?, ?, ?)", batch)
+            con.executemany(_ADD_IMAGE, batch)
             batch = []
-    con.executemany("INSERT INTO wiki_images VALUES (?, ?, ?)", batch)
+    con.executemany(_ADD_IMAGE, batch)
     _set_meta(con, wiki_images=1, wiki_image_csv_dir=str(csv_dir), wiki_image_rows=stats.rows,
               wiki_image_malformed=stats.malformed)
     con.commit()
