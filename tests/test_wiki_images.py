@@ -57,3 +57,33 @@ def test_store_backed_lookup_equals_csv_lookup(tmp_path: Path, demo_dir: Path):
 def test_no_csvs_is_a_clear_error(tmp_path: Path):
     with pytest.raises(WikiImageError, match="no files named wiki_image_url_part"):
         WikiImages(tmp_path, csv_dir=tmp_path)
+
+
+def test_a_store_that_imported_the_csv_folder_is_used_without_reading_the_csvs(demo_dir, tmp_path, monkeypatch):
+    """Step 2 / omgm ask start-up at 2M image rows: indexed lookups, not 13 CSVs read into memory."""
+    import os
+    import time
+
+    from omgm.data import wiki_images as mod
+    from omgm.data.kb import open_kb
+    from omgm.data.kb_import import run_import
+
+    csvs = tmp_path / "csv"
+    csvs.mkdir()
+    for f in (demo_dir / "wiki_image_csv").iterdir():
+        (csvs / f.name).write_bytes(f.read_bytes())
+    store = run_import(demo_dir / "kb.json", tmp_path / "kb.sqlite", csvs, progress=False)
+    kb = open_kb(store)
+    from_csv = mod.WikiImages(demo_dir / "wiki_images", csv_dir=csvs)
+    titles = [kb.get(u).title for u in kb.urls()]
+
+    def no_csv(*a, **k):
+        raise AssertionError("the CSVs were read")
+
+    monkeypatch.setattr(mod, "iter_csv_records", no_csv)
+    wiki = mod.wiki_images_for(kb, demo_dir / "wiki_images", csvs)
+    assert [wiki.first(t) for t in titles] == [from_csv.first(t) for t in titles]
+    later = time.time() + 5                                   # a CSV changed after the import: read it again
+    os.utime(next(csvs.iterdir()), (later, later))
+    with pytest.raises(AssertionError, match="the CSVs were read"):
+        mod.wiki_images_for(kb, demo_dir / "wiki_images", csvs)

@@ -145,20 +145,22 @@ def import_entities(source: Path, con: sqlite3.Connection, start_row: int, start
     return row
 
 
-def import_wiki_images(con: sqlite3.Connection, csv_dir: Path, max_per_title: int = 50,
+def import_wiki_images(con: sqlite3.Connection, csv_dir: Path, max_per_title: int | None = None,
                        progress: bool = True) -> CsvStats:
-    """Replace the ``wiki_images`` table with the CSVs' ``(title, img_path)`` rows, de-duplicated per title."""
+    """Replace the ``wiki_images`` table with the CSVs' ``(title, img_path)`` rows, de-duplicated per title (every
+    distinct path by default, as reading the CSVs keeps them: the first existing ones are chosen at lookup)."""
+    cap = max_per_title or 1 << 62
     stats = CsvStats()
     con.execute("DELETE FROM wiki_images")
     batch = []
     for title, rel in tqdm(iter_csv_rows(csv_dir, stats), desc="import wiki-image CSVs", unit=" rows",
                            disable=not progress):
-        batch.append((title, rel, max_per_title))
+        batch.append((title, rel, cap))
         if len(batch) >= 50000:
             con.executemany(_ADD_IMAGE, batch)
             batch = []
     con.executemany(_ADD_IMAGE, batch)
-    _set_meta(con, wiki_images=1, wiki_image_csv_dir=str(csv_dir), wiki_image_rows=stats.rows,
+    _set_meta(con, wiki_images=1, wiki_image_csv_dir=str(Path(csv_dir).resolve()), wiki_image_rows=stats.rows,
               wiki_image_malformed=stats.malformed)
     con.commit()
     return stats

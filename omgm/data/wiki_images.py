@@ -173,7 +173,8 @@ class WikiImages:
 
 
 def wiki_images_for(kb, image_root: str | Path | None, csv_dir: str | Path | None = None) -> WikiImages:
-    """Title lookup for ``kb``: from the CSV folder when given, else from the KB store's imported CSVs."""
+    """Title lookup for ``kb``: from the KB store's imported CSVs when it imported this folder (or no folder is
+    given), else from the CSV folder."""
     from omgm.data.kb import SqliteKnowledgeBase
 
     if isinstance(kb, SqliteKnowledgeBase) and "images_dir" in kb.meta:    # imported from JSONL: its own images
@@ -190,12 +191,27 @@ def wiki_images_for(kb, image_root: str | Path | None, csv_dir: str | Path | Non
         return WikiImages(root, store=kb.connection())
     if not image_root:
         raise WikiImageError("no wiki-image root: pass --wiki_img_path_prefix (or set it in the config)")
-    if csv_dir:
+    stored = isinstance(kb, SqliteKnowledgeBase) and kb.has_wiki_images()
+    if csv_dir and not (stored and _imported_from(kb, Path(csv_dir))):
         return WikiImages(image_root, csv_dir=csv_dir)
-    if isinstance(kb, SqliteKnowledgeBase) and kb.has_wiki_images():
+    if stored:                     # indexed lookups of the candidates only: start-up does not read the CSVs
         return WikiImages(image_root, store=kb.connection())
     raise WikiImageError("no wiki-image CSVs: pass --wiki_img_csv_dir, or use a KB store imported with "
                          "--wiki_img_csv_dir")
+
+
+def _imported_from(kb, csv_dir: Path) -> bool:
+    """Whether ``kb``'s store imported this very CSV folder (and no CSV in it changed since, by modification
+    time): then its indexed rows stand for the folder, and reading 13 CSVs at every start is avoided."""
+    recorded = kb.meta.get("wiki_image_csv_dir")
+    if not recorded or not csv_dir.is_dir() or Path(recorded).resolve() != csv_dir.resolve():
+        return False
+    made = Path(kb.path).stat().st_mtime
+    newer = [f.name for f in csv_files(csv_dir) if f.stat().st_mtime > made]
+    if newer:
+        log.warning("%s changed after %s imported it (%s): reading the CSVs; import them again to start faster",
+                    csv_dir, kb.path, ", ".join(newer[:3]))
+    return not newer
 
 
 @dataclass(frozen=True)
