@@ -25,8 +25,9 @@ from omgm.data.kb import KB_HELP, KnowledgeBase
 from omgm.data.wiki_images import WikiSource
 from omgm.errors import OmgmError
 from omgm.io import atomic_write
+from omgm.retrieval.assemble import build_from_shards
 from omgm.retrieval.encoders import Retriever, RetrieverSpec
-from omgm.retrieval.index import IndexManifest, apply_search_params, build_flat_ip, ids_path, search, write_index
+from omgm.retrieval.index import IndexManifest, ids_path, write_index
 from omgm.retrieval.shards import encode_sharded
 from omgm.settings import nested, setting
 
@@ -40,6 +41,7 @@ class BuildOptions:
     search_params: str | None = None        # its search-time parameters ("nprobe=32"), kept in the manifest
     recall_queries: int = 1000              # database vectors used as queries to measure an approximate index
     recall_k: int = 20
+    keep_shards: bool = False               # keep INDEX.shards/ once the index is written (another factory, later)
     progress: bool = True
     ctx: object = None                      # omgm.parallel.Context under torchrun
     notes: list[str] = field(default_factory=list)
@@ -69,52 +71,31 @@ class IndexConfig:
     batch_size: int = setting(BuildOptions.batch_size, type=positive_int, help="texts per encoder call")
     faiss_params: str | None = setting(help="search-time parameters of the --index_factory index, kept in its "
                                             "manifest (nprobe=32; efSearch=128); recall is measured with them")
+    keep_shards: bool = setting(False, switch=True, help="keep the embedding shards once the index is written (to "
+                                                         "build another --index_factory without encoding again); "
+                                                         "they take the vectors' size on disk")
     index_factory: str | None = setting(help="FAISS index_factory string for an approximate index (HNSW32,Flat; "
                                              "IVF4096,Flat; IVF4096,PQ64...); its recall@20 against exact search is "
                                              "measured. Default: exact IndexFlatIP")
 
     def options(self, progress: bool = True, ctx=None) -> BuildOptions:
         return BuildOptions(Path(self.work_dir) if self.work_dir else None, self.shard_size, self.batch_size,
-                            self.index_factory, self.faiss_params, progress=progress, ctx=ctx)
+                            self.index_factory, self.faiss_params, keep_shards=self.keep_shards, progress=progress,
+                            ctx=ctx)
 
 
-def assemble(vectors: np.ndarray, factory: str | None = None, opts: BuildOptions | None = None
-             ) -> tuple[faiss.Index, dict]:
-    """The index over ``vectors`` and what was measured about it (recall@k of an approximate index vs flat)."""
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    if not factory or factory in ("Flat", "IndexFlatIP"):
-        return build_flat_ip(vectors), {"index_type": "IndexFlatIP"}
-    opts = opts or BuildOptions()
-    try:
-        index = faiss.index_factory(vectors.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
-    except RuntimeError as exc:
-        raise OmgmError(f"--index_factory {factory!r}: {str(exc).splitlines()[0]}") from None
-    if not index.is_trained:
-        try:
-            index.train(vectors)
-        except RuntimeError as exc:
-            why = str(exc).split("Error: ")[-1].splitlines()[0]
-            raise OmgmError(f"--index_factory {factory!r} cannot be trained on {len(vectors)} vectors ({why}); "
-                            f"choose fewer clusters, or Flat for a small KB") from None
-    index.add(vectors)
-    apply_search_params(index, opts.search_params)
-    return index, {"index_type": factory, "search_params": opts.search_params or "",
-                   **measure_recall(vectors, index, opts.recall_queries, opts.recall_k)}
+def _assemble(shards: Sequence[Path], dim: int, opts: BuildOptions, keep=None) -> tuple[faiss.Index, dict]:
+    return build_from_shards(shards, dim, opts.factory, search_params=opts.search_params,
+                             recall_queries=opts.recall_queries, recall_k=opts.recall_k, keep=keep)
 
 
-def measure_recall(vectors: np.ndarray, index: faiss.Index, n_queries: int = 1000, k: int = 20,
-                   *, seed: int = 0) -> dict:
-    """recall@k of ``index`` against exact inner-product search, with database vectors as queries."""
-    rng = np.random.default_rng(seed)
-    q = vectors[rng.choice(len(vectors), size=min(n_queries, len(vectors)), replace=False)]
-    _, exact = search(build_flat_ip(vectors), q, k)
-    _, approx = search(index, q, k)
-    hits = sum(len(set(a.tolist()) & set(e.tolist())) for a, e in zip(approx, exact))
-    return {"recall_vs_flat": {f"R@{k}": round(hits / (len(q) * min(k, len(vectors))), 4)}, "recall_queries": len(q)}
+def _done_with(shards: Sequence[Path], opts: BuildOptions) -> None:
+    """The shards, once the index is written, are removed unless kept (they are the vectors' size again)."""
+    if opts.keep_shards or not shards:
+        return
+    import shutil
 
-
-def _load_shards(shards: Sequence[Path]) -> np.ndarray:
-    return np.concatenate([np.load(s) for s in shards])
+    shutil.rmtree(shards[0].parent, ignore_errors=True)
 
 
 def build_summary_index(kb: KnowledgeBase, retriever: Retriever, texts_from: Callable[[int], object], index_path: Path,
@@ -127,12 +108,13 @@ def build_summary_index(kb: KnowledgeBase, retriever: Retriever, texts_from: Cal
                             batch_size=opts.batch_size, progress=opts.progress, ctx=opts.ctx)
     if shards is None:                      # another rank assembles the index
         return None
-    index, measured = assemble(_load_shards(shards), opts.factory, opts)
+    index, measured = _assemble(shards, retriever.dim, opts)
     manifest = IndexManifest(model_id=retriever.model_id, dim=retriever.dim, count=index.ntotal,
                              kb_url_order_hash=kb.url_order_hash(), kb_path=str(kb.path),
                              index_type=measured.pop("index_type"), texts={**texts_info, **measured,
                              "truncated_to_context": retriever.truncated_texts}, omgm_version=__version__)
     write_index(index, index_path, manifest)
+    _done_with(shards, opts)
     return manifest
 
 
@@ -167,10 +149,9 @@ def build_image_index(kb: KnowledgeBase, retriever: Retriever, wiki, index_path:
                             progress=opts.progress, ctx=opts.ctx)
     if shards is None:                      # another rank assembles the index
         return None, bad
-    vecs = _load_shards(shards)
-    keep = np.linalg.norm(vecs, axis=1) > 0
-    index, measured = assemble(vecs[keep], opts.factory, opts)
-    rows = np.array([r for r, _ in items], dtype=np.int64)[keep]
+    decoded = np.concatenate([_decoded(np.load(s, mmap_mode="r")) for s in shards])
+    index, measured = _assemble(shards, retriever.dim, opts, keep=_decoded)
+    rows = np.array([r for r, _ in items], dtype=np.int64)[decoded]
     with atomic_write(ids_path(index_path), suffix=".npy") as tmp:
         np.save(tmp, rows)
     manifest = IndexManifest(model_id=retriever.model_id, dim=retriever.dim, count=index.ntotal, kind="image",
@@ -178,6 +159,12 @@ def build_image_index(kb: KnowledgeBase, retriever: Retriever, wiki, index_path:
                              index_type=measured.pop("index_type"),
                              texts={"kind": "image", "images_per_entity": images_per_entity, **measured,
                                     "entities_with_images": int(len(set(rows.tolist()))),
-                                    "undecodable_images_skipped": int((~keep).sum())}, omgm_version=__version__)
+                                    "undecodable_images_skipped": int((~decoded).sum())}, omgm_version=__version__)
     write_index(index, index_path, manifest)
+    _done_with(shards, opts)
     return manifest, bad
+
+
+def _decoded(vectors: np.ndarray) -> np.ndarray:
+    """Rows of images that decoded (an undecodable image's row is all zeros)."""
+    return np.linalg.norm(vectors, axis=1) > 0

@@ -1,0 +1,38 @@
+"""The index build's memory at a scaled-down size: the vectors once (in the index) plus one shard, not the 2.5-3.8x
+of concatenating every shard and copying it into the index (issue: the real sizes on one box)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+ROWS, DIM, SHARDS = 160_000, 256, 8
+
+SCRIPT = """
+import resource, sys
+from pathlib import Path
+import faiss, numpy as np, psutil
+from omgm.retrieval.assemble import build_from_shards
+shards = sorted(Path(sys.argv[1]).glob("shard_*.npy"))
+np.load(shards[0])[:1] @ np.ones((%d, 1), dtype=np.float32)          # numpy's BLAS warm before the baseline
+base = psutil.Process().memory_info().rss
+index, _ = build_from_shards(shards, %d, sys.argv[2] if sys.argv[2] != "flat" else None, recall_queries=200)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(index.ntotal, max(0, peak - base))
+""" % (DIM, DIM)
+
+
+@pytest.mark.slow
+def test_a_flat_index_is_built_from_shards_in_the_vectors_size_plus_one_shard(tmp_path):
+    rng = np.random.default_rng(0)
+    for i in range(SHARDS):
+        np.save(tmp_path / f"shard_{i:03d}.npy", rng.standard_normal((ROWS // SHARDS, DIM)).astype(np.float32))
+    vectors, shard = ROWS * DIM * 4, ROWS // SHARDS * DIM * 4
+    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path), "flat"], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    count, grew = map(int, proc.stdout.split())
+    assert count == ROWS
+    assert grew <= vectors + 2 * shard + 16 * 2**20, f"{grew / 2**20:.0f} MiB over {vectors / 2**20:.0f} MiB of vectors"
