@@ -74,3 +74,40 @@ def test_sharded_encoding_resumes_and_refuses_foreign_shards(tmp_path: Path):
     with pytest.raises(ShardError, match=r"different \['model_id'\]"):
         encode_sharded(lambda s: iter(texts[s:]), 23, enc, tmp_path, info={"model_id": "other"}, shard_size=10,
                        progress=False)
+
+
+def test_encoding_reads_the_texts_once_however_many_shards(tmp_path: Path):
+    """build_index read the summaries from their first line again for every shard (quadratic at 2M)."""
+    texts = [f"t{i}" for i in range(95)]
+    starts, read = [], []
+
+    def texts_from(start):
+        starts.append(start)
+        for t in texts[start:]:
+            read.append(t)
+            yield t
+
+    def enc(batch):
+        return np.array([[float(t[1:])] for t in batch], dtype=np.float32)
+
+    shards = encode_sharded(texts_from, 95, enc, tmp_path, info={"model_id": "m"}, shard_size=10, progress=False)
+    assert starts == [0] and len(read) == 95
+    for i in (0, 3, 4, 9):                                           # some shards lost: one pass from the first
+        shards[i].unlink()
+    starts.clear()
+    read.clear()
+    shards = encode_sharded(texts_from, 95, enc, tmp_path, info={"model_id": "m"}, shard_size=10, progress=False)
+    assert starts == [0] and len(read) == 95
+    assert np.concatenate([np.load(p) for p in shards])[:, 0].tolist() == list(range(95))
+
+
+def test_resuming_summaries_checks_the_file_once_without_a_query_per_row(tmp_path: Path, kb, monkeypatch):
+    store = SummaryStore(tmp_path / "s.jsonl")
+    write_summaries(kb, store, lambda ents: [lead_summary(e) for e in ents], batch_size=16, progress=False)
+    calls = []
+    original = SummaryStore.count_done
+    monkeypatch.setattr(SummaryStore, "count_done", lambda self, k: calls.append(1) or original(self, k))
+    monkeypatch.setattr(type(kb), "url_at", lambda self, row: pytest.fail("a query per row"))
+    assert write_summaries(kb, store, lambda ents: [lead_summary(e) for e in ents], batch_size=16,
+                           progress=False) == 0
+    assert calls == [1]

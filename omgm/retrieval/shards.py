@@ -63,8 +63,11 @@ def encode_sharded(texts_from: Callable[[int], Iterator[str]], n: int, encode: C
         _check_or_write_info(work_dir, {**info, "count": n, "shard_size": shard_size})
     todo = [(s, e) for i, (s, e) in enumerate(ranges) if ctx.owns(i) and not shard_path(work_dir, s, e).is_file()]
     bar = tqdm(total=n, initial=n - sum(e - s for s, e in todo), desc="encode", unit=" texts", disable=not progress)
-    for start, end in todo:
-        texts = itertools.islice(texts_from(start), end - start)
+    stream, at = (texts_from(todo[0][0]), todo[0][0]) if todo else (iter(()), 0)
+    for start, end in todo:                  # one pass over the texts, skipping the shards already done
+        for _ in itertools.islice(stream, start - at):
+            pass
+        texts, at = itertools.islice(stream, end - start), end
         parts = [encode(batch) for batch in _batches(texts, batch_size, bar)]
         block = np.concatenate(parts).astype(np.float32, copy=False)
         if len(block) != end - start:

@@ -59,7 +59,7 @@ class SummaryStore:
         """Complete, valid leading rows; a torn last line (a crash mid-write) is cut off and reported."""
         if not self.path.is_file():
             return 0
-        good_bytes, n = 0, 0
+        good_bytes, n, urls = 0, 0, kb.urls()       # one pass over the KB's URLs, not one query per row
         with self.path.open("rb") as fh:
             for raw in fh:
                 try:
@@ -69,7 +69,7 @@ class SummaryStore:
                         raise SummaryFileError(f"{self.path}, line {n + 1}: not JSON") from None
                     log.warning("%s: dropping a torn last line (interrupted write)", self.path)
                     break
-                self._check(rec, n, kb.url_at(n) if n < len(kb) else None)
+                self._check(rec, n, next(urls, None))
                 good_bytes += len(raw)
                 n += 1
         if good_bytes < self.path.stat().st_size:
@@ -104,10 +104,8 @@ class SummaryStore:
 
     def keep_rows(self, n: int) -> None:
         """Cut the file back to its first ``n`` lines (a crash left a partial batch after them)."""
-        with self.path.open("rb") as fh:
-            lines = fh.readlines()[:n]
-        with atomic_write(self.path) as tmp:
-            tmp.write_bytes(b"".join(lines))
+        with self.path.open("rb") as fh, atomic_write(self.path) as tmp, tmp.open("wb") as out:
+            out.writelines(itertools.islice(fh, n))            # streamed: memory does not grow with the file
         log.info("%s: cut back to %d rows (the last batch was incomplete)", self.path, n)
 
     def append(self, rows: Sequence[tuple[int, str, str]]) -> None:
@@ -189,12 +187,14 @@ def write_summaries(kb: KnowledgeBase, store: SummaryStore, summarize: Callable[
 
     ctx = ctx or Context()
     if ctx.main or ctx.alone:
-        done = store.count_done(kb)
+        done = store.count_done(kb)                  # once per start: it reads and checks the whole file
         store.check_summarizer(summarizer_id, done)
-        if done % batch_size:
-            store.keep_rows(done - done % batch_size)
+        if done % batch_size and done < len(kb):    # a batch cut by a crash (the last one ends at the KB's end)
+            done -= done % batch_size
+            store.keep_rows(done)
     ctx.barrier()
-    done = store.count_done(kb) if ctx.main or ctx.alone else _rows_in(store)
+    if not (ctx.main or ctx.alone):
+        done = _rows_in(store)
     if done:
         log.info("summaries: %d of %d already in %s, resuming", done, len(kb), store.path)
     if parts_in_use(ctx, parts_folder(store.path)):
