@@ -145,3 +145,53 @@ def test_disk_cache_entries_expire_when_their_image_or_text_changes(step2_env, t
     c = CandidateEncoder(tiny_reranker, bert_tokenizer, step2_env.kb, wiki, t, cache_dir=tmp_path / "c")
     c.encode([url])
     assert c.counts["disk hits"] == 1                          # unchanged inputs: reused
+
+
+def test_the_disk_cache_is_bounded_least_recently_used_first(step2_env, tiny_reranker, bert_tokenizer, setup,
+                                                             tmp_path):
+    t, _, _ = setup
+    urls = [u for u in step2_env.urls if step2_env.wiki.first(step2_env.kb.get(u).title)][:6]
+    probe = CandidateEncoder(tiny_reranker, bert_tokenizer, step2_env.kb, step2_env.wiki, t, cache_dir=tmp_path / "p")
+    probe.encode(urls[:1])
+    entry = probe.disk.bytes                                         # one entity's file
+    enc = CandidateEncoder(tiny_reranker, bert_tokenizer, step2_env.kb, step2_env.wiki, t, cache_dir=tmp_path / "c",
+                           disk_bytes=entry * 3.5)
+    enc.encode(urls[:3])
+    enc.memory.clear()
+    enc.encode(urls[:1])                                             # used again: now the most recent
+    enc.encode(urls[3:5])
+    report = enc.disk.report()
+    assert report["disk_cache_evicted"] >= 1 and enc.disk.bytes <= entry * 3.5
+    left = CandidateEncoder(tiny_reranker, bert_tokenizer, step2_env.kb, step2_env.wiki, t, cache_dir=tmp_path / "c")
+    left.encode([urls[0], urls[1]])
+    assert left.counts["disk hits"] == 1 and left.counts["entities encoded"] == 1     # urls[1] went first
+
+
+def test_a_damaged_cache_entry_is_recomputed(step2_env, tiny_reranker, bert_tokenizer, setup, tmp_path, caplog):
+    t, s, q = setup
+    url = step2_env.urls[0]
+    first = CandidateEncoder(tiny_reranker, bert_tokenizer, step2_env.kb, step2_env.wiki, t, cache_dir=tmp_path)
+    good = entity_scores(q, first.encode([url])[url])
+    (entry,) = list(first.cache_dir.rglob("*.pt"))
+    entry.write_bytes(entry.read_bytes()[:40])                     # torn
+    again = CandidateEncoder(tiny_reranker, bert_tokenizer, step2_env.kb, step2_env.wiki, t, cache_dir=tmp_path)
+    with caplog.at_level("WARNING"):
+        got = entity_scores(q, again.encode([url])[url])
+    assert "a damaged cache entry" in caplog.text and again.counts["entities encoded"] == 1
+    assert len(got) == len(good) and all(abs(x - y) < 1e-5 for x, y in zip(got, good))
+
+
+def test_random_reranker_weights_are_seeded(step2_env):
+    from omgm.data.wiki_images import WikiSource
+    from omgm.pipeline.rerank import RerankConfig, RerankerSpec
+    from omgm.rerank.scoring import model_hash
+
+    cfg = RerankConfig(model=RerankerSpec(reranker_model_name=str(step2_env.config), tokenizer=str(step2_env.tok_dir),
+                                          device="cpu"),
+                       wiki=WikiSource(wiki_img_path_prefix=str(step2_env.demo / "wiki_images")))
+    torch.manual_seed(123)
+    a = cfg.build(step2_env.kb)
+    state = torch.get_rng_state()
+    b = cfg.build(step2_env.kb)
+    assert model_hash(a.model) == model_hash(b.model)                # one cache key, not one per run
+    assert torch.equal(state, torch.get_rng_state())                 # the caller's random state is left alone

@@ -110,7 +110,9 @@ def run_rerank(argv: list[str]) -> int:
         if runs is None:                 # another rank merges
             return 0
         summaries = [_write_run(args, cfg, r, _alpha_path(run.out, r.alpha, len(runs)), samples, top_ks) for r in runs]
+        disk = reranker.candidates.disk
         run.finish({"runs": summaries, "counts": dict(reranker.counts), "samples_without_step1_result": len(missing),
+                    **(disk.report() if disk is not None else {}),
                     "seconds_per_query": round(run.seconds / max(1, len(runs[0].results)), 4)})
     if missing:
         print(f"  {len(missing)} samples had no step-1 result (counted as misses), e.g. {missing[0].sample_id}")

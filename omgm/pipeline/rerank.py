@@ -16,7 +16,7 @@ from typing import Mapping, Sequence
 import torch
 from PIL import Image
 
-from omgm.config import float_list, positive_float, positive_int
+from omgm.config import float_list, nonnegative_float, positive_float, positive_int
 from omgm.data.kb import KnowledgeBase
 from omgm.data.samples import ImageDirs, Sample
 from omgm.data.wiki_images import WikiImages, WikiSource
@@ -31,6 +31,7 @@ from omgm.rerank.scoring import CandidateEncoder, encode_queries, entity_scores
 from omgm.settings import nested, setting
 
 log = logging.getLogger("omgm.step2")
+RANDOM_INIT_SEED = 0                # the reranker's weights when no checkpoint gives them
 
 
 @dataclass
@@ -84,7 +85,7 @@ class Reranker:
     def __init__(self, model: IT2ITReranker, tokenizer, kb: KnowledgeBase, wiki: WikiImages, *,
                  image_dirs: ImageDirs | None = None, device: torch.device | str = "cpu", batch_size: int,
                  query_chunk: int, query_norm: str, cache_dir: str | None = None, cache_memory_gb: float,
-                 pad_to_max: bool = False, fusion: Fusion | None = None) -> None:
+                 cache_max_gb: float | None = None, pad_to_max: bool = False, fusion: Fusion | None = None) -> None:
         self.model, self.tokenizer, self.kb = model.eval().to(device), tokenizer, kb
         if torch.device(device).type == "cuda":
             model.half_vit()                          # the ViT in fp16, as LAVIS runs it on GPU
@@ -93,7 +94,8 @@ class Reranker:
         self.fusion = fusion or Fusion()
         self.transform = image_transform(model.config.vision.image_size)
         self.candidates = CandidateEncoder(model, tokenizer, kb, wiki, self.transform, self.device, batch_size,
-                                           cache_dir, memory_bytes=cache_memory_gb * 1e9, pad_to_max=pad_to_max)
+                                           cache_dir, memory_bytes=cache_memory_gb * 1e9, pad_to_max=pad_to_max,
+                                           disk_bytes=cache_max_gb * 1e9 if cache_max_gb else None)
 
     @property
     def counts(self):
@@ -231,16 +233,24 @@ class RerankConfig:
     cache_memory_gb: float = setting(4.0, type=positive_float, help="candidate tokens kept in memory across chunks "
                                                                     "(least recently used are dropped)")
     cache_dir: str | None = setting(help="on-disk cache of candidate tokens (keyed by model hash)")
+    cache_max_gb: float = setting(20.0, type=nonnegative_float,
+                                  help="bound of --cache_dir, every model's entries together; the least recently "
+                                       "used are removed first (0: unbounded)")
     pad_to_max: bool = setting(False, switch=True, help="pad texts to 512 as the official code (same scores)")
 
     def build(self, kb: KnowledgeBase, report=None) -> Reranker:
         """The reranker over ``kb``; ``report(text)`` gets what was loaded from which file."""
-        model, loaded = self.model.load(self.reranker_ckpt_path)
-        if not self.reranker_ckpt_path:
-            log.warning("no reranker_ckpt_path: RANDOM reranker weights")
+        if self.reranker_ckpt_path:
+            model, loaded = self.model.load(self.reranker_ckpt_path)
+        else:                      # seeded: the same random weights every run (and one cache key, not one per run)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(RANDOM_INIT_SEED)
+                model, loaded = self.model.load(None)
+            log.warning("no reranker_ckpt_path: RANDOM reranker weights (seed %d)", RANDOM_INIT_SEED)
         if report is not None:
             report(loaded.summary() or "no checkpoint loaded")
         return Reranker(model, load_tokenizer(self.model.tokenizer), kb, self.wiki.open(kb), image_dirs=self.images,
                         device=resolve_device(self.model.device), batch_size=self.batch_size,
                         query_chunk=self.query_chunk, query_norm=self.query_norm, cache_dir=self.cache_dir,
+                        cache_max_gb=self.cache_max_gb,
                         cache_memory_gb=self.cache_memory_gb, pad_to_max=self.pad_to_max, fusion=FUSIONS[self.fusion])

@@ -23,7 +23,7 @@ import torch
 from omgm.data.images import ImageLoadError, load_image
 from omgm.data.kb import Entity, KnowledgeBase
 from omgm.data.wiki_images import WikiImages
-from omgm.io import atomic_write
+from omgm.rerank.disk_cache import DiskCache
 from omgm.rerank.inputs import CANDIDATE_TEMPLATE, candidate_text, tokenize
 from omgm.rerank.model import IT2ITReranker, late_interaction, normalise_tokens
 
@@ -53,12 +53,13 @@ class CandidateEncoder:
 
     def __init__(self, model: IT2ITReranker, tokenizer, kb: KnowledgeBase, wiki: WikiImages, transform,
                  device: torch.device | str = "cpu", batch_size: int = 64, cache_dir: str | Path | None = None,
-                 memory_bytes: float = 4e9, pad_to_max: bool = False) -> None:
+                 memory_bytes: float = 4e9, pad_to_max: bool = False, disk_bytes: float | None = None) -> None:
         self.model, self.tok, self.kb, self.wiki, self.transform = model, tokenizer, kb, wiki, transform
         self.device, self.batch_size, self.pad_to_max = torch.device(device), batch_size, pad_to_max
         self.memory: OrderedDict[str, EntityTokens] = OrderedDict()
         self.memory_bytes, self.held_bytes = memory_bytes, 0   # fp32 tokens: ~98 KB per section at BLIP-2 size
         self.cache_dir = Path(cache_dir) / model_hash(model, f"pad={pad_to_max}") if cache_dir else None
+        self.disk = DiskCache(Path(cache_dir), disk_bytes) if cache_dir else None     # bounded, least recently used
         self.counts: Counter = Counter()
 
     # -- cache -------------------------------------------------------------------------------------------
@@ -96,9 +97,9 @@ class CandidateEncoder:
             self.held_bytes -= self._size(self.memory.popitem(last=False)[1])
 
     def _from_disk(self, url: str, path: Path | None) -> EntityTokens | None:
-        if path is None or not path.is_file():
+        obj = self.disk.load(path) if path is not None else None
+        if obj is None:
             return None
-        obj = torch.load(path, map_location="cpu", weights_only=True)
         et = EntityTokens(obj["section_ids"], obj["tokens"].float() if obj["tokens"] is not None else None,
                           obj["reason"])
         self._remember(url, et)
@@ -108,9 +109,8 @@ class CandidateEncoder:
     def _store(self, url: str, et: EntityTokens, path: Path | None) -> None:
         self._remember(url, et)
         if path is not None:
-            with atomic_write(path) as tmp:
-                torch.save({"section_ids": et.section_ids, "reason": et.reason,
-                            "tokens": et.tokens.half() if et.tokens is not None else None}, tmp)
+            self.disk.save(path, {"section_ids": et.section_ids, "reason": et.reason,
+                                  "tokens": et.tokens.half() if et.tokens is not None else None})
 
     # -- encoding ----------------------------------------------------------------------------------------
     @torch.no_grad()
