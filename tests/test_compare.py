@@ -73,5 +73,14 @@ def test_compare_runs_and_results(demo_indexes, demo_dir, capsys):
     assert table["images"]["index_kind"] == "image" and table["summary"]["index_kind"] == "summary"
     out = capsys.readouterr().out
     assert "summary" in out and "R@20" in out
+    paired = json.loads((w / "out/compare.json").read_text())["paired"]
+    assert set(paired) == {"images vs img_file", "summary vs img_file"}          # each run against the first
+    same = paired["images vs img_file"]["R@20"]                                  # the same index: no difference
+    assert same["difference"] == 0.0 and same["interval"] == [0.0, 0.0] and same["p_value"] == 1.0
+    other = paired["summary vs img_file"]["R@1"]
+    assert other["difference"] == round(table["summary"]["recall"]["R@1"] - table["img_file"]["recall"]["R@1"], 2)
+    assert other["interval"][0] <= other["difference"] <= other["interval"][1] and 0 <= other["p_value"] <= 1
+    assert "summary vs img_file: R@1" in out and "p=" in out
+    assert all(len(v["ci95"]) == len(v["recall"]) for v in table.values())
     assert compare.main(["--sample_file", str(demo_dir / "test.csv"), "--run", "oops"]) == 2
     assert "--run takes NAME=PATH" in capsys.readouterr().err

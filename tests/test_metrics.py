@@ -135,3 +135,18 @@ def test_infoseek_end_to_end_splits_and_harmonic_mean(tmp_path):
     with pytest.raises(EvaluationError, match="no question type for 'q9'"):
         (tmp_path / "val2.jsonl").write_text(json.dumps({"data_id": "q9", "answer_eval": ["a"], "data_split": "x"}))
         infoseek.load_references(tmp_path / "val2.jsonl", tmp_path / "qt.jsonl")
+
+
+def test_bootstrap_intervals_and_the_paired_test():
+    from omgm.metrics.bootstrap import interval, paired
+
+    hits = [1] * 60 + [0] * 40
+    low, high = interval(hits)
+    assert low < 60.0 < high and high - low < 25 and interval(hits) == [low, high]          # seeded: reproducible
+    assert interval([]) is None
+    same = paired(hits, hits)
+    assert same["difference"] == 0.0 and same["interval"] == [0.0, 0.0] and same["p_value"] == 1.0
+    better = paired([1] * 90 + [0] * 10, hits)
+    assert better["difference"] == 30.0 and better["interval"][0] > 0 and better["p_value"] < 0.01
+    with pytest.raises(ValueError, match="the same questions"):
+        paired(hits, hits[:-1])

@@ -39,6 +39,8 @@ def test_reproduce_demo_writes_the_tables_and_resumes(demo_root, tmp_path, capsy
     got = {(r["row"], r["metric"]): r for r in tables["rows"]}
     assert set(got) == {("retrieval", "recall@1"), ("retrieval", "recall@20"), ("vqa", "accuracy")}
     assert all(r["ours"] is not None and r["paper"] is None for r in tables["rows"])
+    assert all(r["ci95"][0] <= r["ours"] <= r["ci95"][1] for r in tables["rows"])           # intervals beside each
+    assert tables["bootstrap"] == {"resamples": 1000, "seed": 0, "level": 0.95, "over": "questions"}
     assert "EM only" in got[("vqa", "accuracy")]["measured_as"]
     assert any(i["file"].endswith("model_demo.pth") and len(i["sha256"]) == 64 and i["lock"] == "as fetched"
                for i in tables["inputs"] if "file" in i)
@@ -121,3 +123,25 @@ def test_dry_run_and_missing_inputs(demo_root, tmp_path, capsys):
     assert cli.main(["reproduce", "demo", "--root", str(empty), "--out", str(tmp_path / "o2"),
                      "--rows", "retrieval"]) == 2
     assert "missing" in capsys.readouterr().err
+
+
+def test_infoseek_rows_show_the_final_score_its_two_parts_and_an_interval(tmp_path):
+    from omgm.metrics.infoseek import evaluate_infoseek, load_references
+    from omgm.reproduce.tables import measured
+
+    val = [{"data_id": f"q{i}", "answer_eval": ["yes"], "data_split": "val_unseen_question" if i % 2 else
+            "val_unseen_entity"} for i in range(40)]
+    (tmp_path / "val.jsonl").write_text("\n".join(json.dumps(r) for r in val))
+    (tmp_path / "qt.jsonl").write_text("\n".join(json.dumps({"data_id": r["data_id"], "question_type": "String"})
+                                                 for r in val))
+    preds = [{"data_id": f"q{i}", "prediction": "yes" if i % 3 else "no"} for i in range(40)]
+    ev = evaluate_infoseek(preds, load_references(tmp_path / "val.jsonl", tmp_path / "qt.jsonl"))
+    (tmp_path / "step3_vqa").mkdir()
+    (tmp_path / "step3_vqa" / "result.summary.json").write_text(json.dumps({"evaluation": ev}))
+    got = measured({"generator": "x"}, tmp_path, "vqa")
+    assert got.figures == {"accuracy": ev["final_score"]} and ev["final_score"] is not None
+    assert got.breakdown == {"final score (harmonic mean)": ev["final_score"],
+                             "unseen_question": ev["unseen_question"]["score"],
+                             "unseen_entity": ev["unseen_entity"]["score"]}
+    low, high = got.intervals["accuracy"]
+    assert low < ev["final_score"] < high

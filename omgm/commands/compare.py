@@ -7,7 +7,9 @@
 
 Each ``--run NAME=YAML`` runs step 1 with the shared configs plus that YAML (its ``retriever_vit``,
 ``faiss_index``, ``retriever_pretrained``, ``composed_query``...); each ``--result NAME=FILE`` adds an existing
-step-1/2 result file. Recall is computed the same way for all, over the same samples.
+step-1/2 result file. Recall is computed the same way for all, over the same samples, with a 95% bootstrap
+interval; every run after the first is compared with the first by a paired bootstrap over the same questions
+(the difference of recall@k, its interval and p-value), printed and kept in ``compare.json`` under ``paired``.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from omgm.data.results import read_retrieval, write_json_atomic, write_retrieval
 from omgm.data.samples import read_samples, samples_fingerprint
 from omgm.errors import OmgmError, cli_errors
 from omgm.help import command_parser
+from omgm.metrics.bootstrap import paired
 from omgm.metrics.evaluate import evaluate
 from omgm.metrics.plot import recall_plot
 from omgm.pipeline.search import SearchConfig
@@ -67,6 +70,16 @@ def run_search(name: str, config_files: list[str], overrides: list[str], samples
     return write_retrieval(out / f"{name}.step1.json", run.results, "step1", meta)
 
 
+def paired_tests(positions: dict[str, list], ks: list[int]) -> dict[str, dict]:
+    """Every run against the first, on the same questions: the recall@k difference, its 95% interval and p-value
+    (paired bootstrap over questions, :func:`omgm.metrics.bootstrap.paired`)."""
+    names = list(positions)
+    base = names[0] if names else None
+    return {f"{n} vs {base}": {f"R@{k}": paired([p is not None and p < k for p in positions[n]],
+                                                  [p is not None and p < k for p in positions[base]]) for k in ks}
+            for n in names[1:]}
+
+
 @cli_errors
 def main(argv: list[str] | None = None) -> int:
     setup_logging()
@@ -80,19 +93,23 @@ def main(argv: list[str] | None = None) -> int:
     for name, cfg in runs:
         results.append((name, str(run_search(name, a.config + [cfg], a.overrides, samples, out=out))))
     gold = {s.sample_id: s.wikipedia_url for s in samples}
-    table, curves = {}, {}
+    table, curves, positions = {}, {}, {}
     for name, path in results:
         rf = read_retrieval(path)
         rep = evaluate(gold, {k: rf.urls(k) for k in rf.results}, a.top_ks)
         table[name] = {**rep.as_dict(), "file": path, "retriever": rf.meta.get("retriever"),
                        "index_kind": rf.meta.get("index_kind"), "stage": rf.stage}
-        curves[name] = rep.recall
-    write_json_atomic(out / "compare.json", {"sample_file": a.sample_file, "runs": table}, indent=2)
+        curves[name], positions[name] = rep.recall, rep.positions
+    tests = paired_tests(positions, a.top_ks)
+    write_json_atomic(out / "compare.json", {"sample_file": a.sample_file, "runs": table, "paired": tests}, indent=2)
     plot = recall_plot(curves, out / "compare.png")
     width = max(len(n) for n in table) + 2
     print(f"{'':{width}}" + "".join(f"{'R@' + str(k):>9}" for k in a.top_ks))
     for name, rec in curves.items():
         print(f"{name:{width}}" + "".join(f"{v:9.2f}" for v in rec.values()))
+    for pair, by_k in tests.items():
+        print(f"{pair}: " + "; ".join(f"R@{k.split('@')[1]} {t['difference']:+.2f} [{t['interval'][0]:+.2f}, "
+                                      f"{t['interval'][1]:+.2f}] p={t['p_value']:.3f}" for k, t in by_k.items()))
     print(f"wrote {out / 'compare.json'} and {plot}", file=sys.stderr)
     return 0
 

@@ -26,6 +26,7 @@ from omgm.data.results import (
 from omgm.errors import OmgmError, cli_errors
 from omgm.help import command_parser
 from omgm.io import check_writable
+from omgm.metrics.bootstrap import without_outcomes
 from omgm.metrics.evaluate import evaluate, evaluate_records, read_answers_file
 from omgm.metrics.recall import RANKING_METRICS
 from omgm.published import TOP_KS
@@ -86,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out) if args.out else Path(args.result_file).with_suffix(".eval.json")
     check_writable(out, inputs=[args.result_file, args.sample_file])
     write_json_atomic(out, result, indent=2)
-    print(json.dumps(result, indent=2))
+    print(json.dumps(without_outcomes(result), indent=2))
     print(f"wrote {out}", file=sys.stderr)
     return 0
 

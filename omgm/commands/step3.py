@@ -26,6 +26,7 @@ from omgm.generate.generators import list_generators
 from omgm.harness import StageRun
 from omgm.help import command_parser
 from omgm.io import file_sha256, write_json_atomic
+from omgm.metrics.bootstrap import without_outcomes
 from omgm.metrics.evaluate import ANSWERS_FORMAT, ANSWERS_VERSION, evaluate_records
 from omgm.pipeline.answer import AnswerConfig, answer_in_parallel, answer_resumably, build_answerer, record_counts
 from omgm.resume import PartialRecords
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         summary = run.finish(_summary(args, cfg, records, meta, dataset))
         if partial is not None:          # only now: until the result is written, the answers live there
             partial.remove()
-    print(json.dumps(summary, indent=2))
+    print(json.dumps(without_outcomes(summary), indent=2))
     return 0
 
 

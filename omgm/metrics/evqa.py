@@ -26,6 +26,7 @@ from typing import Iterable
 
 from omgm.errors import OmgmError
 from omgm.metrics.bem import BemScorer, bem_reference
+from omgm.metrics.bootstrap import interval
 
 log = logging.getLogger(__name__)
 EVQA_QUESTION_TYPES = ("templated", "automatic", "multi_answer", "2_hop")
@@ -126,11 +127,13 @@ class EvqaReport:
     passed_by: dict[str, int] = field(default_factory=dict)
     empty_predictions: int = 0
     bem_too_long: int = 0
+    outcomes: dict[str, int] = field(default_factory=dict)      # data_id -> 1 correct / 0 (bootstrap intervals)
 
     def as_dict(self) -> dict:
         return {"dataset": "evqa", "accuracy": self.accuracy, "total": self.total, "metric": self.metric,
-                "by_question_type": self.by_type, "passed_by": self.passed_by,
-                "empty_predictions": self.empty_predictions, "bem_inputs_over_512": self.bem_too_long}
+                "ci95": interval(list(self.outcomes.values())), "by_question_type": self.by_type,
+                "passed_by": self.passed_by, "empty_predictions": self.empty_predictions,
+                "bem_inputs_over_512": self.bem_too_long, "outcomes": self.outcomes}
 
 
 def evaluate_evqa(records: Iterable[dict], bem: BemScorer | None = None) -> EvqaReport:
@@ -165,4 +168,5 @@ def evaluate_evqa(records: Iterable[dict], bem: BemScorer | None = None) -> Evqa
     return EvqaReport(accuracy=round(100.0 * sum(allhits) / len(allhits), 2), total=len(allhits), metric=metric,
                       by_type={t: {"accuracy": round(100.0 * sum(v) / len(v), 2), "count": len(v)}
                                for t, v in sorted(hits.items())},
-                      passed_by=dict(how), empty_predictions=empty, bem_too_long=how.get("bem_too_long", 0))
+                      passed_by=dict(how), empty_predictions=empty, bem_too_long=how.get("bem_too_long", 0),
+                      outcomes={str(r.get("data_id", i)): int(ok) for i, (r, ok) in enumerate(zip(records, passed))})

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
+import numpy as np
+
 from omgm.metrics.evqa import EvaluationError
 
 _NUMBER = re.compile(r"[-+]?[.]?[\d]+(?:,\d\d\d)*[\.]?\d*(?:[eE][-+]?\d+)?")
@@ -137,6 +139,7 @@ def score_prediction(prediction: str, ref: InfoseekReference) -> bool:
 def evaluate_infoseek(predictions: Iterable[dict], refs: dict[str, InfoseekReference]) -> dict:
     """Official InfoSeek scores for records with ``data_id`` and ``prediction``."""
     per_split: dict[str, dict[str, list[int]]] = {"unseen_question": {}, "unseen_entity": {}}
+    outcomes: dict[str, list] = {}                 # data_id -> [split, 1 correct / 0] (bootstrap intervals)
     ignored = empty = 0
     for p in predictions:
         ref = refs.get(str(p.get("data_id")))
@@ -145,7 +148,9 @@ def evaluate_infoseek(predictions: Iterable[dict], refs: dict[str, InfoseekRefer
             continue
         empty += not (p.get("prediction") or "").strip()
         kind = ref.question_type if ref.question_type in ("time", "numerical") else "string"
-        per_split[ref.split].setdefault(kind, []).append(int(score_prediction(p.get("prediction") or "", ref)))
+        ok = int(score_prediction(p.get("prediction") or "", ref))
+        per_split[ref.split].setdefault(kind, []).append(ok)
+        outcomes[str(p.get("data_id"))] = [ref.split, ok]
     splits = {}
     for name, kinds in per_split.items():
         allv = [v for vs in kinds.values() for v in vs]
@@ -153,6 +158,27 @@ def evaluate_infoseek(predictions: Iterable[dict], refs: dict[str, InfoseekRefer
                         **{f"score_{k}": round(100.0 * sum(v) / len(v), 2) for k, v in sorted(kinds.items())}}
     a, b = (splits[s]["score"] or 1e-12 for s in ("unseen_question", "unseen_entity"))
     final = round(2.0 / (1.0 / a + 1.0 / b), 2)
-    return {"dataset": "infoseek", "final_score": final, "unseen_question": splits["unseen_question"],
-            "unseen_entity": splits["unseen_entity"], "ignored_unknown_ids": ignored, "empty_predictions": empty,
-            "metric": "official InfoSeek rules (harmonic mean of unseen-question and unseen-entity accuracy)"}
+    return {"dataset": "infoseek", "final_score": final, "ci95": final_score_interval(outcomes),
+            "unseen_question": splits["unseen_question"], "unseen_entity": splits["unseen_entity"],
+            "ignored_unknown_ids": ignored, "empty_predictions": empty,
+            "metric": "official InfoSeek rules (harmonic mean of unseen-question and unseen-entity accuracy)",
+            "outcomes": outcomes}
+
+
+def final_score_interval(outcomes: dict[str, list]) -> list[float] | None:
+    """The bootstrap interval of the final score: questions resampled, both splits' accuracies and their harmonic
+    mean recomputed on each resample."""
+    from omgm.metrics.bootstrap import interval
+
+    if not outcomes:
+        return None
+    unseen_q = np.array([s == "unseen_question" for s, _ in outcomes.values()], dtype=float)
+    ok = np.array([v for _, v in outcomes.values()], dtype=float)
+
+    def harmonic(_, idx):
+        q, hit = unseen_q[idx], ok[idx]
+        a = np.maximum((hit * q).sum(1) / np.maximum(q.sum(1), 1), 1e-12) * 100
+        b = np.maximum((hit * (1 - q)).sum(1) / np.maximum((1 - q).sum(1), 1), 1e-12) * 100
+        return 2 / (1 / a + 1 / b)
+
+    return interval(ok, statistic=harmonic)

@@ -21,13 +21,20 @@ class RecallReport:
     missing: int = 0                  # samples with no ranking (counted as misses)
     hits: dict[int, int] = field(default_factory=dict)
     others: dict[str, dict[int, float]] = field(default_factory=dict)   # further metrics asked for, by name
+    positions: list[int | None] = field(default_factory=list)          # each sample's gold position (intervals)
 
     def as_dict(self) -> dict:
-        """The report as written into summaries and ``*.eval.json``."""
+        """The report as written into summaries and ``*.eval.json``, with the 95% bootstrap interval of each
+        recall@k over the samples (:mod:`omgm.metrics.bootstrap`)."""
+        from omgm.metrics.bootstrap import interval
+
         extra = {name: {f"{RANKING_METRICS[name].label}@{k}": round(v, 2) for k, v in values.items()}
                  for name, values in self.others.items()}
-        return {"recall": {f"R@{k}": round(v, 2) for k, v in self.recall.items()}, **extra, "total": self.total,
-                "missing_rankings": self.missing, "hits": {f"R@{k}": h for k, h in self.hits.items()}}
+        ci = {f"R@{k}": interval([p is not None and p < k for p in self.positions]) for k in self.recall} \
+            if self.positions else {}
+        return {"recall": {f"R@{k}": round(v, 2) for k, v in self.recall.items()}, "ci95": ci, **extra,
+                "total": self.total, "missing_rankings": self.missing,
+                "hits": {f"R@{k}": h for k, h in self.hits.items()}}
 
     def table(self, title: str = "recall") -> str:
         """The recall row as printed by steps 1 and 2."""
@@ -92,4 +99,5 @@ def recall_at_k(rankings: Mapping[str, Sequence[str]], gold: Mapping[str, str], 
     positions, missing = gold_positions(rankings, gold)
     hits = {k: sum(p is not None and p < k for p in positions) for k in ks}
     others = {m: RANKING_METRICS[m].compute(positions, ks) for m in metrics if m != "recall"}
-    return RecallReport(recall=_recall(positions, ks), total=len(gold), missing=missing, hits=hits, others=others)
+    return RecallReport(recall=_recall(positions, ks), total=len(gold), missing=missing, hits=hits, others=others,
+                        positions=positions)

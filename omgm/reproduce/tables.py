@@ -1,6 +1,7 @@
 """``OUT/tables.json`` and ``OUT/tables.md``: every published row beside ours, with where each input came from."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -8,13 +9,17 @@ import omgm
 from omgm.bookkeeping import read_bookkeeping
 from omgm.fetch.registry import Registry
 from omgm.io import sibling, write_json_atomic
+from omgm.metrics.bootstrap import LEVEL, RESAMPLES, SEED
 from omgm.reproduce.plan import Stage
 from omgm.reproduce.provenance import changed, environment
 from omgm.reproduce.state import RunState
 
 TABLES_FORMAT, TABLES_VERSION = "omgm.tables", 2
 # what the tables read of a stage's *.summary.json (the rest is free-form)
-SUMMARY_SHAPE = {"evaluation?": {"*": object}, "runs?": [{"recall?": {"*": object}, "*": object}], "*": object}
+_OBJ = {"*": object}
+SUMMARY_SHAPE = {"evaluation?": {"by_question_type?": _OBJ, "unseen_question?": _OBJ, "unseen_entity?": _OBJ,
+                                 "*": object},
+                 "runs?": [{"recall?": _OBJ, "ci95?": _OBJ, "*": object}], "*": object}
 
 
 def _summary(result: Path) -> dict | None:
@@ -22,18 +27,34 @@ def _summary(result: Path) -> dict | None:
                             fix="delete it and the stage's result, and run reproduce again")
 
 
-def measured(row: dict, out: Path, row_name: str) -> tuple[dict[str, float | None], str]:
-    """Our figures for one row (from the stage summaries) and how they were measured."""
+@dataclass
+class Measured:
+    """Our figures for one row, their 95% bootstrap intervals over questions, how they were measured, and the
+    breakdowns the dataset defines."""
+    figures: dict[str, float | None]
+    intervals: dict[str, list | None]
+    how: str
+    breakdown: dict[str, Any]
+
+
+def measured(row: dict, out: Path, row_name: str) -> Measured:
+    """Our figures for one row, read from the stage summaries (see :class:`Measured`)."""
     if row.get("generator"):
         s = _summary(out / f"step3_{row_name}" / "result.json")
         ev = (s or {}).get("evaluation") or {}
-        score = ev.get("accuracy", ev.get("final_score"))        # E-VQA's accuracy; InfoSeek's final score
-        return {"accuracy": score}, ev.get("metric", "not run")
+        if "final_score" in ev:                  # InfoSeek: the harmonic mean of its two splits, as the paper's
+            parts = {k: (ev.get(k) or {}).get("score") for k in ("unseen_question", "unseen_entity")}
+            return Measured({"accuracy": ev["final_score"]}, {"accuracy": ev.get("ci95")}, ev.get("metric", ""),
+                            {"final score (harmonic mean)": ev["final_score"], **parts})
+        return Measured({"accuracy": ev.get("accuracy")}, {"accuracy": ev.get("ci95")}, ev.get("metric", "not run"),
+                        {f"question type {t}": v.get("accuracy") for t, v in (ev.get("by_question_type") or {}).items()
+                         if isinstance(v, dict)})
     s = _summary(out / "step2" / "result.json")
     run = ((s or {}).get("runs") or [{}])[0]
-    recall = run.get("recall") or {}
-    return ({"recall@1": recall.get("R@1"), "recall@20": recall.get("R@20")},
-            f"recall after reranking, alpha {run.get('alpha', '?')}")
+    recall, ci = run.get("recall") or {}, run.get("ci95") or {}
+    return Measured({"recall@1": recall.get("R@1"), "recall@20": recall.get("R@20")},
+                    {"recall@1": ci.get("R@1"), "recall@20": ci.get("R@20")},
+                    f"recall after reranking, alpha {run.get('alpha', '?')}", {})
 
 
 def inputs_read(stages: list[Stage], state: RunState, lock_files: dict[str, dict], root: Path) -> list[dict]:
@@ -71,17 +92,19 @@ def build_tables(registry: Registry, dataset: str, rows: list[str], out: Path, *
     table = []
     for name in rows:
         row = ds["rows"][name]
-        ours, how = measured(row, out, name)
+        got = measured(row, out, name)
         paper = row.get("paper") or {}
-        for metric, value in ours.items():
+        for metric, value in got.figures.items():
             ref = paper.get(metric)
             table.append({"row": name, "label": row["label"], "metric": metric, "paper": ref, "ours": value,
+                          "ci95": got.intervals.get(metric), "breakdown": got.breakdown,
                           "difference": None if ref is None or value is None else round(value - ref, 2),
-                          "measured_as": how,
+                          "measured_as": got.how,
                           "commands": [st.command() for st in stages if name in st.rows or st.name.endswith(name)]})
     env = environment()
     return {"format": TABLES_FORMAT, "version": TABLES_VERSION, "dataset": dataset, "omgm_version": omgm.__version__,
             "git_commit": env["git_commit"], "random_weights": bool(ds.get("random_weights")), "rows": table,
+            "bootstrap": {"resamples": RESAMPLES, "seed": SEED, "level": LEVEL, "over": "questions"},
             "inputs": inputs_read(stages, state, lock_files, root), "stages": stage_facts(stages, state, out),
             "environment": env, "commands": [st.command() for st in stages]}
 
@@ -97,10 +120,18 @@ def write_tables(tables: dict[str, Any], out: Path) -> tuple[Path, Path]:
     lines = [f"# {tables['dataset']}: the paper's numbers beside this run", ""]
     if tables["random_weights"]:
         lines += ["**Tiny RANDOM-weight models: these numbers only show that every stage ran.**", ""]
-    lines += ["| row | metric | paper | ours | difference | measured as |", "|---|---|---|---|---|---|"]
+    b = tables["bootstrap"]
+    lines += [f"| row | metric | paper | ours [{b['level']:.0%} interval] | difference | measured as |",
+              "|---|---|---|---|---|---|"]
     for r in tables["rows"]:
-        lines.append(f"| {r['label']} | {r['metric']} | {_fmt(r['paper'])} | {_fmt(r['ours'])} | "
+        ci = f" [{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}]" if r.get("ci95") else ""
+        lines.append(f"| {r['label']} | {r['metric']} | {_fmt(r['paper'])} | {_fmt(r['ours'])}{ci} | "
                      f"{_fmt(r['difference'])} | {r['measured_as']} |")
+    lines += ["", f"Intervals: percentile bootstrap over questions, {b['resamples']} resamples, seed {b['seed']}."]
+    parts = {r["label"]: r["breakdown"] for r in tables["rows"] if r.get("breakdown")}
+    if parts:
+        lines += ["", "## Breakdowns", ""] + [f"- {label}: " + ", ".join(f"{k} {_fmt(v)}" for k, v in bd.items())
+                                              for label, bd in parts.items()]
     env = tables["environment"]
     dirty = {True: ", with uncommitted changes", False: "", None: ""}[env["uncommitted_changes"]]
     lines += ["", f"omgm {tables['omgm_version']}, commit {env['git_commit'] or 'unknown'}{dirty}; Python "
