@@ -21,7 +21,8 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from benchmarks._smoke import add_smoke, apply_smoke  # noqa: E402
-from omgm.retrieval.encoders import RetrieverSpec, build_retriever  # noqa: E402
+from omgm.retrieval.base import RetrieverSpec  # noqa: E402
+from omgm.retrieval.registry import build_retriever  # noqa: E402
 from omgm.retrieval.vista import VistaRetriever  # noqa: E402
 from utils import make_tiny_models as tiny  # noqa: E402
 

@@ -60,7 +60,7 @@ def run_chain(shared: Path, work: Path, device: str) -> dict:
     """Index, step 1, negatives, step 2 train + rerank, step 3 (LLaVA; a chat LLM in shared-prefix batches of 4), a
     2-step LoRA fine-tune; returns per-command times."""
     env, log, w, nop = _env(shared, work, device), [], str(work), "--no_progress"
-    _run(["omgm.build_index", "--summarizer", "lead", "--summary_file", f"{w}/summaries.jsonl", nop], env, log)
+    _run(["omgm", "index", "build", "--summarizer", "lead", "--summary_file", f"{w}/summaries.jsonl", nop], env, log)
     _run(["omgm.step1", "--sample_file", str(DEMO / "test.csv"), "--save_result_path", f"{w}/step1.json", nop],
          env, log)
     _run(["omgm.step1", "--sample_file", str(DEMO / "train.csv"), "--save_result_path", f"{w}/train1.json", nop],
@@ -81,7 +81,7 @@ def run_chain(shared: Path, work: Path, device: str) -> dict:
     _run(["omgm.step3", "--test_file", str(DEMO / "test.csv"), "--retrieval_results_file", f"{w}/step2.json",
           "--output_file", f"{w}/answers_llm.json", "--answer_generator", llm, "--context_tokenizer", llm,
           "--batch_size", "4", "--max_new_tokens", "8", *dtype, nop], env, log)
-    _run(["omgm.step3_train", "--train_file", str(DEMO / "train.csv"), "--output_dir", f"{w}/sft",
+    _run(["omgm", "step3", "train", "--train_file", str(DEMO / "train.csv"), "--output_dir", f"{w}/sft",
           "--sft_file", f"{w}/sft.jsonl", "--train_section", "evidence", "--tuning", "lora", "--max_steps", "2",
           "--batch_size", "4", "--global_batch_size", "4", "--max_length", "1024",
           *dtype, nop], env, log)

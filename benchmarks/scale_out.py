@@ -55,7 +55,7 @@ def compare(name: str, module: str, args_for, work: Path, repeats: int) -> dict:
                                                                         "--standalone", "--nproc_per_node=2", "-m"], 1),
                                         ("1 process, all cores", [sys.executable, "-m"], None)):
             out = work / f"{name}-{r}-{len(times[mode])}-{mode.split()[0]}"
-            times[mode].append(timed([*launcher, module, *args_for(out)], threads))
+            times[mode].append(timed([*launcher, *module.split(), *args_for(out)], threads))
             shutil.rmtree(out, ignore_errors=True)
     med = {k: statistics.median(v) for k, v in times.items()}
     ratios = [a / b for a, b in zip(times["1 process, 1 thread"], times["2 processes, 1 thread each"])]
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
                 return ["--knowledge_base", str(kb), "--faiss_index", str(out / "s.index"), "--retriever_vit",
                         "omgm-tiny-eva", "--retriever_pretrained", str(clip), "--device", "cpu", "--summarizer", "lead",
                         "--shard_size", "4096", "--no_progress"]
-            print(json.dumps(compare("index encoding", "omgm.build_index", index_args, w, a.repeats)), flush=True)
+            print(json.dumps(compare("index encoding", "omgm index build", index_args, w, a.repeats)), flush=True)
         if "rerank" in a.stages:
             rerank_args = _rerank_world(w, demo, a.repeat, a.kb_copies, make_tiny_reranker_files, demo_corpus)
             print(json.dumps(compare("reranking", "omgm.step2", rerank_args, w, a.repeats)), flush=True)

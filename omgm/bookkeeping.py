@@ -13,12 +13,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from omgm.io import OutputError
+from omgm.errors import OmgmError
 
 DELETE = "delete it and run the command again; nothing else is lost"
 
 
-class BookkeepingError(OutputError):
+class BookkeepingError(OmgmError, OSError):
     """A bookkeeping file that is not in the shape omgm writes."""
 
 

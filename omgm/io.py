@@ -22,6 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from omgm.bookkeeping import read_bookkeeping
 from omgm.errors import OmgmError
 
 log = logging.getLogger(__name__)
@@ -172,8 +173,6 @@ class OutputLock:
 
     def _holder(self) -> dict | None:
         """Who holds the lock; None while its holder is still writing it (an empty file)."""
-        from omgm.bookkeeping import read_bookkeeping
-
         try:
             if self.path.stat().st_size == 0:
                 return None

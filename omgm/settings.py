@@ -3,7 +3,7 @@ YAML keys and ``OMGM_*`` variables.
 
 A field made with :func:`setting` carries what argparse needs (its official flag spellings, type or range check,
 choices, help). :func:`add_flags` turns a config class (nested ones included: ``SearchConfig.retriever`` is a
-:class:`~omgm.retrieval.encoders.RetrieverSpec`) into parser flags, :func:`from_values` builds the config back by
+:class:`~omgm.retrieval.base.RetrieverSpec`) into parser flags, :func:`from_values` builds the config back by
 keyword from parsed flags or a plain mapping, and :func:`check_values` refuses unknown keys and bad values of a
 mapping (``omgm ask --set``, ``Pipeline.from_config``) with the very checks the flags run.
 

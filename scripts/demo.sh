@@ -11,7 +11,7 @@ echo "== tiny models: every model of this demo has RANDOM weights (its numbers o
 echo "== import the demo KB into SQLite"
 "$PY" -m omgm.data.kb_import --out "$W/kb.sqlite" --overwrite --no_progress
 echo "== build the summary index (lead-section summaries)"
-"$PY" -m omgm.build_index --summarizer lead --summary_file "$W/summaries_lead.jsonl" --no_progress
+"$PY" -m omgm index build --summarizer lead --summary_file "$W/summaries_lead.jsonl" --no_progress
 echo "== step 1 on the E-VQA-format demo test split"
 "$PY" -m omgm.step1 --sample_file assets/demo/test.csv --save_result_path outputs/demo/evqa_step1.json --no_progress
 echo "== step 1 on the InfoSeek-format demo split"
@@ -35,17 +35,17 @@ echo "== step 3: best section of the top entity -> tiny LLaVA (RANDOM weights: i
 "$PY" -c 'import json; e = json.load(open("outputs/demo/evqa_answers.summary.json"))["evaluation"]; print("E-VQA accuracy {:.2f} over {} answers ({}); summary: outputs/demo/evqa_answers.summary.json".format(e["accuracy"], e["total"], e["metric"]))'
 echo "== fine-tune the tiny LLaVA on the demo train split (step 3's own prompts; exact match before -> after)"
 rm -rf "$W/llava_sft"
-"$PY" -m omgm.step3_train --train_file assets/demo/train.csv --output_dir "$W/llava_sft" --sft_file "$W/sft.jsonl" \
+"$PY" -m omgm step3 train --train_file assets/demo/train.csv --output_dir "$W/llava_sft" --sft_file "$W/sft.jsonl" \
   --train_section evidence --num_epochs 20 --batch_size 4 --global_batch_size 8 --learning_rate 1e-2 \
   --max_length 1024 --eval_examples 24 --no_progress | grep -E "exact match|last_loss|first_loss"
 echo "== retriever comparison: summaries (OMGM step 1) vs every KB image (EchoSight baseline) vs OMGM step 2"
-"$PY" -m omgm.build_index --index_kind image --faiss_index "$W/image_tiny.index" --no_progress
-OMGM_CONFIG= "$PY" -m omgm.compare --config configs/demo.yaml --sample_file assets/demo/test.csv \
+"$PY" -m omgm index build --index_kind image --faiss_index "$W/image_tiny.index" --no_progress
+OMGM_CONFIG= "$PY" -m omgm compare --config configs/demo.yaml --sample_file assets/demo/test.csv \
   --run summary=configs/retrievers/demo_summary.yaml --run echosight_images=configs/retrievers/demo_echosight_images.yaml \
   --result omgm_step2=outputs/demo/evqa_step2.alpha0.json --out_dir outputs/demo/compare
 echo "== data check and HTML report"
 "$PY" -m omgm.prep.check_data --splits assets/demo/train.csv assets/demo/test.csv --step1_result outputs/demo/evqa_step1.json \
   || echo "(the demo KB has one entity without images on purpose)"
-"$PY" -m omgm.report --sample_file assets/demo/test.csv --step1 outputs/demo/evqa_step1.json \
+"$PY" -m omgm report --sample_file assets/demo/test.csv --step1 outputs/demo/evqa_step1.json \
   --step2 outputs/demo/evqa_step2.alpha0.json --answers outputs/demo/evqa_answers.json --out outputs/demo/report.html
 echo "== done: results under outputs/demo/ (open outputs/demo/report.html in a browser)"

@@ -34,7 +34,8 @@ def tiny_clip_ckpt(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_retriever(tiny_clip_ckpt):
-    from omgm.retrieval.encoders import RetrieverSpec, build_retriever
+    from omgm.retrieval.base import RetrieverSpec
+    from omgm.retrieval.registry import build_retriever
 
     return build_retriever(RetrieverSpec("omgm-tiny-eva", retriever_pretrained=str(tiny_clip_ckpt), device="cpu"))
 

@@ -15,12 +15,12 @@ def _env(**extra):
 
 
 def single(module: str, args: list[str], **env) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", module, *args], env=_env(**env), capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", *module.split(), *args], env=_env(**env), capture_output=True, text=True,
                           timeout=300)
 
 
 def torchrun(module: str, args: list[str], n: int = 2) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}", "-m", module, *args]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}", "-m", *module.split(), *args]
     return subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
 
 

@@ -4,7 +4,9 @@ import pytest
 from PIL import Image
 
 from omgm.hub import ModelLoadError
-from omgm.retrieval.encoders import HFClipRetriever, RetrieverSpec, build_retriever, file_fingerprint
+from omgm.retrieval.base import RetrieverSpec, file_fingerprint
+from omgm.retrieval.encoders import HFClipRetriever
+from omgm.retrieval.registry import build_retriever
 
 
 def test_tiny_open_clip_embeds_normalised_vectors(tiny_retriever):

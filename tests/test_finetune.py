@@ -156,10 +156,10 @@ def test_two_processes_train_one_log_and_resume(step2_env, tiny_step3_models, tm
 
     args = _args(step2_env, tiny_step3_models, tmp_path / "dp", ["--batch_size", "2", "--limit", "32",
                                                                  "--save_steps", "2"])
-    first = torchrun("omgm.step3_train", args + ["--max_steps", "3"])
+    first = torchrun("omgm step3 train", args + ["--max_steps", "3"])
     ok(first)
     assert first.stdout.count('"steps": 3') == 1                        # rank 0 alone reports
-    ok(torchrun("omgm.step3_train", args))                             # resumes from step 3 to the end (4)
+    ok(torchrun("omgm step3 train", args))                             # resumes from step 3 to the end (4)
     log = [json.loads(x) for x in (tmp_path / "dp/train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 2, 3, 4]
     assert json.loads((tmp_path / "dp/train_summary.json").read_text())["steps"] == 4

@@ -42,7 +42,7 @@ def _index_args(world) -> list[str]:
 @pytest.fixture(scope="module")
 def one_index(world):
     """The index one process builds (each test that needs it gets it, whichever runs first)."""
-    _ok(single("omgm.build_index", _index_args(world) + ["--faiss_index", str(world["w"] / "one/s.index")]))
+    _ok(single("omgm index build", _index_args(world) + ["--faiss_index", str(world["w"] / "one/s.index")]))
     return world["w"] / "one/s.index"
 
 
@@ -50,7 +50,7 @@ def test_index_build_summaries_and_vectors_are_identical(world, one_index):
     import faiss
 
     w = world["w"]
-    _ok(torchrun("omgm.build_index", _index_args(world) + ["--faiss_index", str(w / "two/s.index")]))
+    _ok(torchrun("omgm index build", _index_args(world) + ["--faiss_index", str(w / "two/s.index")]))
     a, b = (faiss.read_index(str(w / f"{x}/s.index")) for x in ("one", "two"))
     assert a.ntotal == b.ntotal == 40 and np.array_equal(a.reconstruct_n(0, 40), b.reconstruct_n(0, 40))
     assert (w / "one/s.index.summaries.jsonl").read_text() == (w / "two/s.index.summaries.jsonl").read_text()

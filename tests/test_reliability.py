@@ -125,7 +125,8 @@ def test_an_empty_question_is_refused(demo_dir, capsys):
 
 def test_a_missing_open_clip_checkpoint_is_one_line(tmp_path, capsys):
     from omgm.errors import OmgmError
-    from omgm.retrieval.encoders import RetrieverSpec, build_retriever
+    from omgm.retrieval.base import RetrieverSpec
+    from omgm.retrieval.registry import build_retriever
 
     with pytest.raises(OmgmError, match="open_clip checkpoint not found"):
         build_retriever(RetrieverSpec("omgm-tiny-eva", retriever_pretrained=str(tmp_path / "no" / "tiny.pt"),

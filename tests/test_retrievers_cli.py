@@ -147,7 +147,8 @@ def test_step1_cli_for_every_family_with_and_without_composed_queries(family, wo
 def test_remote_code_retriever_recomputes_its_buffers(remote_clip, world, demo_dir):
     from PIL import Image
 
-    from omgm.retrieval.encoders import RetrieverSpec, build_retriever
+    from omgm.retrieval.base import RetrieverSpec
+    from omgm.retrieval.registry import build_retriever
 
     folder, reference = remote_clip
     r = build_retriever(RetrieverSpec("eva-clip", retriever_path=str(folder), device="cpu", precision="fp32",

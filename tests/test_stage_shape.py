@@ -147,7 +147,7 @@ def test_the_run_harness_locks_writes_the_summary_and_drops_the_parts(tmp_path):
 
 
 def test_specs_take_their_settings_by_keyword():
-    from omgm.retrieval.encoders import RetrieverSpec
+    from omgm.retrieval.base import RetrieverSpec
 
     with pytest.raises(TypeError):
         GeneratorSpec("llava1_5", None, "official")                   # more than name and weights: by keyword

@@ -4,8 +4,9 @@ import pytest
 import torch
 from PIL import Image
 
-from omgm.retrieval.encoders import RetrieverSpec, build_retriever
+from omgm.retrieval.base import RetrieverSpec
 from omgm.retrieval.mmret import MLLMEmbedRetriever, MMRetClipRetriever
+from omgm.retrieval.registry import build_retriever
 from omgm.retrieval.vista import VistaCheckpointError, VistaRetriever, ours_to_released
 
 TINY_EVA = dict(img_size=224, patch_size=32, embed_dim=32, depth=2, num_heads=2, ref_feat_shape=(7, 7))

@@ -1,6 +1,6 @@
 """Build the step-1 summary index the authors never released: summarise -> encode -> FAISS + manifest.
 
-    python -m omgm.build_index --knowledge_base kb.sqlite --faiss_index out/summary.index \
+    python -m omgm index build --knowledge_base kb.sqlite --faiss_index out/summary.index \
         --retriever_vit eva-clip --trust_remote_code --summarizer llm --summary_model meta-llama/Meta-Llama-3-8B-Instruct
 
 Each phase is resumable: summaries are appended to ``--summary_file`` (JSONL, KB order), embeddings are

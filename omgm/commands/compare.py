@@ -1,6 +1,6 @@
 """Compare retrievers on the same samples: one recall@k table (JSON) and plot (PNG).
 
-    python -m omgm.compare --config configs/my_paths.yaml --sample_file test.csv \
+    python -m omgm compare --config configs/my_paths.yaml --sample_file test.csv \
         --run eva-clip=configs/retrievers/eva_clip.yaml --run vista=configs/retrievers/vista.yaml \
         --run echosight=configs/retrievers/echosight_images.yaml --result paper_step2=out/step2.json \
         --out_dir outputs/compare

@@ -1,9 +1,9 @@
 """Score a result file: answers (step 3) with the dataset's metric, or retrieval (step 1/2) with recall@k.
 
-    python -m omgm.evaluate answers.json --dataset evqa [--bem_model bem/]
-    python -m omgm.evaluate answers.json --dataset infoseek --infoseek_val infoseek_val.jsonl \
+    python -m omgm evaluate answers.json --dataset evqa [--bem_model bem/]
+    python -m omgm evaluate answers.json --dataset infoseek --infoseek_val infoseek_val.jsonl \
         --infoseek_qtype infoseek_val_qtype.jsonl
-    python -m omgm.evaluate step2.json --sample_file test.csv --top_ks 1,5,10,20
+    python -m omgm evaluate step2.json --sample_file test.csv --top_ks 1,5,10,20
 
 Prints the scores and writes them to ``FILE.eval.json``.
 """

@@ -1,4 +1,4 @@
-"""An HTML report to look at results: ``python -m omgm.report --step1 s1.json [--step2 s2.json] [--answers a.json]
+"""An HTML report to look at results: ``python -m omgm report --step1 s1.json [--step2 s2.json] [--answers a.json]
 --sample_file test.csv --out report.html``.
 
 Per sample: the query image and question, the gold entity and answer, the top-k entities after step 1 and after

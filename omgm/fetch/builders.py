@@ -56,7 +56,7 @@ def bare_summary_index(target: Path, root: Path) -> None:
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         store, index = Path(tmp) / "kb.sqlite", Path(tmp) / "summary.index"
         _run(["omgm.data.kb_import", "--kb_json", str(root / "demo" / "kb.json"), "--out", str(store)])
-        _run(["omgm.build_index", "--knowledge_base", str(store), "--faiss_index", str(index), "--summarizer",
+        _run(["omgm", "index", "build", "--knowledge_base", str(store), "--faiss_index", str(index), "--summarizer",
               "lead", "--summary_file", str(Path(tmp) / "summaries.jsonl"), "--retriever_vit", "omgm-tiny-eva",
               "--retriever_pretrained", str(models / "tiny_clip.pt"), "--device", "cpu", "--no_progress"])
         faiss.write_index(faiss.read_index(str(index)), str(target.with_name(target.name + ".part")))

@@ -20,7 +20,7 @@ from omgm.data.kb import KB_HELP, KnowledgeBase
 from omgm.data.samples import ImageDirs, Sample, resolve_images
 from omgm.errors import OmgmError
 from omgm.parallel import Parallel, run_units, units_of
-from omgm.retrieval.encoders import Retriever, RetrieverSpec
+from omgm.retrieval.base import Retriever, RetrieverSpec
 from omgm.retrieval.image_batches import encode_image_files
 from omgm.retrieval.index import apply_search_params, check_index, load_ids, load_index, maybe_to_gpu, search, search_entities
 from omgm.settings import nested, setting

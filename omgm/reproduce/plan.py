@@ -82,7 +82,7 @@ def build_plan(registry: Registry, dataset: str, root: Path, out: Path, *, rows:
     report = ["--step1", str(out / "step1" / "result.json"), "--step2", str(out / "step2" / "result.json")]
     if answers:
         report += ["--answers", str(answers[0])]
-    stages.append(Stage("report", "omgm.report", [*cfg, *report, "--out", str(out / "report.html")],
+    stages.append(Stage("report", "omgm", ["report", *cfg, *report, "--out", str(out / "report.html")],
                         out / "report.html", retrieval_rows,
                         reads=[str(config), str(step1), str(step2), *map(str, answers[:1])]))
     return stages

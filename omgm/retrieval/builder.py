@@ -26,7 +26,7 @@ from omgm.data.wiki_images import WikiSource
 from omgm.errors import OmgmError
 from omgm.io import atomic_write
 from omgm.retrieval.assemble import build_from_shards
-from omgm.retrieval.encoders import Retriever, RetrieverSpec
+from omgm.retrieval.base import Retriever, RetrieverSpec
 from omgm.retrieval.index import IndexManifest, ids_path, write_index
 from omgm.retrieval.shards import encode_sharded
 from omgm.settings import nested, setting

@@ -1,8 +1,5 @@
-"""Retriever encoders behind one small interface (step 1: query image vs entity-summary text).
-
-A :class:`Retriever` embeds images and texts into one space, L2-normalised float32 rows:
-``preprocess(image) -> tensor``, ``encode_pixels(batch) -> ndarray``, ``encode_images(images)``,
-``encode_texts(texts)``, ``dim`` and ``model_id`` (what an index manifest records).
+"""The CLIP-family retrievers (step 1: query image vs entity-summary text), behind the interface of
+:class:`omgm.retrieval.base.Retriever`; :mod:`omgm.retrieval.registry` builds them by name.
 
 Adapters:
 - :class:`HFClipRetriever`: a transformers model loaded with ``AutoModel.from_pretrained(path_or_id,
@@ -17,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -25,65 +21,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-from omgm.devices import device_setting, resolve_device, torch_dtype
+from omgm.devices import resolve_device, torch_dtype
 from omgm.hub import ModelLoadError
-from omgm.settings import setting
+from omgm.retrieval.base import Retriever, file_fingerprint, l2_normalise
 
 log = logging.getLogger(__name__)
 MODEL_CONFIG_DIR = Path(__file__).with_name("model_configs")
 EVA_CLIP_8B = "BAAI/EVA-CLIP-8B"
 CLIP_L14 = "openai/clip-vit-large-patch14"
-
-
-def file_fingerprint(path: str | Path, block: int = 1 << 20) -> str:
-    """A cheap identity of a (possibly multi-GB) weight file: size plus the first and last MiB."""
-    p = Path(path)
-    h = hashlib.sha256(str(p.stat().st_size).encode())
-    with p.open("rb") as fh:
-        h.update(fh.read(block))
-        if p.stat().st_size > block:
-            fh.seek(-block, os.SEEK_END)
-            h.update(fh.read(block))
-    return h.hexdigest()[:16]
-
-
-def l2_normalise(x: torch.Tensor) -> np.ndarray:
-    x = x.float()
-    return torch.nn.functional.normalize(x, dim=-1).cpu().numpy().astype(np.float32, copy=False)
-
-
-class Retriever:
-    """Interface; see the module docstring. ``truncated_texts`` counts texts cut to the context length."""
-
-    name: str = "retriever"
-    model_id: str = ""
-    dim: int = 0
-    device: torch.device = torch.device("cpu")
-
-    def __init__(self) -> None:
-        self.truncated_texts = 0
-
-    def preprocess(self, image: Image.Image) -> torch.Tensor:
-        """One image as the model's pixel tensor."""
-        raise NotImplementedError
-
-    def encode_pixels(self, pixels: torch.Tensor) -> np.ndarray:
-        """L2-normalised float32 embeddings of a batch of pixel tensors."""
-        raise NotImplementedError
-
-    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
-        """L2-normalised float32 embeddings of texts (cut to the text tower's context, counted)."""
-        raise NotImplementedError
-
-    def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
-        """L2-normalised float32 embeddings of PIL images."""
-        return self.encode_pixels(torch.stack([self.preprocess(im) for im in images]))
-
-    supports_composed = False
-
-    def encode_composed(self, images: Sequence[Image.Image], texts: Sequence[str]) -> np.ndarray:
-        """One embedding per (image, text) pair, for models trained for composed queries."""
-        raise NotImplementedError(f"{self.name} has no composed (image + text) encoding")
 
 
 class OpenClipRetriever(Retriever):
@@ -197,25 +142,3 @@ def _hf_identity(path_or_id: str) -> str:
             h.update(file_fingerprint(w).encode())
         return f"{p.name}-{h.hexdigest()[:16]}"
     return str(path_or_id)
-
-
-@dataclass
-class RetrieverSpec:
-    """What ``--retriever_vit`` and its companion flags name (the flags are made from these fields)."""
-
-    retriever_vit: str = setting("eva-clip", help="a registered retriever (omgm list-models) or any open_clip model")
-    _: KW_ONLY
-    retriever_path: str | None = setting(help="hub id or folder of the model (eva-clip, hf-clip, vista BGE, mmret)")
-    retriever_pretrained: str | None = setting(help="open_clip pretrained tag or checkpoint file; the released "
-                                                    "Visualized-BGE .pth")
-    device: str | None = device_setting()
-    precision: str | None = setting(help="fp16 | bf16 | fp32 (default: fp16 on GPU, fp32 on CPU)")
-    trust_remote_code: bool | None = setting(switch=True, help="run the model folder's own Python code: needed by "
-                                             "eva-clip (EVA-CLIP-8B) and other remote-code models; never on unless given")
-
-
-def build_retriever(spec: RetrieverSpec) -> Retriever:
-    """The retriever ``spec`` names (see :mod:`omgm.retrieval.registry` for the names)."""
-    from omgm.retrieval.registry import build_retriever as build
-
-    return build(spec)

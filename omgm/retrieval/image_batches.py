@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from omgm.data.images import ImageLoadError, load_image
-from omgm.retrieval.encoders import Retriever
+from omgm.retrieval.base import Retriever
 
 
 class _Files(Dataset):

@@ -18,7 +18,8 @@ import torch
 from PIL import Image
 
 from omgm.devices import resolve_device, torch_dtype
-from omgm.retrieval.encoders import HFClipRetriever, Retriever, _hf_identity, _pooled, l2_normalise
+from omgm.retrieval.base import Retriever, l2_normalise
+from omgm.retrieval.encoders import HFClipRetriever, _hf_identity, _pooled
 
 MMRET_IDS = {"mmret-base": "JUNJIE99/MMRet-base", "mmret-large": "JUNJIE99/MMRet-large",
              "mmret-mllm": "JUNJIE99/MMRet-MLLM"}

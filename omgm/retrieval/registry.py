@@ -10,15 +10,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 from omgm.errors import OmgmError
-from omgm.retrieval.encoders import (
-    CLIP_L14,
-    EVA_CLIP_8B,
-    MODEL_CONFIG_DIR,
-    HFClipRetriever,
-    OpenClipRetriever,
-    Retriever,
-    RetrieverSpec,
-)
+from omgm.retrieval.base import Retriever, RetrieverSpec
+from omgm.retrieval.encoders import CLIP_L14, EVA_CLIP_8B, MODEL_CONFIG_DIR, HFClipRetriever, OpenClipRetriever
 
 
 class UnknownRetrieverError(OmgmError, ValueError):

@@ -26,7 +26,7 @@ from omgm.buffers import nonpersistent_buffers
 from omgm.data.images import clip_eval_transform
 from omgm.devices import resolve_device
 from omgm.errors import OmgmError
-from omgm.retrieval.encoders import Retriever, file_fingerprint, l2_normalise
+from omgm.retrieval.base import Retriever, file_fingerprint, l2_normalise
 
 VARIANTS = {  # bge hidden size -> timm EVA-02 CLIP vision tower (ViT width equals the BGE width)
     768: "eva02_base_patch16_clip_224",
