@@ -246,8 +246,26 @@ def test_a_published_checksum_is_verified(server, tmp_path, capsys):  # noqa: F8
         root = tmp_path / f"root{code}"
         assert fetch_cli.main(["mini", "--root", str(root), "--registry", str(reg), "--no_progress"]) == code
     assert "not the 0000000000000000... its publisher gives" in capsys.readouterr().err
+    refused = json.loads((tmp_path / "root1" / "omgm_fetch.lock.json").read_text())["files"]
+    assert "mini/kb.json" not in refused                          # a file that fails its checksum is never recorded
     lock = json.loads((tmp_path / "root0" / "omgm_fetch.lock.json").read_text())["files"]
     assert lock["mini/kb.json"]["sha256"] == good and lock["mini/kb.json"]["source"] == "published sha256 of it"
+
+
+def test_an_archive_whose_file_fails_its_published_checksum_is_unpacked_again(server, tmp_path):  # noqa: F811
+    import io
+    import zipfile
+
+    base, release = server
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("kb.json", b"changed bytes")
+    release.files["/kb.zip"] = buf.getvalue()
+    reg = _one_artifact_registry(tmp_path, {"dest": "mini", "unpack": "zip", "provides": "mini/kb.json",
+                                            "published": {"file": "mini/kb.json", "sha256": "1" * 64},
+                                            "source": {"url": f"{base}/kb.zip"}})
+    args = ["mini", "--root", str(tmp_path / "root"), "--registry", str(reg), "--no_progress"]
+    assert fetch_cli.main(args) == 1 and fetch_cli.main(args) == 1     # never "already there"
 
 
 def test_fetch_list_infoseek_names_the_internvl_row_and_its_kb_file(tmp_path, capsys):

@@ -14,7 +14,7 @@ from pathlib import Path
 from omgm.fetch.download import HttpOptions, copy_local, gdrive_url, http_download
 from omgm.fetch.lock import FetchError, Lock, prepare_root
 from omgm.fetch.registry import Artifact, Registry, describe, source_kind
-from omgm.fetch.unpack import archive_kind, read_marker, stream_tar_members, unpack
+from omgm.fetch.unpack import archive_kind, marker, read_marker, stream_tar_members, unpack
 from omgm.io import write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -129,9 +129,13 @@ class Fetcher:
             self._mark_done(a)
             return "downloaded and verified (not an archive)"
         placed = unpack(path, self.target(a), a.name, kind)
-        if a.provides and not (self.root / a.provides).exists():
-            raise FetchError(f"{a.name}: the archive did not contain {a.provides} (it holds {placed[:5]})")
-        self._check_published(a)
+        try:
+            if a.provides and not (self.root / a.provides).exists():
+                raise FetchError(f"{a.name}: the archive did not contain {a.provides} (it holds {placed[:5]})")
+            self._check_published(a)
+        except FetchError:
+            marker(self.target(a), a.name).unlink(missing_ok=True)     # not done: the next fetch unpacks again
+            raise
         if not self.keep_archives:
             path.unlink()
         return f"downloaded, verified, unpacked ({len(placed)} entries)"
@@ -141,10 +145,8 @@ class Fetcher:
         if not a.published:
             return
         rel = a.published["file"]
-        got = self.lock.check_and_record(rel, self.root / rel, f"published sha256 of {a.name}")
-        if got["sha256"] != a.published["sha256"]:
-            raise FetchError(f"{a.name}: {rel} has sha256 {got['sha256'][:16]}..., not the {a.published['sha256'][:16]}... "
-                             f"its publisher gives: a damaged or changed download (delete it and fetch again)")
+        self.lock.check_and_record(rel, self.root / rel, f"published sha256 of {a.name}",
+                                   published=a.published["sha256"])
 
     def _hub(self, a: Artifact) -> str:
         from huggingface_hub import snapshot_download

@@ -84,13 +84,18 @@ class Lock:
                              f"understands ({LOCK_VERSION}); upgrade omgm")
         self.files: dict[str, dict] = data["files"] if data else {}
 
-    def check_and_record(self, rel: str, path: Path, source: str, *, announced: int | None = None) -> dict:
+    def check_and_record(self, rel: str, path: Path, source: str, *, announced: int | None = None,
+                         published: str | None = None) -> dict:
         """Compare ``path`` with the recorded copy of ``rel`` (refusing a different one), or record it. A file
-        whose size is not what its source ``announced`` is refused before anything is recorded."""
+        whose size is not what its source ``announced``, or whose sha256 is not the one its publisher gives
+        (``published``), is refused before anything is recorded."""
         entry = {**digest(path), "source": source}
         if announced is not None and entry["size"] != announced:
             raise FetchError(f"{rel}: {entry['size']} bytes arrived where the source announced {announced}: "
                              f"refused and not recorded; run the fetch again")
+        if published is not None and entry["sha256"] != published:
+            raise FetchError(f"{rel} has sha256 {entry['sha256'][:16]}..., not the {published[:16]}... its publisher "
+                             f"gives: a damaged or changed download, not recorded (delete it and fetch again)")
         known = self.files.get(rel)
         if known and (known["size"], known["sha256"]) != (entry["size"], entry["sha256"]):
             raise FetchError(f"{rel}: the downloaded file differs from the copy recorded in {self.path} "
