@@ -211,7 +211,7 @@ def test_subset_by_entities_and_bad_csv(server, tmp_path):
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "wiki_image_url_part_1_processed.csv").write_text("title,url\nx,y\n")
-    with pytest.raises(WikiImageError, match="wiki_image_url_part_1_processed.csv: the header .* does not fit"):
+    with pytest.raises(WikiImageError, match="wiki_image_url_part_1_processed.csv: the header .* fewer than the layout"):
         dl.plan(bad, tmp_path / "img")
 
 
