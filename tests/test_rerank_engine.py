@@ -162,6 +162,7 @@ def test_the_disk_cache_is_bounded_least_recently_used_first(step2_env, tiny_rer
     enc.encode(urls[3:5])
     report = enc.disk.report()
     assert report["disk_cache_evicted"] >= 1 and enc.disk.bytes <= entry * 3.5
+    assert enc.disk.bytes == sum(p.stat().st_size for p in (tmp_path / "c").rglob("*.pt"))      # counted exactly
     left = CandidateEncoder(tiny_reranker, bert_tokenizer, step2_env.kb, step2_env.wiki, t, cache_dir=tmp_path / "c")
     left.encode([urls[0], urls[1]])
     assert left.counts["disk hits"] == 1 and left.counts["entities encoded"] == 1     # urls[1] went first

@@ -49,9 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _size(fetcher: Fetcher, a: Artifact) -> str:
-    for rel in (a.dest, f".downloads/{a.name}"):
-        if rel in fetcher.lock.files:
-            return f"{fetcher.lock.files[rel]['size'] / 2**20:,.1f} MiB"
+    known = fetcher.recorded(a)
+    if known:
+        return f"{known['size'] / 2**20:,.1f} MiB"
     return f"~{a.size / 2**30:,.1f} GiB" if a.size else "?"
 
 
@@ -70,18 +70,13 @@ def list_artifacts(fetcher: Fetcher, arts: list[Artifact], verify: bool) -> list
 
 def missing_images(fetcher: Fetcher) -> str | None:
     """How many query images the split references that are not on disk, and the rows that need them."""
-    from omgm.data.samples import ImageDirs, read_samples, resolve_images
-
-    ds = fetcher.registry.dataset(fetcher.dataset)
-    split = fetcher.root / ds["split"]
-    if not split.is_file():
+    found = fetcher.query_images()
+    if found is None:
         return None
-    s = fetcher.registry.settings(fetcher.dataset, fetcher.root)
-    dirs = ImageDirs(**{k: s.get(k) for k in ("inat_dir", "gld_dir", "infoseek_dir")})
-    samples = read_samples(split)
-    _, missing = resolve_images(samples, dirs)
-    return (f"query images: {len(samples) - len(missing)} of {len(samples)} on disk; {len(missing)} missing "
-            f"(rows affected: {', '.join(ds['rows'])})" + (f"; first: {missing[0]}" if missing else ""))
+    n, missing = found["questions"], found["missing"]
+    return (f"query images: {n - len(missing)} of {n} on disk; {len(missing)} missing "
+            f"(rows affected: {', '.join(fetcher.registry.dataset(fetcher.dataset)['rows'])})"
+            + (f"; first: {missing[0]}" if missing else ""))
 
 
 def fetch_all(fetcher: Fetcher, arts: list[Artifact]) -> int:

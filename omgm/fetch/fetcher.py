@@ -53,6 +53,23 @@ class Fetcher:
             return self.done_marker(a).is_file() or (t.is_file() and not a.provides)
         return t.exists()
 
+    def recorded(self, a: Artifact) -> dict | None:
+        """The lock's entry of ``a``: its file, or its archive under ``.downloads``; None before a download."""
+        return self.lock.files.get(a.dest) or self.lock.files.get(f".downloads/{a.name}")
+
+    def query_images(self) -> dict | None:
+        """The split's questions and the query images it references that are not on disk (None before the split
+        is fetched)."""
+        from omgm.data.samples import ImageDirs, read_samples, resolve_images
+
+        split = self.root / self.registry.dataset(self.dataset)["split"]
+        if not split.is_file():
+            return None
+        s = self.registry.settings(self.dataset, self.root)
+        samples = read_samples(split)
+        _, missing = resolve_images(samples, ImageDirs(**{k: s.get(k) for k in ("inat_dir", "gld_dir", "infoseek_dir")}))
+        return {"questions": len(samples), "missing": missing}
+
     def _mark_done(self, a: Artifact, **facts) -> None:
         write_json_atomic(self.done_marker(a), {"artifact": a.name, "source": a.describe_source(), **facts})
 

@@ -23,7 +23,7 @@ from omgm.fetch.registry import load_registry
 from omgm.help import command_parser
 from omgm.io import OutputLock
 from omgm.reproduce import dry_run
-from omgm.reproduce.plan import Stage, build_plan, config_for
+from omgm.reproduce.plan import build_plan, config_for
 from omgm.reproduce.state import ReproduceError, RunState
 from omgm.reproduce.tables import build_tables, write_tables
 
@@ -43,10 +43,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _missing(stage: Stage) -> list[Path]:
-    return [p for p in stage.needs if not p.exists()]
-
-
 def note_wiki_entities(step1: Path, target: Path, dataset: str, root: Path) -> None:
     """The candidates' titles, for ``omgm fetch DATASET --only wiki-images`` (step 2 scores their images)."""
     from omgm.prep.download_wiki_images import only_titles
@@ -63,10 +59,10 @@ def available_rows(registry, dataset: str, root: Path, out: Path, *, config: Pat
     rows = []
     for row in registry.rows(dataset):
         stages = build_plan(registry, dataset, root, out, rows=[row], config=config)
-        if not any(_missing(s) for s in stages if s.name.startswith("step3")):
+        absent = [str(p) for s in stages if s.name.startswith("step3") for p in s.missing()]
+        if not absent:
             rows.append(row)
         else:
-            absent = [str(p) for s in stages if s.name.startswith("step3") for p in _missing(s)]
             print(f"row {row}: skipped, its generator is not there ({', '.join(absent)})")
     return rows
 

@@ -19,24 +19,12 @@ def _artifacts(fetcher: Fetcher, dataset: str, rows: list[str]) -> list[dict]:
     out = []
     for a in fetcher.registry.select(dataset, rows):
         done = fetcher.is_done(a) if a.source_kind != "manual" else fetcher.target(a).exists()
-        known = fetcher.lock.files.get(a.dest) or fetcher.lock.files.get(f".downloads/{a.name}")
+        known = fetcher.recorded(a)
         out.append({"name": a.name, "kind": "hub model" if a.source_kind == "hub" else a.kind,
                     "size_bytes": known["size"] if known else a.size, "size_known": bool(known or a.size),
                     "status": "present" if done else ("manual" if a.source_kind == "manual" else "missing"),
                     "source": a.describe_source()})
     return out
-
-
-def _query_images(fetcher: Fetcher) -> dict | None:
-    from omgm.data.samples import ImageDirs, read_samples, resolve_images
-
-    split = fetcher.root / fetcher.registry.dataset(fetcher.dataset)["split"]
-    if not split.is_file():
-        return None
-    s = fetcher.registry.settings(fetcher.dataset, fetcher.root)
-    samples = read_samples(split)
-    _, missing = resolve_images(samples, ImageDirs(**{k: s.get(k) for k in ("inat_dir", "gld_dir", "infoseek_dir")}))
-    return {"questions": len(samples), "missing": len(missing)}
 
 
 def _estimate(n: int | None, generator_rows: int, costs: str | None) -> dict:
@@ -64,12 +52,10 @@ def _estimate(n: int | None, generator_rows: int, costs: str | None) -> dict:
 def plan(registry: Registry, dataset: str, root: Path, stages: list[Stage], *, rows: list[str],
          costs: str | None) -> dict[str, Any]:
     """Everything the dry run shows, as data (what ``--json`` prints)."""
-    from omgm.data.samples import read_samples
-
     fetcher = Fetcher(registry, root, dataset, create=False)
     arts = _artifacts(fetcher, dataset, rows)
-    split = root / registry.dataset(dataset)["split"]
-    n = len(read_samples(split)) if split.is_file() else None
+    images = fetcher.query_images()                         # the split, read once: questions and missing images
+    n = images["questions"] if images else None
     generators = sum(1 for r in rows if registry.dataset(dataset)["rows"][r].get("generator"))
     missing = [a for a in arts if a["status"] == "missing"]
     return {"dataset": dataset, "rows": rows, "root": str(root), "artifacts": arts,
@@ -77,9 +63,10 @@ def plan(registry: Registry, dataset: str, root: Path, stages: list[Stage], *, r
             "to_download_unknown_size": [a["name"] for a in missing if not a["size_known"]],
             "on_disk_bytes": sum(e.get("size", 0) for e in fetcher.lock.files.values()),
             "hub_models_missing": [a["name"] for a in missing if a["kind"] == "hub model"],
-            "query_images": _query_images(fetcher), "time": _estimate(n, generators, costs),
+            "query_images": images and {"questions": n, "missing": len(images["missing"])},
+            "time": _estimate(n, generators, costs),
             "stages": [{"stage": s.name, "command": s.command(),
-                        "missing_inputs": [str(p) for p in s.needs if not p.exists()]} for s in stages]}
+                        "missing_inputs": [str(p) for p in s.missing()]} for s in stages]}
 
 
 def _size(n: int | None) -> str:

@@ -27,6 +27,10 @@ class Stage:
     reuse_output: bool = False                    # an output outside OUT that is only ever written complete
     reads: list[str] = field(default_factory=list)   # files and models whose identity the tables record
 
+    def missing(self) -> list[Path]:
+        """The inputs the stage needs that are not on disk."""
+        return [p for p in self.needs if not p.exists()]
+
     def argv(self) -> list[str]:
         """The stage as a subprocess. ``-P``: the working directory is not put on ``sys.path``, so a folder named
         ``omgm`` there (a clone, say) is never imported in place of the installed package."""

@@ -66,7 +66,7 @@ class RunState:
                                      f"delete it to import again")
             self._record(stage, 0.0)                 # a store made before or elsewhere: written complete, reused
             return "done earlier (the KB store is only ever written complete)"
-        missing = [p for p in stage.needs if not p.exists()]
+        missing = stage.missing()
         if missing:
             raise ReproduceError(f"stage {stage.name}: missing {', '.join(map(str, missing))} (omgm fetch first)")
         if why != "not done":

@@ -39,7 +39,13 @@ class DiskCache:
 
     def __init__(self, root: Path, max_bytes: float | None) -> None:
         self.root, self.max_bytes, self.evicted = root, max_bytes, 0
-        self.bytes = sum(size for _, size, _ in _entries(root)) if root.is_dir() else 0
+        self._bytes: int | None = None        # the folder is walked at the first write, not at start-up
+
+    @property
+    def bytes(self) -> int:
+        if self._bytes is None:
+            self._bytes = sum(size for _, size, _ in _entries(self.root)) if self.root.is_dir() else 0
+        return self._bytes
 
     def load(self, path: Path) -> dict | None:
         if not path.is_file():
@@ -57,29 +63,31 @@ class DiskCache:
         return obj
 
     def save(self, path: Path, obj: dict) -> None:
+        total = self.bytes                             # walked (once) before this file exists
         with atomic_write(path) as tmp:
             torch.save(obj, tmp)
-        self.bytes += path.stat().st_size
-        if self.max_bytes is not None and self.bytes > self.max_bytes:
+        self._bytes = total + path.stat().st_size
+        if self.max_bytes is not None and self._bytes > self.max_bytes:
             self._evict()
 
     def _evict(self) -> None:
         """Oldest first, down to 80% of the bound (so that a full cache is not scanned at every write)."""
         entries = sorted(_entries(self.root))
-        self.bytes = sum(size for _, size, _ in entries)
+        self._bytes = sum(size for _, size, _ in entries)
         for _, size, p in entries:
-            if self.bytes <= 0.8 * self.max_bytes:
+            if self._bytes <= 0.8 * self.max_bytes:
                 break
             self._remove(Path(p), size)
             self.evicted += 1
 
     def _remove(self, path: Path, size: int | None = None) -> None:
+        total = self.bytes                             # walked (once) while the file still exists
         try:
             size = path.stat().st_size if size is None else size
             path.unlink()
         except FileNotFoundError:
             return
-        self.bytes -= size
+        self._bytes = total - size
 
     def report(self) -> dict:
         return {"disk_cache_mb": round(self.bytes / 2**20, 1), "disk_cache_evicted": self.evicted,

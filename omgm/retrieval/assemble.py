@@ -32,7 +32,8 @@ def _rows(shard: Path, keep: Callable[[np.ndarray], np.ndarray] | None) -> np.nd
 
 def _sample(shards: Sequence[Path], size: int, keep, seed: int) -> np.ndarray:
     """``size`` rows drawn uniformly (seeded) across the shards, in row order."""
-    counts = [len(_rows(s, keep)) if keep else int(np.load(s, mmap_mode="r").shape[0]) for s in shards]
+    maps = (np.load(s, mmap_mode="r") for s in shards)     # counted on the memory maps: nothing copied
+    counts = [int(keep(x).sum()) if keep else int(x.shape[0]) for x in maps]
     total = sum(counts)
     picked = np.sort(np.random.default_rng(seed).choice(total, size=min(size, total), replace=False))
     out, start = [], 0
