@@ -196,3 +196,22 @@ def test_random_reranker_weights_are_seeded(step2_env):
     b = cfg.build(step2_env.kb)
     assert model_hash(a.model) == model_hash(b.model)                # one cache key, not one per run
     assert torch.equal(state, torch.get_rng_state())                 # the caller's random state is left alone
+
+
+def test_question_scores_batched_equal_each_candidate_alone():
+    """Step 2 scores all of a question's candidates in one call; the figures equal one call per candidate, bit for
+    bit, and a candidate without tokens keeps its place with no scores."""
+    from omgm.rerank.model import late_interaction
+    from omgm.rerank.scoring import EntityTokens, question_scores
+
+    g = torch.Generator().manual_seed(0)
+    q = torch.nn.functional.normalize(torch.randn(32, 64, generator=g), dim=-1)
+    ets = []
+    for n in [3, 0, 8, 1, 5]:
+        tokens = torch.nn.functional.normalize(torch.randn(n, 32, 64, generator=g), dim=-1) if n else None
+        ets.append(EntityTokens(list(range(n)), tokens, "" if n else "no sections"))
+    got = question_scores(q, ets)
+    want = [late_interaction(q.unsqueeze(0), et.tokens)[0].tolist() if et.tokens is not None else [] for et in ets]
+    assert got == want
+    assert [len(x) for x in got] == [3, 0, 8, 1, 5]
+    assert question_scores(q, [ets[1]]) == [[]]

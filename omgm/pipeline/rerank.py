@@ -27,7 +27,7 @@ from omgm.parallel import Parallel, run_units, units_of
 from omgm.published import ALPHA
 from omgm.rerank.inputs import image_transform, load_pixels, load_tokenizer
 from omgm.rerank.model import IT2ITReranker
-from omgm.rerank.scoring import CandidateEncoder, encode_queries, entity_scores
+from omgm.rerank.scoring import CandidateEncoder, encode_queries, question_scores
 from omgm.settings import nested, setting
 
 log = logging.getLogger("omgm.step2")
@@ -114,7 +114,7 @@ class Reranker:
             part = chunk[i:i + self.batch_size]
             pix = load_pixels([self.image_dirs.resolve(s) for s in part], self.transform)
             for s, q in zip(part, self._queries(pix, [s.question for s in part])):
-                sims[s.sample_id] = [entity_scores(q, ents[u]) for u in urls[s.sample_id]]
+                sims[s.sample_id] = question_scores(q, [ents[u] for u in urls[s.sample_id]])
                 ids[s.sample_id] = [ents[u].section_ids for u in urls[s.sample_id]]
         return {"sims": sims, "ids": ids}
 
@@ -166,7 +166,7 @@ class Reranker:
         urls = [e["url"] for e in entry["retrieved_entities"]]
         ents = self.candidates.encode(urls)
         q = self._queries(self.transform(image).unsqueeze(0), [question])[0]
-        return fuse_entry(entry, [entity_scores(q, ents[u]) for u in urls], [ents[u].section_ids for u in urls], alpha,
+        return fuse_entry(entry, question_scores(q, [ents[u] for u in urls]), [ents[u].section_ids for u in urls], alpha,
                           fusion=self.fusion)
 
 

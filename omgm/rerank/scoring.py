@@ -193,9 +193,23 @@ def encode_queries(model: IT2ITReranker, tokenizer, pixels: torch.Tensor, questi
 
 def entity_scores(q: torch.Tensor, et: EntityTokens) -> list[float]:
     """Per-section step-2 scores of one query ``[Q, D]`` against one entity ([] when it has no tokens)."""
-    if et.tokens is None or len(et.section_ids) == 0:
-        return []
-    return late_interaction(q.unsqueeze(0), et.tokens)[0].tolist()
+    return question_scores(q, [et])[0]
+
+
+def question_scores(q: torch.Tensor, ets: Sequence[EntityTokens]) -> list[list[float]]:
+    """Per-section scores of one query ``[Q, D]`` against each of its candidates, in one call: every candidate's
+    sections are stacked into one ``[S, Q, D]`` tensor, scored together and split back by candidate (a candidate
+    without tokens gets ``[]``). Equal to :func:`late_interaction` on each candidate alone."""
+    parts = [et.tokens for et in ets if et.tokens is not None and len(et.section_ids)]
+    if not parts:
+        return [[] for _ in ets]
+    flat = late_interaction(q.unsqueeze(0), torch.cat(parts) if len(parts) > 1 else parts[0])[0].tolist()
+    out, at = [], 0
+    for et in ets:
+        n = len(et.section_ids) if et.tokens is not None else 0
+        out.append(flat[at:at + n])
+        at += n
+    return out
 
 
 @torch.no_grad()
