@@ -24,11 +24,17 @@ def _joined(prompt: str, answer: str) -> str:
     return prompt + (" " if prompt.endswith(":") else "") + answer
 
 
+def _with_image(generator) -> bool:
+    from omgm.generate.generators import FAMILIES
+
+    return FAMILIES[generator.family].train_image
+
+
 def encode(generator, example: dict, max_length: int = 2048) -> dict | None:
     """``input_ids``, ``labels`` (and the ``image`` path, read again per batch by :func:`image_pixels`: pixels
     of a whole training set are not kept in memory) of one example; None when it is too long."""
     full = _joined(example["prompt"], example["answer"])
-    if generator.family == "llava-hf":
+    if _with_image(generator):
         from omgm.data.images import load_image
 
         image = load_image(example["image"])         # the processor expands the image token to the image's size
@@ -46,7 +52,7 @@ def encode(generator, example: dict, max_length: int = 2048) -> dict | None:
     if len(f_ids) > max_length or len(f_ids) <= len(p_ids):
         return None
     out = {"input_ids": f_ids, "labels": [IGNORE] * len(p_ids) + f_ids[len(p_ids):]}
-    if generator.family == "llava-hf":
+    if _with_image(generator):
         out["image"] = example["image"]
     return out
 

@@ -154,9 +154,7 @@ def build_cut(cfg: AnswerConfig, generator: Generator):
     """The context cut of the prompt style: the published LLaVA-1.5 rule, or the generator's own tokenizer."""
     if cfg.generator.prompt_style == "omgm":
         return OwnTokenizerCut(generator, cfg.context_tokens)
-    source = cfg.context_tokenizer
-    if source is None and generator.family == "llava-original":
-        source = str(generator.llava.tokenizer.folder)         # a LLaVA-1.5 fine-tune keeps LLaVA-1.5's tokenizer
+    source = cfg.context_tokenizer or generator.own_context_tokenizer()
     return OfficialContextCut.load(source or OFFICIAL_CONTEXT_TOKENIZER, cfg.context_tokens)
 
 

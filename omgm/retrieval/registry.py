@@ -71,6 +71,16 @@ REGISTRY: dict[str, Entry] = {
 REGISTRY["eva-clip-8b"] = REGISTRY["eva-clip"]
 
 
+def register_retriever(name: str, build: Callable[[RetrieverSpec], Retriever], help: str, *,
+                       composed: bool = False) -> None:
+    """Add a retriever under ``name`` (``--retriever_vit NAME``) from your own code: ``build(spec)`` returns a
+    :class:`~omgm.retrieval.base.Retriever`. Every stage that names a retriever (index build, step 1, ``ask``,
+    ``compare``) then finds it. A name already taken is refused."""
+    if name in REGISTRY:
+        raise UnknownRetrieverError(f"retriever {name!r} is already registered")
+    REGISTRY[name] = Entry(build, help, composed)
+
+
 def list_retrievers() -> dict[str, str]:
     """name -> one line of help (``open_clip:<name>`` stands for every open_clip model)."""
     out = {k: v.help + (" [composed queries]" if v.composed else "") for k, v in REGISTRY.items() if k != "eva-clip-8b"}

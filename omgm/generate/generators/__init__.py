@@ -27,13 +27,13 @@ from omgm.config import positive_int
 from omgm.devices import device_setting
 from omgm.generate.generators.adapters import adapter_base, apply_adapter, is_adapter_folder
 from omgm.generate.generators.base import Generator, GeneratorError, GenRequest
-from omgm.generate.layouts import detect_layout, layout_of
+from omgm.generate.layouts import layout_of, read_config
 from omgm.generate.prompts import PROMPT_STYLES, check_style
 from omgm.hub import looks_local
 from omgm.settings import setting
 
 __all__ = ["GenRequest", "Generator", "GeneratorError", "GeneratorSpec", "build_generator", "list_generators",
-           "FAMILIES", "NAMES"]
+           "FAMILIES", "NAMES", "Family", "register_family"]
 
 
 @dataclass
@@ -58,13 +58,21 @@ class GeneratorSpec:
 
 @dataclass(frozen=True)
 class Family:
-    """A model layout omgm can run: its loader ``(path, spec, common kwargs) -> Generator``, its default answer
-    length, whether vLLM may serve it, and whether ``omgm step3 train`` (and LoRA adapters) may fine-tune it."""
+    """A model layout omgm can run, everything about it in one row: its loader ``(path, spec, common kwargs) ->
+    Generator``, its default answer length, whether vLLM may serve it, whether ``omgm step3 train`` (and LoRA
+    adapters) may fine-tune it and whether its training examples carry the image (its processor expands the image
+    token), the text its official answer follows (``answer_marker``: the published split of llava-hf's decode;
+    None: the answer is the new tokens), and ``detect``: a test of a folder's parsed ``config.json`` that claims
+    folders for this family (for families added with :func:`register_family`; the built-in layouts are told apart
+    by :mod:`omgm.generate.layouts`)."""
 
     load: Callable[[str, GeneratorSpec, dict], Generator]
     new_tokens: int
     vllm: bool = False
     finetune: bool = False
+    train_image: bool = False
+    answer_marker: str | None = None
+    detect: Callable[[dict], bool] | None = None
 
 
 @dataclass(frozen=True)
@@ -92,7 +100,8 @@ def _internvl(path: str, spec: GeneratorSpec, common: dict) -> Generator:
 def _llava_hf(path: str, spec: GeneratorSpec, common: dict) -> Generator:
     from omgm.generate.generators.llava_hf import HFVisionGenerator
 
-    return HFVisionGenerator(path, attn=spec.attn_implementation, load_model=spec.engine != "vllm", **common)
+    return HFVisionGenerator(path, attn=spec.attn_implementation, load_model=spec.engine != "vllm",
+                             answer_marker=FAMILIES["llava-hf"].answer_marker, **common)
 
 
 def _vlm_hf(path: str, spec: GeneratorSpec, common: dict) -> Generator:
@@ -100,7 +109,8 @@ def _vlm_hf(path: str, spec: GeneratorSpec, common: dict) -> Generator:
     has no LLaVA "ASSISTANT:" to split on)."""
     from omgm.generate.generators.llava_hf import HFVisionGenerator
 
-    return HFVisionGenerator(path, attn=spec.attn_implementation, family="vlm-hf", answer_marker=None, **common)
+    return HFVisionGenerator(path, attn=spec.attn_implementation, answer_marker=FAMILIES["vlm-hf"].answer_marker,
+                             **common)
 
 
 def _chat_llm(path: str, spec: GeneratorSpec, common: dict) -> Generator:
@@ -113,7 +123,7 @@ def _chat_llm(path: str, spec: GeneratorSpec, common: dict) -> Generator:
 
 # layout (see omgm.generate.layouts) -> family; a new family is a module and a row here
 FAMILIES: dict[str, Family] = {
-    "llava-hf": Family(_llava_hf, 200, vllm=True, finetune=True),
+    "llava-hf": Family(_llava_hf, 200, vllm=True, finetune=True, train_image=True, answer_marker="ASSISTANT:"),
     "vlm-hf": Family(_vlm_hf, 128),
     "llava-original": Family(_llava_original, 200),
     "internvl-remote": Family(_internvl, 128),
@@ -126,6 +136,25 @@ NAMES: dict[str, Name] = {
     "llama3": Name("meta-llama/Meta-Llama-3-8B-Instruct", ("chat-llm",)),
     "mistral": Name("mistralai/Mistral-7B-Instruct-v0.2", ("chat-llm",), chat="mistral"),
 }
+
+
+def register_family(layout: str, family: Family) -> None:
+    """Add a generator family from your own code: folders whose ``config.json`` ``family.detect`` accepts load
+    with ``family.load`` (``--answer_generator FOLDER``). A layout already taken is refused."""
+    if layout in FAMILIES:
+        raise GeneratorError(f"generator family {layout!r} is already registered")
+    if family.detect is None:
+        raise GeneratorError(f"generator family {layout!r}: give it a detect(config) test to recognise its folders")
+    FAMILIES[layout] = family
+
+
+def folder_layout(folder: str | Path) -> str:
+    """The family of a model folder: a registered family's ``detect`` first, then the built-in layouts."""
+    cfg = read_config(folder)
+    for layout, family in FAMILIES.items():
+        if family.detect is not None and family.detect(cfg):
+            return layout
+    return layout_of(cfg, str(folder))
 
 
 def list_generators() -> dict[str, str]:
@@ -158,7 +187,7 @@ def resolve(spec: GeneratorSpec) -> tuple[str, str]:
         raise GeneratorError(f"unknown generator {name!r}: use one of {', '.join(NAMES)} or a local model folder "
                              f"(with config.json)")
     if Path(path).expanduser().is_dir():
-        layout = detect_layout(Path(path).expanduser())
+        layout = folder_layout(Path(path).expanduser())
     elif looks_local(path):
         raise GeneratorError(f"{path}: no such model folder")
     elif known is not None and path == known.hub_id:
@@ -191,6 +220,7 @@ def build_generator(spec: GeneratorSpec) -> Generator:
     if spec.vision_tower and layout != "llava-original":
         raise GeneratorError(f"--vision_tower applies to original-format LLaVA folders only; {path} is {layout}")
     base = family.load(path, spec, common)
+    base.family = layout                       # the row it was loaded by: what fine-tuning and vLLM look up
     if spec.engine != "vllm":
         return base
     from omgm.generate.generators.vllm_engine import VllmGenerator

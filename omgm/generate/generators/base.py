@@ -50,6 +50,11 @@ class Generator:
     def _generate(self, reqs: Sequence[GenRequest]) -> list[str]:
         raise NotImplementedError
 
+    def own_context_tokenizer(self) -> str | None:
+        """The tokenizer folder the official context cut should count with, when the model carries its own (an
+        original-format LLaVA fine-tune keeps LLaVA-1.5's); None: the published LLaVA-1.5 tokenizer."""
+        return None
+
     def prompt_length(self, req: GenRequest) -> int:
         return len(self.render(req))
 

@@ -70,7 +70,7 @@ def internvl_pixels(image: Image.Image, max_tiles: int = MAX_TILES, tile: int = 
 
 
 class InternVLGenerator(Generator):
-    family = "internvl"
+    family = "internvl-remote"
     needs_image = True
 
     def __init__(self, path: str | Path, style: str = "official", device: str | None = None, dtype: str | None = None,

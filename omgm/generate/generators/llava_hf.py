@@ -31,8 +31,8 @@ class HFVisionGenerator(Generator):
 
     def __init__(self, path: str | Path, style: str = "official", device: str | None = None, dtype: str | None = None,
                  max_new_tokens: int = 200, attn: str | None = None, load_model: bool = True,
-                 family: str = "llava-hf", answer_marker: str | None = "ASSISTANT:") -> None:
-        self.style, self.family, self.answer_marker = check_style(style), family, answer_marker
+                 answer_marker: str | None = "ASSISTANT:") -> None:
+        self.style, self.answer_marker = check_style(style), answer_marker
         self.device = resolve_device(device)
         self.processor = load_pretrained("AutoProcessor", path, what="generator processor")
         self.processor.tokenizer.padding_side = "left"

@@ -42,9 +42,7 @@ class VllmGenerator(Generator):
     """A transformers-path generator's prompts (``base``, loaded without its weights) answered by vLLM."""
 
     def __init__(self, base: Generator, path: str, dtype: str | None = None, max_model_len: int | None = None) -> None:
-        if base.family not in ("chat-llm", "llava-hf"):
-            raise GeneratorError(f"--engine vllm serves chat LLMs and llava-hf VLMs, not {base.family} "
-                                 f"({base.name}); use --engine transformers")
+        # which families vLLM serves is their FAMILIES row's ``vllm`` (checked by build_generator)
         self.base, self.llm = base, make_llm(path, dtype, max_model_len)
         self.family, self.needs_image, self.style = base.family, base.needs_image, base.style
         self.max_new_tokens, self.tokenizer, self.name = base.max_new_tokens, base.tokenizer, f"vllm:{base.name}"
@@ -66,7 +64,7 @@ class VllmGenerator(Generator):
 
     def _generate(self, reqs: Sequence[GenRequest]) -> list[str]:
         b = self.base
-        if b.family == "chat-llm":
+        if not b.needs_image:                     # a text-only model: its token ids; a VLM: prompt + image
             from vllm.inputs import TokensPrompt
 
             outs = self.llm.generate([TokensPrompt(prompt_token_ids=b.input_ids(r)) for r in reqs],
