@@ -13,7 +13,7 @@ def test_estimate_extrapolates_the_median_per_item_cost():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["embedders_throughput", "estimate_kb", "faiss_options", "gpu_suite", "scale_out",
+@pytest.mark.parametrize("name", ["embedders_throughput", "estimate_kb", "faiss_options", "full_scale", "gpu_suite", "scale_out",
                                   "step1_search", "step2_rerank", "step3_generate"])
 def test_every_benchmark_runs_in_its_smoke_mode(name):
     """Each benchmark at tiny sizes, as a user runs it (the step-2 one had stopped running unnoticed)."""

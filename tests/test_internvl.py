@@ -99,7 +99,7 @@ def standin(tmp_path, bert_tokenizer):
 
 def test_remote_code_chat_gets_the_published_inputs(standin, tmp_path):
     gen = build_generator(GeneratorSpec("internvl2_5", str(standin), device="cpu", dtype="bf16"))
-    assert gen.family == "internvl" and gen.max_new_tokens == 128 and "position_ids" in gen.restored_buffers
+    assert gen.family == "internvl-remote" and gen.max_new_tokens == 128 and "position_ids" in gen.restored_buffers
     img = tmp_path / "img.png"
     Image.new("RGB", (896, 448), (10, 20, 30)).save(img)
     req = GenRequest("Which city?", "# Wiki Article: X\n## Section Title: Y\nZ", "infoseek", img)

@@ -31,7 +31,7 @@ from omgm.pipeline.rerank import RerankConfig, RerankerSpec
 from omgm.published import TOP_KS
 from omgm.rerank.scoring import model_hash
 from omgm.rerank.train import TrainConfig
-from omgm.settings import add_flags, add_kb_flag, from_values
+from omgm.settings import add_flags, from_values
 
 log = logging.getLogger("omgm.step2")
 
@@ -39,7 +39,6 @@ log = logging.getLogger("omgm.step2")
 def train_parser() -> argparse.ArgumentParser:
     p = command_parser("step2 train", "Step 2a: train the IT2IT reranker")
     p.add_argument("--train_file", help="E-VQA-format training CSV")
-    add_kb_flag(p, "--knowledge_base_file")              # the official scripts' spelling in training
     p.add_argument("--negative_db_file", help="hard-negative JSON (the authors' file, or omgm data mine-negatives)")
     add_flags(p, TrainConfig, RerankerSpec, WikiSource, ImageDirs)
     p.add_argument("--no_progress", action="store_true")
@@ -50,7 +49,6 @@ def rerank_parser() -> argparse.ArgumentParser:
     p = command_parser("step2 rerank", "Step 2b: hybrid-grained reranking")
     p.add_argument("--sample_file", help="E-VQA or InfoSeek CSV")
     p.add_argument("--step1_result")
-    add_kb_flag(p, "--knowledge_base_path")              # ... and in reranking
     p.add_argument("--save_result_path", help="step-2 result JSON, or a directory for DIR/result.json")
     p.add_argument("--top_ks", type=int_list, default=list(TOP_KS))
     add_flags(p, RerankConfig)
@@ -68,9 +66,9 @@ def run_train(argv: list[str]) -> int:
     args = parse_with_config(train_parser(), argv)
     require(args, "train_file", "knowledge_base", "negative_db_file")
     spec = from_values(RerankerSpec, args)
-    cfg = from_values(TrainConfig, args, cpu=args.device == "cpu", progress=not args.no_progress)
+    cfg = from_values(TrainConfig, args, cpu=spec.device == "cpu", progress=not args.no_progress)
     check_writable(Path(cfg.save_dir) / "run_settings.json", inputs=[args.train_file, args.negative_db_file])
-    kb, tokenizer = open_kb(args.knowledge_base), load_tokenizer(spec.tokenizer)
+    kb, tokenizer = open_kb(cfg.knowledge_base), load_tokenizer(spec.tokenizer)
     torch.manual_seed(cfg.seed)  # parameters no checkpoint provides (all of them without --init_ckpt)
     model, report = spec.load()
     if not spec.init_ckpt:
@@ -80,7 +78,7 @@ def run_train(argv: list[str]) -> int:
         raise OmgmError(f"tokenizer {spec.tokenizer} has {len(tokenizer)} tokens but the Q-Former expects "
                         f"{model.config.qformer.vocab_size}")
     ds = RerankTrainSet(read_samples(args.train_file, single_hop_only=False), read_negative_db(args.negative_db_file),
-                        args.knowledge_base, from_values(WikiSource, args).open(kb), from_values(ImageDirs, args),
+                        cfg.knowledge_base, from_values(WikiSource, args).open(kb), from_values(ImageDirs, args),
                         image_transform(model.config.vision.image_size), cfg.neg_num, cfg.seed)
     print(f"training examples: {len(ds)}; dropped: {dict(ds.drops) or 'none'}", file=sys.stderr)
     if len(ds) == 0:
@@ -96,10 +94,10 @@ def run_rerank(argv: list[str]) -> int:
     args = parse_with_config(rerank_parser(), argv)
     require(args, "sample_file", "step1_result", "knowledge_base", "save_result_path")
     cfg = from_values(RerankConfig, args)
-    with StageRun("step2", args.save_result_path, inputs=[args.sample_file, args.step1_result, args.knowledge_base,
+    with StageRun("step2", args.save_result_path, inputs=[args.sample_file, args.step1_result, cfg.knowledge_base,
                                                            cfg.reranker_ckpt_path]) as run:
         samples, step1 = read_samples(args.sample_file), read_retrieval(args.step1_result)
-        kb = open_kb(args.knowledge_base)
+        kb = open_kb(cfg.knowledge_base)
         missing = check_made_for(step1, samples, args.sample_file, kb)
         top_ks = _top_ks(args, step1, kb)
         cfg.model.device = run.device(cfg.model.device)

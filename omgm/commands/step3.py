@@ -30,14 +30,13 @@ from omgm.metrics.bootstrap import without_outcomes
 from omgm.metrics.evaluate import ANSWERS_FORMAT, ANSWERS_VERSION, evaluate_records
 from omgm.pipeline.answer import AnswerConfig, answer_in_parallel, answer_resumably, build_answerer, record_counts
 from omgm.resume import PartialRecords
-from omgm.settings import add_flags, add_kb_flag, from_values
+from omgm.settings import add_flags, from_values
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = command_parser("step3", __doc__)
     p.add_argument("--test_file", help="E-VQA or InfoSeek CSV")
     p.add_argument("--retrieval_results_file", help="step-2 (or step-1) result JSON")
-    add_kb_flag(p, "--knowledge_base_path")
     p.add_argument("--output_file", help="answers JSON, or a directory for DIR/result.json")
     names = "; ".join(f"{k}: {v}" for k, v in list_generators().items()) + "; or a local model folder"
     add_flags(p, AnswerConfig, ImageDirs, overrides={"answer_generator": {"help": names}})
@@ -69,10 +68,10 @@ def main(argv: list[str] | None = None) -> int:
     require(args, "test_file", "retrieval_results_file", "knowledge_base", "output_file")
     cfg = from_values(AnswerConfig, args)
     with StageRun("step3", args.output_file, inputs=[args.test_file, args.retrieval_results_file,
-                                                      args.knowledge_base]) as run:
+                                                      cfg.knowledge_base]) as run:
         cfg.generator.device = run.device(cfg.generator.device)
         everything, samples, dataset = load_samples(args.test_file, args.limit)
-        retrieval, kb = read_retrieval(args.retrieval_results_file), open_kb(args.knowledge_base)
+        retrieval, kb = read_retrieval(args.retrieval_results_file), open_kb(cfg.knowledge_base)
         unretrieved = among(check_made_for(retrieval, everything, args.test_file, kb), samples)
         settings = {**cfg.fingerprint(), "device": (cfg.generator.device or "auto").split(":")[0],
                     "samples": samples_fingerprint(everything), "kb": kb.url_order_hash(),

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from omgm.config import parse_with_config, positive_int, require, setup_logging
@@ -28,20 +29,19 @@ from omgm.io import check_writable
 from omgm.parallel import device_for, env_place
 from omgm.pipeline.answer import AnswerConfig, build_cut
 from omgm.resume import settings_diff
-from omgm.settings import add_flags, add_kb_flag, from_values
+from omgm.settings import add_flags, from_values
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = command_parser("step3 train", __doc__)
     p.add_argument("--train_file", help="training CSV (E-VQA or InfoSeek form)")
-    add_kb_flag(p, "--knowledge_base_path")
     add_flags(p, GeneratorSpec, only=("answer_generator", "llm_checkpoint", "prompt_style", "device", "dtype",
                                       "vision_tower"))
     p.add_argument("--train_section", choices=SECTION_MODES, default="selected",
                    help="selected: the gold entity's section as step 3 would choose it; evidence: the gold section")
     p.add_argument("--retrieval_results_file", default=None, help="step-2 results of the training questions "
                                                                    "(their section scores join the choice)")
-    add_flags(p, AnswerConfig, only=("section_reranker", "context_tokenizer", "step2_beta"))
+    add_flags(p, AnswerConfig, only=("knowledge_base", "section_reranker", "context_tokenizer", "step2_beta"))
     p.add_argument("--sft_file", default=None, help="the SFT set as JSONL (written; reused if it exists)")
     p.add_argument("--build_only", action="store_true", help="write --sft_file and stop")
     p.add_argument("--strict", action="store_true", help="refuse a question that cannot make an example")
@@ -69,7 +69,7 @@ def _sec_sim(path: str | None, samples) -> dict:
 
 
 def examples_for(args, generator, samples) -> list[dict]:
-    meta = {"train_file": str(args.train_file), "prompt_style": args.prompt_style,
+    meta = {"train_file": str(args.train_file), "prompt_style": generator.style,
             "train_section": args.train_section, "generator": generator.name}
     if args.sft_file and Path(args.sft_file).is_file():
         examples, made_with = read_sft_file(args.sft_file)
@@ -79,12 +79,13 @@ def examples_for(args, generator, samples) -> list[dict]:
                             f"--sft_file")
         print(f"{len(examples)} examples from {args.sft_file}", file=sys.stderr)
         return examples
-    kb, cfg = open_kb(args.knowledge_base), from_values(AnswerConfig, args)
+    cfg = from_values(AnswerConfig, args)
+    kb = open_kb(cfg.knowledge_base)
     selector = None
     if args.train_section == "selected":
         from omgm.generate.sections import CrossEncoder, SectionSelector
 
-        selector = SectionSelector(CrossEncoder(cfg.section_reranker, _device(args)), cfg.step2_beta)
+        selector = SectionSelector(CrossEncoder(cfg.section_reranker, _device(cfg.generator)), cfg.step2_beta)
     sft = build_sft_set(samples, kb, generator, build_cut(cfg, generator), mode=args.train_section, selector=selector,
                         image_dirs=from_values(ImageDirs, args),
                         sec_sim=_sec_sim(args.retrieval_results_file, samples), strict=args.strict)
@@ -94,8 +95,8 @@ def examples_for(args, generator, samples) -> list[dict]:
     return sft.examples
 
 
-def _device(args):
-    return device_for(env_place(), args.device)
+def _device(spec: GeneratorSpec):
+    return device_for(env_place(), spec.device)
 
 
 @cli_errors
@@ -106,8 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.build_only:
         check_writable(Path(args.output_dir) / "config.json", inputs=[args.train_file])
     samples = read_samples(args.train_file)[: args.limit]
-    dtype = args.dtype or ("fp32" if args.tuning == "full" else None)        # fp32 master weights for full tuning
-    generator = build_generator(from_values(GeneratorSpec, args, device=_device(args), dtype=dtype))
+    spec, sft = from_values(GeneratorSpec, args), from_values(SftConfig, args)
+    dtype = spec.dtype or ("fp32" if sft.tuning == "full" else None)        # fp32 master weights for full tuning
+    generator = build_generator(replace(spec, device=_device(spec), dtype=dtype))
     if not FAMILIES[generator.family].finetune:
         raise OmgmError(f"fine-tuning takes the families {', '.join(k for k, f in FAMILIES.items() if f.finetune)}; "
                         f"{generator.name} is {generator.family}")
@@ -119,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     gold, main = {s.sample_id: s for s in samples}, env_place().main
     probe = examples[: args.eval_examples or 0] if main else []
     before = exact_match_rate(generator, probe, gold) if probe else None
-    cfg = from_values(SftConfig, args, cpu=args.device == "cpu", progress=not args.no_progress and main)
+    cfg = replace(sft, cpu=spec.device == "cpu", progress=not args.no_progress and main)
     trainer = SftTrainer(generator, cfg)
     summary = trainer.train(examples)
     if probe and not trainer.deepspeed:        # under ZeRO the model's weights are sharded across ranks

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
 from omgm.config import fraction, positive_int
-from omgm.data.kb import Entity, KnowledgeBase, section_document
+from omgm.data.kb import KB_HELP, Entity, KnowledgeBase, section_document
 from omgm.data.samples import ImageDirs, Sample
 from omgm.fusion import FUSIONS
 from omgm.generate.context import CONTEXT_TOKENS, OFFICIAL_CONTEXT_TOKENIZER, OfficialContextCut, OwnTokenizerCut
@@ -130,6 +130,7 @@ class AnswerConfig:
     resume fingerprint): the generator (nested), the section choice and the context cut."""
 
     generator: GeneratorSpec = nested(GeneratorSpec)
+    knowledge_base: str | None = setting(help=KB_HELP, flags=("--knowledge_base_path",))
     step2_beta: float = setting(BETA, type=fraction, help="weight of the step-2 section scores (paper and script: "
                                                           "0.2; the official argparse default is 0)")
     fusion: str = setting("weighted", choices=tuple(FUSIONS), help="how the section scores are fused: " + "; ".join(
@@ -146,8 +147,8 @@ class AnswerConfig:
                                                          "more: faster, same answers up to float rounding)")
 
     def fingerprint(self) -> dict:
-        """The settings as one flat mapping (what a resumed run must share)."""
-        return flat(self)
+        """The settings as one flat mapping (what a resumed run must share; the KB by its content, not its path)."""
+        return {k: v for k, v in flat(self).items() if k != "knowledge_base"}
 
 
 def build_cut(cfg: AnswerConfig, generator: Generator):

@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from omgm.config import float_list, nonnegative_float, positive_float, positive_int
-from omgm.data.kb import KnowledgeBase
+from omgm.data.kb import KB_HELP, KnowledgeBase, open_kb
 from omgm.data.samples import ImageDirs, Sample
 from omgm.data.wiki_images import WikiImages, WikiSource
 from omgm.devices import device_setting, resolve_device
@@ -215,6 +215,7 @@ class RerankConfig:
     """Every setting of step 2b (its flags are made from these fields); ``build(kb)`` loads the :class:`Reranker`
     that ``omgm step2 rerank`` and :class:`omgm.pipeline.Pipeline` both use."""
 
+    knowledge_base: str | None = setting(help=KB_HELP, flags=("--knowledge_base_path",))
     reranker_ckpt_path: str | None = setting(help="the trained reranker (official model_*.pth or omgm's, or the "
                                                   "folder step 2a wrote: its highest-step model_N.pth); without "
                                                   "it, RANDOM weights")
@@ -238,8 +239,10 @@ class RerankConfig:
                                        "used are removed first (0: unbounded)")
     pad_to_max: bool = setting(False, switch=True, help="pad texts to 512 as the official code (same scores)")
 
-    def build(self, kb: KnowledgeBase, report=None) -> Reranker:
-        """The reranker over ``kb``; ``report(text)`` gets what was loaded from which file."""
+    def build(self, kb: KnowledgeBase | None = None, report=None) -> Reranker:
+        """The reranker over ``kb`` (default: the store ``knowledge_base`` names); ``report(text)`` gets what was
+        loaded from which file."""
+        kb = kb if kb is not None else open_kb(self.knowledge_base)
         if self.reranker_ckpt_path:
             model, loaded = self.model.load(self.reranker_ckpt_path)
         else:                      # seeded: the same random weights every run (and one cache key, not one per run)

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from omgm.config import nonnegative_int, positive_float, positive_int, zero_one
+from omgm.data.kb import KB_HELP
 from omgm.io import atomic_write, write_json_atomic
 from omgm.rerank.convert import read_checkpoint, save_ours
 from omgm.rerank.dataset import Collate, RerankTrainSet
@@ -46,6 +47,7 @@ log = logging.getLogger(__name__)
 class TrainConfig:
     """The training settings of step 2a (its flags are made from these fields; the official spellings kept)."""
 
+    knowledge_base: str | None = setting(help=KB_HELP, flags=("--knowledge_base_file",))   # the script's spelling
     num_epochs: int = setting(1, type=positive_int, flags=("--num-epochs", "--num_epochs"),
                               help="passes over the training set")
     learning_rate: float = setting(1e-5, type=positive_float, flags=("--learning-rate", "--learning_rate"),
@@ -133,7 +135,7 @@ def _resume(save_dir: Path, model, opt, sched, acc) -> _Run:
     return _Run(state["step"], resumed, state["rng"])
 
 
-VOLATILE = ("save_dir", "max_steps", "log_every", "wandb", "wandb_project", "progress", "num_workers", "cpu")
+VOLATILE = ("knowledge_base", "save_dir", "max_steps", "log_every", "wandb", "wandb_project", "progress", "num_workers", "cpu")
 
 
 def run_settings(cfg: TrainConfig, dataset, extra_meta: dict | None) -> dict:
