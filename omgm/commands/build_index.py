@@ -14,14 +14,12 @@ from contextlib import nullcontext
 from pathlib import Path
 
 from omgm.config import parse_with_config, require, setup_logging
-from omgm.data.kb import open_kb
 from omgm.errors import cli_errors
 from omgm.help import command_parser
 from omgm.io import OutputLock, check_writable
 from omgm.parallel import context, device_for
-from omgm.retrieval.builder import BuildOptions, IndexConfig, build_image_index, build_summary_index
-from omgm.retrieval.registry import add_retriever_flags, build_retriever
-from omgm.retrieval.summaries import LLMSummarizer, SummaryStore, lead_summary, write_summaries
+from omgm.retrieval.builder import IndexConfig
+from omgm.retrieval.registry import add_retriever_flags
 from omgm.settings import add_flags, from_values
 
 
@@ -33,23 +31,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _image_index(cfg: IndexConfig, kb, index_path: Path, opts: BuildOptions) -> int:
-    manifest, bad = build_image_index(kb, build_retriever(cfg.retriever), cfg.wiki.open(kb), index_path,
-                                      images_per_entity=cfg.images_per_entity, opts=opts)
-    if manifest is not None:
-        print(f"wrote image index {index_path}: {manifest.count} images of {manifest.texts['entities_with_images']} "
-              f"entities; {len(bad)} undecodable images skipped" + (f" (e.g. {bad[0]})" if bad else ""),
-              file=sys.stderr)
-    return 0
-
-
-def _summarizer(cfg: IndexConfig):
-    if cfg.summarizer == "llm":
-        summarize = LLMSummarizer(cfg.summary_model, device=cfg.retriever.device, engine=cfg.engine)
-        return summarize, summarize.name
-    return (lambda ents: [lead_summary(e) for e in ents]), "lead"
-
-
 @cli_errors
 def main(argv: list[str] | None = None) -> int:
     setup_logging()
@@ -58,19 +39,15 @@ def main(argv: list[str] | None = None) -> int:
     cfg, ctx = from_values(IndexConfig, args), context()
     index_path, cfg.retriever.device = Path(cfg.faiss_index), device_for(ctx, cfg.retriever.device)
     check_writable(index_path, inputs=[cfg.knowledge_base])
-    kb, opts = open_kb(cfg.knowledge_base), cfg.options(progress=not args.no_progress, ctx=ctx)
+    builder = cfg.build(progress=not args.no_progress, ctx=ctx)
     with OutputLock(index_path) if ctx.main else nullcontext():
-        if cfg.index_kind == "image":
-            return _image_index(cfg, kb, index_path, opts)
-        store = SummaryStore(Path(cfg.summary_file or f"{index_path}.summaries.jsonl"))
-        summarize, summarizer_id = _summarizer(cfg)
-        write_summaries(kb, store, summarize, cfg.summary_batch_size, progress=opts.progress, ctx=ctx,
-                        summarizer_id=summarizer_id)
-        ctx.barrier()                   # rank 0 has merged the summaries
-        manifest = build_summary_index(kb, build_retriever(cfg.retriever), lambda start: store.iter_texts(kb, start),
-                                       index_path, texts_info={"kind": "summary", "summarizer": summarizer_id,
-                                                    "file": str(store.path)}, opts=opts)
+        manifest, bad = builder.run()
     if manifest is None:                # another rank wrote the index
+        return 0
+    if cfg.index_kind == "image":
+        print(f"wrote image index {index_path}: {manifest.count} images of {manifest.texts['entities_with_images']} "
+              f"entities; {len(bad)} undecodable images skipped" + (f" (e.g. {bad[0]})" if bad else ""),
+              file=sys.stderr)
         return 0
     recall = manifest.texts.get("recall_vs_flat")
     print(f"wrote {index_path} ({manifest.count} x {manifest.dim}, {manifest.index_type}) and its manifest; "

@@ -63,7 +63,7 @@ def run_search(name: str, config_files: list[str], overrides: list[str], samples
     sets = check_values({k: yaml.safe_load(v) for k, v in _pairs(overrides, "--set")}, SearchConfig, where="--set")
     cfg = from_values(SearchConfig, {**config_values(config_files, []), **sets})
     engine = cfg.build()
-    run = cfg.run(engine, samples)
+    run = engine.run(samples)
     meta = {"sample_file": samples[0].source if samples else "", "samples_hash": samples_fingerprint(samples),
             "retriever": engine.retriever.model_id, "index_kind": engine.kind, "composed_query": cfg.composed_query,
             "faiss_index": cfg.faiss_index, "skipped": run.skipped}

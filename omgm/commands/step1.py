@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = {"samples": samples_fingerprint(samples), "kb": kb.url_order_hash(),
                     "model": engine.retriever.model_id, "index": str(cfg.faiss_index), "k": cfg.retrieval_top_k,
                     "composed": cfg.composed_query, "unit": cfg.search_batch_size, "batch_size": cfg.batch_size}
-        found = cfg.run(engine, samples, progress=not args.no_progress, parallel=run.parallel(settings))
+        found = engine.run(samples, progress=not args.no_progress, parallel=run.parallel(settings))
         if found is None:                  # another rank merges
             return 0
         top_ks, beyond = cutoffs_within(args.top_ks, found.results)

@@ -104,7 +104,7 @@ def run_rerank(argv: list[str]) -> int:
         reranker = cfg.build(kb, report=lambda text: print(text, file=sys.stderr))
         run.uses(reranker.model)
         settings = run.parallel(lambda: _fingerprint(args, cfg, samples, kb, reranker))
-        runs = reranker.rerank(samples, step1.results, cfg.step1_alpha, not args.no_progress, parallel=settings)
+        runs = reranker.run(samples, step1.results, not args.no_progress, parallel=settings)
         if runs is None:                 # another rank merges
             return 0
         summaries = [_write_run(args, cfg, r, _alpha_path(run.out, r.alpha, len(runs)), samples, top_ks) for r in runs]

@@ -20,7 +20,7 @@ from omgm import __version__
 from omgm.config import parse_with_config, positive_int, require, setup_logging
 from omgm.data.kb import open_kb
 from omgm.data.results import among, check_made_for, read_retrieval
-from omgm.data.samples import ImageDirs, read_samples, samples_fingerprint
+from omgm.data.samples import read_samples, samples_fingerprint
 from omgm.errors import OmgmError, cli_errors
 from omgm.generate.generators import list_generators
 from omgm.harness import StageRun
@@ -28,7 +28,7 @@ from omgm.help import command_parser
 from omgm.io import file_sha256, write_json_atomic
 from omgm.metrics.bootstrap import without_outcomes
 from omgm.metrics.evaluate import ANSWERS_FORMAT, ANSWERS_VERSION, evaluate_records
-from omgm.pipeline.answer import AnswerConfig, answer_in_parallel, answer_resumably, build_answerer, record_counts
+from omgm.pipeline.answer import AnswerConfig, record_counts
 from omgm.resume import PartialRecords
 from omgm.settings import add_flags, from_values
 
@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retrieval_results_file", help="step-2 (or step-1) result JSON")
     p.add_argument("--output_file", help="answers JSON, or a directory for DIR/result.json")
     names = "; ".join(f"{k}: {v}" for k, v in list_generators().items()) + "; or a local model folder"
-    add_flags(p, AnswerConfig, ImageDirs, overrides={"answer_generator": {"help": names}})
+    add_flags(p, AnswerConfig, overrides={"answer_generator": {"help": names}})
     p.add_argument("--window", type=positive_int, default=64, help="questions answered (and saved) together")
     p.add_argument("--limit", type=positive_int, default=None, help="answer only the first N samples")
     p.add_argument("--restart", action="store_true", help="discard answers a previous run left in OUTPUT.partial.jsonl")
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = {**cfg.fingerprint(), "device": (cfg.generator.device or "auto").split(":")[0],
                     "samples": samples_fingerprint(everything), "kb": kb.url_order_hash(),
                     "retrieval": file_sha256(args.retrieval_results_file)}
-        answerer = build_answerer(cfg, kb, from_values(ImageDirs, args))
+        answerer = cfg.build(kb)
         answerer.source = str(args.retrieval_results_file)
         run.uses(getattr(answerer.generator, "model", None))
         records, partial = _answer(args, answerer, run, samples, retrieval, settings)
@@ -100,15 +100,14 @@ def _answer(args, answerer, run: StageRun, samples, retrieval, settings):
     """The records (on the rank that writes them), answered in one process (resumable) or by every rank."""
     parallel = run.parallel(settings)
     if parallel.active:
-        return answer_in_parallel(answerer, samples, retrieval.results, parallel, window=args.window,
-                                  progress=not args.no_progress), None
+        return answerer.run(samples, retrieval.results, window=args.window, parallel=parallel,
+                            progress=not args.no_progress), None
     partial = PartialRecords(run.out.with_name(run.out.name + ".partial.jsonl"), settings)
     done = partial.open(args.restart)
     if done:
         print(f"resuming: {len(done)} answers already in {partial.path}", file=sys.stderr)
-    records = answer_resumably(answerer, samples, retrieval.results, partial, done=done, window=args.window,
-                               progress=not args.no_progress)
-    return records, partial
+    return answerer.run(samples, retrieval.results, window=args.window, partial=partial, done=done,
+                        progress=not args.no_progress), partial
 
 
 def _summary(args, cfg: AnswerConfig, records, meta, dataset) -> dict:

@@ -13,11 +13,11 @@ reason in ``unanswered``; :func:`record_counts` sums what happened over records.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Callable, Mapping, Sequence
 
 from omgm.config import fraction, positive_int
-from omgm.data.kb import KB_HELP, Entity, KnowledgeBase, section_document
+from omgm.data.kb import KB_HELP, Entity, KnowledgeBase, open_kb, section_document
 from omgm.data.samples import ImageDirs, Sample
 from omgm.fusion import FUSIONS
 from omgm.generate.context import CONTEXT_TOKENS, OFFICIAL_CONTEXT_TOKENIZER, OfficialContextCut, OwnTokenizerCut
@@ -59,6 +59,17 @@ class Answerer:
                  source: str = "") -> None:
         self.selector, self.generator, self.cut, self.kb, self.source = selector, generator, cut, kb, source
         self.image_dirs, self.batch_size = image_dirs or ImageDirs(), batch_size
+
+    def run(self, samples: Sequence[Sample], entries: Mapping[str, Mapping], *, window: int = 64,
+            partial: PartialRecords | None = None, done: dict[str, dict] | None = None,
+            parallel: Parallel | None = None, progress: bool = True) -> list[dict] | None:
+        """Every sample's record in sample order, in fixed windows of ``window`` samples: spread over the ranks of
+        ``parallel`` (records on rank 0, None elsewhere), or in this process, each finished window appended to
+        ``partial`` (a window whose answers are all in ``done`` is skipped)."""
+        if parallel is not None and parallel.active:
+            return answer_in_parallel(self, samples, entries, parallel, window=window, progress=progress)
+        return answer_resumably(self, samples, entries, partial, done=dict(done or {}), window=window,
+                                progress=progress)
 
     def _base(self, s: Sample) -> dict:
         return {"data_id": s.sample_id, "entity_url": s.wikipedia_url, "question": s.question, "prediction": "",
@@ -131,6 +142,7 @@ class AnswerConfig:
 
     generator: GeneratorSpec = nested(GeneratorSpec)
     knowledge_base: str | None = setting(help=KB_HELP, flags=("--knowledge_base_path",))
+    images: ImageDirs = nested(ImageDirs)
     step2_beta: float = setting(BETA, type=fraction, help="weight of the step-2 section scores (paper and script: "
                                                           "0.2; the official argparse default is 0)")
     fusion: str = setting("weighted", choices=tuple(FUSIONS), help="how the section scores are fused: " + "; ".join(
@@ -147,8 +159,19 @@ class AnswerConfig:
                                                          "more: faster, same answers up to float rounding)")
 
     def fingerprint(self) -> dict:
-        """The settings as one flat mapping (what a resumed run must share; the KB by its content, not its path)."""
-        return {k: v for k, v in flat(self).items() if k != "knowledge_base"}
+        """The settings as one flat mapping (what a resumed run must share; the KB and the query images are where
+        the data lives, not how answers are made: the KB is compared by its content)."""
+        where = {"knowledge_base", *(f.name for f in fields(ImageDirs))}
+        return {k: v for k, v in flat(self).items() if k not in where}
+
+    def build(self, kb: KnowledgeBase | None = None) -> Answerer:
+        """Load the cross-encoder, the generator and the context tokenizer this configuration names, over ``kb``
+        (default: the store ``knowledge_base`` names)."""
+        kb = kb if kb is not None else open_kb(self.knowledge_base)
+        generator = build_generator(self.generator)
+        cross = CrossEncoder(self.section_reranker, self.generator.device, dtype=self.section_reranker_dtype)
+        return Answerer(SectionSelector(cross, self.step2_beta, FUSIONS[self.fusion]), generator,
+                        build_cut(self, generator), kb, self.images, self.batch_size)
 
 
 def build_cut(cfg: AnswerConfig, generator: Generator):
@@ -159,16 +182,8 @@ def build_cut(cfg: AnswerConfig, generator: Generator):
     return OfficialContextCut.load(source or OFFICIAL_CONTEXT_TOKENIZER, cfg.context_tokens)
 
 
-def build_answerer(cfg: AnswerConfig, kb: KnowledgeBase, image_dirs: ImageDirs | None = None) -> Answerer:
-    """Load the cross-encoder, the generator and the context tokenizer that ``cfg`` names."""
-    generator = build_generator(cfg.generator)
-    cross = CrossEncoder(cfg.section_reranker, cfg.generator.device, dtype=cfg.section_reranker_dtype)
-    return Answerer(SectionSelector(cross, cfg.step2_beta, FUSIONS[cfg.fusion]), generator, build_cut(cfg, generator),
-                    kb, image_dirs, cfg.batch_size)
-
-
 def answer_resumably(answerer: Answerer, samples: Sequence[Sample], entries: Mapping[str, Mapping],
-                     partial: PartialRecords, *, done: dict[str, dict], window: int,
+                     partial: PartialRecords | None, *, done: dict[str, dict], window: int,
                      progress: bool = True) -> list[dict]:
     """Answer in fixed windows of ``window`` samples (the same windows whatever was done before, so a resumed
     run computes exactly what an uninterrupted one does); a window whose answers are all in ``done`` is skipped,
@@ -181,7 +196,8 @@ def answer_resumably(answerer: Answerer, samples: Sequence[Sample], entries: Map
               disable=not progress) as bar:
         for a, b in todo:
             records = answerer.answer(samples[a:b], entries)
-            partial.append(records)
+            if partial is not None:
+                partial.append(records)
             done.update({r["data_id"]: r for r in records})
             bar.update(b - a)
     return [done[s.sample_id] for s in samples]

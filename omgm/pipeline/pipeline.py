@@ -21,7 +21,7 @@ from PIL import Image
 from omgm.data.images import load_image
 from omgm.data.samples import Sample
 from omgm.errors import OmgmError
-from omgm.pipeline.answer import AnswerConfig, Answerer, build_answerer
+from omgm.pipeline.answer import AnswerConfig, Answerer
 from omgm.pipeline.rerank import RerankConfig, Reranker
 from omgm.pipeline.search import EntitySearch, SearchConfig
 from omgm.settings import check_values, from_values, names
@@ -71,7 +71,7 @@ class Pipeline:
         search_cfg, rerank_cfg, answer_cfg = (from_values(stage, values) for stage in STAGES)
         search = search_cfg.build()
         reranker = rerank_cfg.build(search.kb) if rerank_cfg.reranker_ckpt_path else None
-        return cls(search, build_answerer(answer_cfg, search.kb), reranker, k=search_cfg.retrieval_top_k,
+        return cls(search, answer_cfg.build(search.kb), reranker, k=search_cfg.retrieval_top_k,
                    alpha=rerank_cfg.step1_alpha[0], composed=search_cfg.composed_query)
 
     def ask(self, image: str | Path | Image.Image, question: str, dataset: str = "evqa", top: int = 5) -> dict:

@@ -91,7 +91,7 @@ class Reranker:
             model.half_vit()                          # the ViT in fp16, as LAVIS runs it on GPU
         self.device, self.batch_size, self.query_chunk = torch.device(device), batch_size, query_chunk
         self.query_norm, self.pad_to_max, self.image_dirs = query_norm, pad_to_max, image_dirs or ImageDirs()
-        self.fusion = fusion or Fusion()
+        self.fusion, self.alphas = fusion or Fusion(), (ALPHA,)
         self.transform = image_transform(model.config.vision.image_size)
         self.candidates = CandidateEncoder(model, tokenizer, kb, wiki, self.transform, self.device, batch_size,
                                            cache_dir, memory_bytes=cache_memory_gb * 1e9, pad_to_max=pad_to_max,
@@ -160,6 +160,11 @@ class Reranker:
                     hits += top1_section_hit(results[s.sample_id], s)
             runs.append(RerankedRun(alpha, results, hits))
         return runs
+
+    def run(self, samples: Sequence[Sample], entries: Mapping[str, Mapping], progress: bool = False, *,
+            parallel: Parallel | None = None) -> list[RerankedRun] | None:
+        """:meth:`rerank` with the alphas of the :class:`RerankConfig` that built this reranker."""
+        return self.rerank(samples, entries, self.alphas, progress, parallel=parallel)
 
     def query(self, image: Image.Image, question: str, entry: Mapping, alpha: float = ALPHA) -> dict:
         """Rerank one query's step-1 entry."""
@@ -252,8 +257,10 @@ class RerankConfig:
             log.warning("no reranker_ckpt_path: RANDOM reranker weights (seed %d)", RANDOM_INIT_SEED)
         if report is not None:
             report(loaded.summary() or "no checkpoint loaded")
-        return Reranker(model, load_tokenizer(self.model.tokenizer), kb, self.wiki.open(kb), image_dirs=self.images,
-                        device=resolve_device(self.model.device), batch_size=self.batch_size,
-                        query_chunk=self.query_chunk, query_norm=self.query_norm, cache_dir=self.cache_dir,
-                        cache_max_gb=self.cache_max_gb,
-                        cache_memory_gb=self.cache_memory_gb, pad_to_max=self.pad_to_max, fusion=FUSIONS[self.fusion])
+        reranker = Reranker(model, load_tokenizer(self.model.tokenizer), kb, self.wiki.open(kb), image_dirs=self.images,
+                            device=resolve_device(self.model.device), batch_size=self.batch_size,
+                            query_chunk=self.query_chunk, query_norm=self.query_norm, cache_dir=self.cache_dir,
+                            cache_max_gb=self.cache_max_gb, cache_memory_gb=self.cache_memory_gb,
+                            pad_to_max=self.pad_to_max, fusion=FUSIONS[self.fusion])
+        reranker.alphas = tuple(self.step1_alpha)
+        return reranker

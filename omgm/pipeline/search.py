@@ -66,6 +66,7 @@ class EntitySearch:
                  search_batch_size: int = 1024, notes: Sequence[str] = (), manifest=None) -> None:
         self.retriever, self.index, self.kb, self.image_rows = retriever, index, kb, image_rows
         self.search_batch_size, self.notes, self.manifest = search_batch_size, list(notes), manifest
+        self.settings: SearchConfig | None = None          # what build() made it from: run() follows it
 
     @classmethod
     def load(cls, retriever: Retriever, index_path: str | Path, kb: KnowledgeBase, *, allow_model_mismatch: bool = False,
@@ -93,6 +94,14 @@ class EntitySearch:
             notes.append(f"FAISS search parameters: {params}")
         rows = load_ids(index_path, len(kb)) if manifest is not None and manifest.kind == "image" else None
         return cls(retriever, maybe_to_gpu(index, faiss_gpu, faiss_fp16, gpu), kb, rows, search_batch_size, notes, manifest)
+
+    def run(self, samples: Sequence[Sample], progress: bool = False,
+            parallel: Parallel | None = None) -> SearchRun | None:
+        """Rank ``samples`` as the :class:`SearchConfig` that built this engine says (see :meth:`search`)."""
+        cfg = self.settings or SearchConfig()
+        return self.search(samples, k=cfg.retrieval_top_k, image_dirs=cfg.images, composed=cfg.composed_query,
+                           skip_missing=cfg.missing_images == "skip", batch_size=cfg.batch_size,
+                           num_workers=cfg.num_workers, progress=progress, parallel=parallel)
 
     @property
     def kind(self) -> str:
@@ -171,8 +180,8 @@ class EntitySearch:
 
 @dataclass
 class SearchConfig:
-    """Every setting of step 1 (its flags are made from these fields): ``build()`` loads the search engine,
-    ``run()`` ranks samples with it."""
+    """Every setting of step 1 (its flags are made from these fields): ``build()`` loads the search engine, whose
+    ``run(samples)`` ranks them as these settings say."""
 
     knowledge_base: str | None = setting(help=KB_HELP)
     faiss_index: str | None = setting(help="the summary index (ours with its manifest, or the authors' bare file), an "
@@ -204,14 +213,9 @@ class SearchConfig:
 
         if not self.knowledge_base or not self.faiss_index:
             raise SearchError("a search needs knowledge_base and faiss_index")
-        return EntitySearch.load(build_retriever(self.retriever), self.faiss_index, kb or open_kb(self.knowledge_base),
-                                 allow_model_mismatch=self.allow_model_mismatch, faiss_gpu=self.faiss_gpu,
-                                 search_batch_size=self.search_batch_size, faiss_fp16=self.faiss_fp16, gpu=gpu,
-                                 search_params=self.faiss_params)
-
-    def run(self, engine: EntitySearch, samples: Sequence[Sample], progress: bool = False,
-            parallel: Parallel | None = None) -> SearchRun | None:
-        """Rank ``samples`` with ``engine`` as this configuration says (see :meth:`EntitySearch.search`)."""
-        return engine.search(samples, k=self.retrieval_top_k, image_dirs=self.images, composed=self.composed_query,
-                             skip_missing=self.missing_images == "skip", batch_size=self.batch_size,
-                             num_workers=self.num_workers, progress=progress, parallel=parallel)
+        engine = EntitySearch.load(build_retriever(self.retriever), self.faiss_index,
+                                   kb or open_kb(self.knowledge_base), allow_model_mismatch=self.allow_model_mismatch,
+                                   faiss_gpu=self.faiss_gpu, search_batch_size=self.search_batch_size,
+                                   faiss_fp16=self.faiss_fp16, gpu=gpu, search_params=self.faiss_params)
+        engine.settings = self
+        return engine

@@ -79,9 +79,52 @@ class IndexConfig:
                                              "measured. Default: exact IndexFlatIP")
 
     def options(self, progress: bool = True, ctx=None) -> BuildOptions:
-        return BuildOptions(Path(self.work_dir) if self.work_dir else None, self.shard_size, self.batch_size,
-                            self.index_factory, self.faiss_params, keep_shards=self.keep_shards, progress=progress,
-                            ctx=ctx)
+        return BuildOptions(work_dir=Path(self.work_dir) if self.work_dir else None, shard_size=self.shard_size,
+                            batch_size=self.batch_size, factory=self.index_factory, search_params=self.faiss_params,
+                            keep_shards=self.keep_shards, progress=progress, ctx=ctx)
+
+    def build(self, kb: KnowledgeBase | None = None, *, progress: bool = True, ctx=None) -> "IndexBuilder":
+        """What ``run()`` builds the index this configuration names with, over ``kb`` (default: the store
+        ``knowledge_base`` names); ``ctx``: this process's place in a torchrun job."""
+        from omgm.data.kb import open_kb
+
+        return IndexBuilder(self, kb if kb is not None else open_kb(self.knowledge_base), self.options(progress, ctx))
+
+
+class IndexBuilder:
+    """Built by :meth:`IndexConfig.build`; ``run()`` writes the index and its manifest and returns ``(manifest,
+    undecodable images)`` (the manifest is None on the ranks that do not write it)."""
+
+    def __init__(self, cfg: IndexConfig, kb: KnowledgeBase, opts: BuildOptions) -> None:
+        self.cfg, self.kb, self.opts = cfg, kb, opts
+
+    def run(self) -> tuple[IndexManifest | None, list[str]]:
+        from omgm.retrieval.registry import build_retriever
+
+        cfg, kb, opts, path = self.cfg, self.kb, self.opts, Path(self.cfg.faiss_index)
+        if cfg.index_kind == "image":
+            return build_image_index(kb, build_retriever(cfg.retriever), cfg.wiki.open(kb), path,
+                                     images_per_entity=cfg.images_per_entity, opts=opts)
+        from omgm.retrieval.summaries import SummaryStore, write_summaries
+
+        store = SummaryStore(Path(cfg.summary_file or f"{path}.summaries.jsonl"))
+        summarize, summarizer_id = self._summarizer()
+        write_summaries(kb, store, summarize, cfg.summary_batch_size, progress=opts.progress, ctx=opts.ctx,
+                        summarizer_id=summarizer_id)
+        if opts.ctx is not None:
+            opts.ctx.barrier()                   # rank 0 has merged the summaries
+        manifest = build_summary_index(kb, build_retriever(cfg.retriever), lambda start: store.iter_texts(kb, start),
+                                       path, texts_info={"kind": "summary", "summarizer": summarizer_id,
+                                                         "file": str(store.path)}, opts=opts)
+        return manifest, []
+
+    def _summarizer(self):
+        from omgm.retrieval.summaries import LLMSummarizer, lead_summary
+
+        if self.cfg.summarizer == "llm":
+            summarize = LLMSummarizer(self.cfg.summary_model, device=self.cfg.retriever.device, engine=self.cfg.engine)
+            return summarize, summarize.name
+        return (lambda ents: [lead_summary(e) for e in ents]), "lead"
 
 
 def _assemble(shards: Sequence[Path], dim: int, opts: BuildOptions, keep=None) -> tuple[faiss.Index, dict]:
