@@ -167,3 +167,48 @@ def test_a_trained_checkpoint_is_read_once(tiny_reranker, tmp_path, monkeypatch)
     model, report = RerankerSpec().load(str(tmp_path / "model.pth"))
     assert reads == [str(tmp_path / "model.pth")]          # the header check and the load share one read
     assert model.config.to_dict() == tiny_reranker.config.to_dict() and report.summary()
+
+
+def test_every_stage_is_built_from_its_config_alone_and_runs(step2_env, tiny_step3_models, demo_image_index,
+                                                             tiny_clip_ckpt, tmp_path):
+    """The stage table (omgm.stages): each config, filled by keyword with nothing but settings, builds the stage's
+    object, and the object has the run() the command calls; the cheap ones are run here too."""
+    from omgm.data.results import read_retrieval
+    from omgm.generate.generators import build_generator
+    from omgm.stages import stage_configs
+
+    d, kb = step2_env.demo, str(step2_env.dir / "kb.sqlite")
+    images = {"inat_dir": str(d / "images/inat"), "gld_dir": str(d / "images/gld")}
+    wiki = {"wiki_img_path_prefix": str(d / "wiki_images")}
+    retriever = {"retriever_vit": "omgm-tiny-eva", "retriever_pretrained": str(tiny_clip_ckpt), "device": "cpu"}
+    values = {
+        "index build": {"knowledge_base": kb, "faiss_index": str(tmp_path / "s.index"), **retriever},
+        "step1": {"knowledge_base": str(demo_image_index.dir / "kb.sqlite"),
+                  "faiss_index": str(demo_image_index.dir / "img.index"), "num_workers": 0, **retriever, **images},
+        "step2 train": {"knowledge_base": kb, "reranker_model_name": str(step2_env.config),
+                        "tokenizer": str(step2_env.tok_dir), "save_dir": str(tmp_path / "r"), **wiki, **images},
+        "step2 rerank": {"knowledge_base": kb, "reranker_model_name": str(step2_env.config),
+                         "tokenizer": str(step2_env.tok_dir), "device": "cpu", **wiki, **images},
+        "step3": {"knowledge_base": kb, "answer_generator": str(tiny_step3_models.llava), "device": "cpu",
+                  "section_reranker": str(tiny_step3_models.cross), "context_tokenizer": str(tiny_step3_models.llava),
+                  "max_new_tokens": 2, **images},
+        "step3 train": {"output_dir": str(tmp_path / "sft")},
+    }
+    configs = stage_configs()
+    assert set(configs) == set(STAGES) == set(values)
+    built = {}
+    for command, cls in configs.items():
+        cfg = from_values(cls, values[command])
+        extra = ((build_generator(from_values(GeneratorSpec, values["step3"])),) if command == "step3 train" else ())
+        built[command] = cfg.build(*extra)
+        assert callable(getattr(built[command], "run", None)), command
+    samples = step2_env.test[:2]
+    manifest, _ = built["index build"].run()
+    assert manifest.count == len(step2_env.kb)
+    found = built["step1"].run(samples)
+    assert set(found.results) == {s.sample_id for s in samples}
+    step1 = read_retrieval(step2_env.dir / "test_step1.json").results
+    (run,) = built["step2 rerank"].run(samples, step1)
+    assert set(run.results) == {s.sample_id for s in samples}
+    records = built["step3"].run(samples, run.results, progress=False)
+    assert [r["data_id"] for r in records] == [s.sample_id for s in samples]

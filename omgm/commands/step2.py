@@ -13,24 +13,21 @@ import logging
 import sys
 from pathlib import Path
 
-import torch
-
 from omgm import __version__
 from omgm.config import ConfigError, int_list, parse_with_config, require, setup_logging
 from omgm.data.kb import open_kb
 from omgm.data.results import check_made_for, read_retrieval, write_retrieval
-from omgm.data.samples import ImageDirs, read_samples, samples_fingerprint
-from omgm.data.wiki_images import WikiSource
-from omgm.errors import OmgmError, cli_errors
+from omgm.data.samples import read_samples, samples_fingerprint
+from omgm.errors import cli_errors
 from omgm.harness import StageRun
 from omgm.help import command_parser
 from omgm.io import check_writable, file_sha256
 from omgm.metrics.evaluate import evaluate
 from omgm.metrics.recall import cutoffs_within
-from omgm.pipeline.rerank import RerankConfig, RerankerSpec
+from omgm.pipeline.rerank import RerankConfig
+from omgm.pipeline.rerank_train import RerankTrainConfig
 from omgm.published import TOP_KS
 from omgm.rerank.scoring import model_hash
-from omgm.rerank.train import TrainConfig
 from omgm.settings import add_flags, from_values
 
 log = logging.getLogger("omgm.step2")
@@ -40,7 +37,7 @@ def train_parser() -> argparse.ArgumentParser:
     p = command_parser("step2 train", "Step 2a: train the IT2IT reranker")
     p.add_argument("--train_file", help="E-VQA-format training CSV")
     p.add_argument("--negative_db_file", help="hard-negative JSON (the authors' file, or omgm data mine-negatives)")
-    add_flags(p, TrainConfig, RerankerSpec, WikiSource, ImageDirs)
+    add_flags(p, RerankTrainConfig)
     p.add_argument("--no_progress", action="store_true")
     return p
 
@@ -58,35 +55,19 @@ def rerank_parser() -> argparse.ArgumentParser:
 
 
 def run_train(argv: list[str]) -> int:
-    from omgm.rerank.dataset import RerankTrainSet
-    from omgm.rerank.inputs import image_transform, load_tokenizer
     from omgm.rerank.negatives import read_negative_db
-    from omgm.rerank.train import train
 
     args = parse_with_config(train_parser(), argv)
     require(args, "train_file", "knowledge_base", "negative_db_file")
-    spec = from_values(RerankerSpec, args)
-    cfg = from_values(TrainConfig, args, cpu=spec.device == "cpu", progress=not args.no_progress)
-    check_writable(Path(cfg.save_dir) / "run_settings.json", inputs=[args.train_file, args.negative_db_file])
-    kb, tokenizer = open_kb(cfg.knowledge_base), load_tokenizer(spec.tokenizer)
-    torch.manual_seed(cfg.seed)  # parameters no checkpoint provides (all of them without --init_ckpt)
-    model, report = spec.load()
-    if not spec.init_ckpt:
-        log.warning("no --init_ckpt: the reranker starts from RANDOM weights (fine for tests, not for results)")
-    print(report.summary() or "no checkpoint loaded", file=sys.stderr)
-    if model.config.qformer.vocab_size != len(tokenizer):
-        raise OmgmError(f"tokenizer {spec.tokenizer} has {len(tokenizer)} tokens but the Q-Former expects "
-                        f"{model.config.qformer.vocab_size}")
-    ds = RerankTrainSet(read_samples(args.train_file, single_hop_only=False), read_negative_db(args.negative_db_file),
-                        cfg.knowledge_base, from_values(WikiSource, args).open(kb), from_values(ImageDirs, args),
-                        image_transform(model.config.vision.image_size), cfg.neg_num, cfg.seed)
-    print(f"training examples: {len(ds)}; dropped: {dict(ds.drops) or 'none'}", file=sys.stderr)
-    if len(ds) == 0:
-        raise OmgmError("no usable training example (see the drop counts above)")
-    meta = {"init_ckpt": spec.init_ckpt, "vit_ckpt": spec.vit_ckpt, "tokenizer": spec.tokenizer}
-    summary = train(model, ds, tokenizer, cfg, extra_meta=meta, trainable_only=bool(spec.vit_ckpt))
+    cfg = from_values(RerankTrainConfig, args, progress=not args.no_progress)
+    cfg.train.cpu = cfg.model.device == "cpu"
+    check_writable(Path(cfg.train.save_dir) / "run_settings.json", inputs=[args.train_file, args.negative_db_file])
+    trainer = cfg.build(report=lambda text: print(text, file=sys.stderr))
+    summary = trainer.run(read_samples(args.train_file, single_hop_only=False), read_negative_db(args.negative_db_file),
+                          report=lambda text: print(text, file=sys.stderr))
     print(f"trained {summary['steps']} steps; last loss {summary['last_loss']:.4f}; final checkpoint "
-          f"{summary['final_checkpoint']} (step 2b takes it, or the folder {cfg.save_dir}, as --reranker_ckpt_path)")
+          f"{summary['final_checkpoint']} (step 2b takes it, or the folder {cfg.train.save_dir}, as "
+          f"--reranker_ckpt_path)")
     return 0
 
 

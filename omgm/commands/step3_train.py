@@ -22,7 +22,7 @@ from omgm.data.samples import ImageDirs, read_samples
 from omgm.errors import OmgmError, cli_errors
 from omgm.finetune.data import SECTION_MODES, build_sft_set, read_sft_file, write_sft_file
 from omgm.finetune.exact_match import exact_match_rate
-from omgm.finetune.train import SftConfig, SftTrainer
+from omgm.finetune.train import SftConfig
 from omgm.generate.generators import FAMILIES, GeneratorSpec, build_generator
 from omgm.help import command_parser
 from omgm.io import check_writable
@@ -122,8 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     probe = examples[: args.eval_examples or 0] if main else []
     before = exact_match_rate(generator, probe, gold) if probe else None
     cfg = replace(sft, cpu=spec.device == "cpu", progress=not args.no_progress and main)
-    trainer = SftTrainer(generator, cfg)
-    summary = trainer.train(examples)
+    trainer = cfg.build(generator)
+    summary = trainer.run(examples)
     if probe and not trainer.deepspeed:        # under ZeRO the model's weights are sharded across ranks
         summary["exact_match_before_after"] = [before, exact_match_rate(generator, probe, gold)]
         print(f"exact match on {len(probe)} training questions: {before:.1f}% before -> "

@@ -75,6 +75,10 @@ class SftConfig:
     def lr(self) -> float:
         return self.learning_rate or (2e-4 if self.tuning == "lora" else 2e-5)
 
+    def build(self, generator) -> SftTrainer:
+        """The trainer of ``generator`` (a fine-tunable family's) with these settings; ``run(examples)`` trains."""
+        return SftTrainer(generator, self)
+
 
 def prepare_model(model, cfg: SftConfig):
     """Freeze what the recipe keeps fixed, or wrap in LoRA adapters; gradient checkpointing when asked."""
@@ -129,7 +133,7 @@ def epoch_order(n: int, epoch: int, seed: int) -> list[int]:
 
 
 class SftTrainer:
-    """``train(examples)`` -> summary (see the module docstring)."""
+    """``run(examples)`` -> summary (see the module docstring)."""
 
     def __init__(self, generator, cfg: SftConfig) -> None:
         from accelerate import Accelerator
@@ -145,7 +149,7 @@ class SftTrainer:
         items = [encode(self.generator, e, self.cfg.max_length) for e in examples]
         return [x for x in items if x is not None], sum(x is None for x in items)
 
-    def train(self, examples: list[dict]) -> dict:
+    def run(self, examples: list[dict]) -> dict:
         cfg, acc = self.cfg, self.acc
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
