@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     table, curves, positions = {}, {}, {}
     for name, path in results:
         rf = read_retrieval(path)
-        rep = evaluate(gold, {k: rf.urls(k) for k in rf.results}, a.top_ks)
+        rep = evaluate(gold, rf.ranking(), a.top_ks)
         table[name] = {**rep.as_dict(), "file": path, "retriever": rf.meta.get("retriever"),
                        "index_kind": rf.meta.get("index_kind"), "stage": rf.stage}
         curves[name], positions[name] = rep.recall, rep.positions

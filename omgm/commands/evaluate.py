@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         rf = read_retrieval(args.result_file)
         samples = read_samples(args.sample_file)
         check_made_for(rf, samples, args.sample_file)
-        result = evaluate({s.sample_id: s.wikipedia_url for s in samples}, {k: rf.urls(k) for k in rf.results},
+        result = evaluate({s.sample_id: s.wikipedia_url for s in samples}, rf.ranking(),
                           args.top_ks, args.metrics).as_dict()
     else:
         records, meta = read_answers_file(args.result_file)

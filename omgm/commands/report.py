@@ -19,7 +19,7 @@ from urllib.parse import quote
 
 from omgm.config import int_list, parse_with_config, positive_int, setup_logging
 from omgm.data.images import load_image
-from omgm.data.results import check_answers_made_for, check_made_for, read_retrieval
+from omgm.data.results import check_answers_made_for, check_made_for, ranking, read_retrieval
 from omgm.data.samples import ImageDirs, MissingImageError, read_samples
 from omgm.data.wiki_images import WikiSource
 from omgm.errors import OmgmError, cli_errors
@@ -159,7 +159,7 @@ def _recall_table(results: dict[str, dict], gold: dict, ks: list[int], out: Path
     ks = ks or [1]
     for name, res in results.items():
         if res:
-            rep = evaluate(gold, res, ks)
+            rep = evaluate(gold, ranking(res), ks)
             curves[name] = rep.recall
             rows.append(f"<tr><th>{name}</th>" + "".join(f"<td>{v:.2f}</td>" for v in rep.recall.values()) + "</tr>")
     plot = recall_plot(curves, out.with_name(out.stem + "_files") / "recall.png") if curves else None

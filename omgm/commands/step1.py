@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         if beyond:
             print(f"note: the knowledge base has {len(kb)} entities: recall at {beyond} is not reported",
                   file=sys.stderr)
-        report = evaluate({s.sample_id: s.wikipedia_url for s in samples}, found.run(), top_ks or args.top_ks[:1])
+        report = evaluate({s.sample_id: s.wikipedia_url for s in samples}, found.ranking(), top_ks or args.top_ks[:1])
         write_retrieval(run.out, found.results, "step1", _meta(args, cfg, samples, engine, found), bare=args.bare_output)
         run.finish({**report.as_dict(), "skipped": found.skipped, "samples": len(samples),
                     "seconds_per_query": round(run.seconds / max(1, len(found.results)), 4),

@@ -16,7 +16,7 @@ from pathlib import Path
 from omgm import __version__
 from omgm.config import ConfigError, int_list, parse_with_config, require, setup_logging
 from omgm.data.kb import open_kb
-from omgm.data.results import check_made_for, read_retrieval, write_retrieval
+from omgm.data.results import check_made_for, ranking, read_retrieval, write_retrieval
 from omgm.data.samples import read_samples, samples_fingerprint
 from omgm.errors import cli_errors
 from omgm.harness import StageRun
@@ -123,7 +123,7 @@ def _alpha_path(out: Path, alpha: float, n: int) -> Path:
 
 
 def _write_run(args, cfg: RerankConfig, run, out_path: Path, samples, top_ks: list[int]) -> dict:
-    report = evaluate({s.sample_id: s.wikipedia_url for s in samples}, run.results, top_ks)
+    report = evaluate({s.sample_id: s.wikipedia_url for s in samples}, ranking(run.results), top_ks)
     meta = {"omgm_version": __version__, "step1_result": str(args.step1_result), "alpha": run.alpha,
             "sample_file": str(args.sample_file), "samples_hash": samples_fingerprint(samples),
             "query_norm": cfg.query_norm, "reranker": str(cfg.reranker_ckpt_path)}

@@ -23,13 +23,19 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from omgm.errors import OmgmError
 from omgm.io import write_json_atomic  # noqa: F401 - re-exported for the stages
 
 RETRIEVAL_FORMAT = "omgm.retrieval"
 RETRIEVAL_VERSION = 1
+
+
+def ranking(results: Mapping[str, Mapping]) -> dict[str, list[str]]:
+    """The one form a ranking travels in to :func:`omgm.metrics.evaluate.evaluate`: sample id -> ranked URLs, made
+    from step-1/2 results (``{sample_id: {"retrieved_entities": [{"url"...}], ...}}``), in their order."""
+    return {sid: [e["url"] for e in entry["retrieved_entities"]] for sid, entry in results.items()}
 
 
 class ResultFileError(OmgmError, ValueError):
@@ -64,6 +70,10 @@ class RetrievalFile:
     def urls(self, sample_id: str) -> list[str]:
         """The ranked URLs of one sample."""
         return [e["url"] for e in self.results[sample_id]["retrieved_entities"]]
+
+    def ranking(self) -> dict[str, list[str]]:
+        """Every sample's ranked URLs (what :func:`omgm.metrics.evaluate.evaluate` takes)."""
+        return ranking(self.results)
 
 
 def _check_entry(path: Path | str, sid: str, entry: Any) -> None:

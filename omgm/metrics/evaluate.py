@@ -23,16 +23,15 @@ ANSWERS_VERSION = 2
 
 def evaluate(gold: Mapping[str, str], run: Mapping[str, Sequence], ks: Sequence[int] = TOP_KS,
              metrics: Sequence[str] = ("recall",)) -> RecallReport:
-    """Recall@k (and every other metric of ``metrics``, see :data:`omgm.metrics.recall.RANKING_METRICS`) of ``run``
-    (sample id -> ranked URLs, ``(url, score)`` pairs, or result-file entries) against ``gold`` (id -> URL)."""
-    return recall_at_k({sid: ranked_urls(ranked) for sid, ranked in run.items()}, gold, ks, metrics)
-
-
-def ranked_urls(ranked) -> list[str]:
-    """The URLs of a ranking: a list of URLs or ``(url, score)`` pairs, or a step-1/2 entry."""
-    if isinstance(ranked, Mapping):
-        return [e["url"] for e in ranked["retrieved_entities"]]
-    return [x[0] if isinstance(x, (tuple, list)) else x for x in ranked]
+    """Recall@k (and every other metric of ``metrics``, see :data:`omgm.metrics.recall.RANKING_METRICS`) of ``run``,
+    sample id -> ranked URLs (one form: :func:`omgm.data.results.ranking` makes it from step-1/2 results), against
+    ``gold`` (id -> URL)."""
+    for sid, ranked in run.items():
+        if isinstance(ranked, (str, Mapping)) or not all(isinstance(u, str) for u in ranked):
+            raise TypeError(f"evaluate() takes {{sample_id: [url, ...]}}; sample {sid!r} has {type(ranked).__name__} "
+                            f"(step-1/2 results: omgm.data.results.ranking(results))")
+        break
+    return recall_at_k(dict(run), gold, ks, metrics)
 
 
 def read_answers_file(path: str | Path) -> tuple[list[dict], dict]:

@@ -17,6 +17,7 @@ from PIL import Image
 
 from omgm.config import nonnegative_int, positive_int
 from omgm.data.kb import KB_HELP, KnowledgeBase
+from omgm.data.results import ranking
 from omgm.data.samples import ImageDirs, Sample, resolve_images
 from omgm.errors import OmgmError
 from omgm.parallel import Parallel, run_units, units_of
@@ -37,10 +38,9 @@ class SearchRun:
     skipped: dict[str, int] = field(default_factory=dict)
     messages: list[str] = field(default_factory=list)      # the first few reasons, for the user
 
-    def run(self) -> dict[str, list[tuple[str, float]]]:
-        """BEIR-style ``{sample_id: [(url, score), ...]}``."""
-        return {sid: [(e["url"], s) for e, s in zip(v["retrieved_entities"], v["retrieval_similarities"])]
-                for sid, v in self.results.items()}
+    def ranking(self) -> dict[str, list[str]]:
+        """``{sample_id: [url, ...]}``: what :func:`omgm.metrics.evaluate.evaluate` takes."""
+        return ranking(self.results)
 
     def as_dict(self) -> dict:
         """The run as one part file of a multi-process search holds it."""
