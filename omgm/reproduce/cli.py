@@ -40,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="with --dry_run: the plan as JSON")
     p.add_argument("--costs", default=None, help="a benchmarks/gpu_suite.py JSON: per-query GPU costs for --dry_run")
     p.add_argument("--registry", default=None)
+    p.add_argument("--force", default="", help="comma-separated stages to run again even when done (kb_import, "
+                                               "step1, step2, step3_ROW, report); later stages rerun where their "
+                                               "inputs then differ")
     return p
 
 
@@ -96,10 +99,15 @@ def main(argv: list[str] | None = None) -> int:
     lock = Lock(root)
     hub_cache = root / "models" / "hub_cache"
     env = {**os.environ, "HF_HUB_CACHE": str(hub_cache), "OMGM_CONFIG": ""}
+    force = {s for s in args.force.split(",") if s}
+    unknown = force - {s.name for s in stages}
+    if unknown:
+        raise ReproduceError(f"--force: no stage {', '.join(sorted(unknown))} in this plan "
+                             f"({', '.join(s.name for s in stages)})")
     with OutputLock(out / "tables.json"):
         state = RunState.load(out, hub_cache)
         for stage in stages:
-            print(f"[{stage.name}] {state.run(stage, env)}", flush=True)
+            print(f"[{stage.name}] {state.run(stage, env, force=stage.name in force)}", flush=True)
             if stage.name == "step1":
                 note_wiki_entities(stage.output, root / args.dataset / "wiki_entities.txt", args.dataset, root)
         tables = build_tables(registry, args.dataset, rows, out, stages=stages, state=state, lock_files=lock.files,

@@ -26,6 +26,7 @@ class Stage:
     needs: list[Path] = field(default_factory=list)
     reuse_output: bool = False                    # an output outside OUT that is only ever written complete
     reads: list[str] = field(default_factory=list)   # files and models whose identity the tables record
+    settings: dict[str, Any] = field(default_factory=dict)  # the config settings its command reads: part of its key
 
     def missing(self) -> list[Path]:
         """The inputs the stage needs that are not on disk."""
@@ -49,13 +50,13 @@ def build_plan(registry: Registry, dataset: str, root: Path, out: Path, *, rows:
     retrieval_rows = tuple(rows)
     step1, step2 = out / "step1" / "result.json", out / "step2" / "result.json"
 
-    def reads(*keys: str) -> list[str]:        # the config first: every setting (another --root) is an input too
-        return [str(config), *(s[k] for k in keys if s.get(k) is not None)]
+    def reads(*keys: str) -> list[str]:
+        return [s[k] for k in keys if s.get(k) is not None]
 
     stages = [
         Stage("kb_import", "omgm.data.kb_import", ["--kb_json", s["kb_json"], "--out", s["knowledge_base"], *cfg, *nop],
               Path(s["knowledge_base"]), retrieval_rows, [Path(s["kb_json"])], reuse_output=True,
-              reads=reads("kb_json", "wiki_img_csv_dir")[1:]),     # the store depends on these files alone
+              reads=reads("kb_json", "wiki_img_csv_dir")),     # the store depends on these files alone
         Stage("step1", "omgm.step1", [*cfg, "--save_result_path", str(out / "step1") + "/", *nop],
               step1, retrieval_rows, [Path(s["faiss_index"])],
               reads=reads("sample_file", "knowledge_base", "faiss_index", "retriever_pretrained", "retriever_path")),
@@ -88,8 +89,33 @@ def build_plan(registry: Registry, dataset: str, root: Path, out: Path, *, rows:
         report += ["--answers", str(answers[0])]
     stages.append(Stage("report", "omgm", ["report", *cfg, *report, "--out", str(out / "report.html")],
                         out / "report.html", retrieval_rows,
-                        reads=[str(config), str(step1), str(step2), *map(str, answers[:1])]))
+                        reads=[str(step1), str(step2), *map(str, answers[:1])]))
+    config_values = config_for(registry, dataset, root)
+    for stage in stages:
+        stage.settings = settings_read(stage, config_values)
     return stages
+
+
+def _parser(stage: Stage):
+    """The argument parser of a stage's command (what it reads from the config file)."""
+    if stage.module == "omgm.data.kb_import":
+        from omgm.data.kb_import import build_parser
+    elif stage.module == "omgm.step1":
+        from omgm.commands.step1 import build_parser
+    elif stage.module == "omgm.step2":
+        from omgm.commands.step2 import rerank_parser as build_parser
+    elif stage.module == "omgm.step3":
+        from omgm.commands.step3 import build_parser
+    else:
+        from omgm.commands.report import build_parser
+    return build_parser()
+
+
+def settings_read(stage: Stage, values: dict[str, Any]) -> dict[str, Any]:
+    """The config settings ``stage``'s command reads (its flags' names): a change to one of them reruns the stage,
+    a change to a setting only other stages read does not."""
+    dests = {a.dest for a in _parser(stage)._actions}
+    return {k: values[k] for k in sorted(values) if k in dests}
 
 
 def config_for(registry: Registry, dataset: str, root: Path) -> dict[str, Any]:

@@ -1,9 +1,10 @@
 """``OUT/reproduce_state.json``: which stages finished, on which inputs, in how many seconds; and running a stage.
 
-A stage counts as done when its command is the same, its output exists, and every input it recorded is still as
-it found it (:func:`omgm.reproduce.provenance.changed`). Stages read each other's results, so a change reruns
-exactly the stages downstream of it, and says so. A state file of an older omgm (no input records) makes every
-stage run again once.
+A stage counts as done when its key is the same — its command, the config settings it reads, the omgm version —
+its output exists, and every input it recorded is still as it found it (:func:`omgm.reproduce.provenance.changed`,
+by sha256). Stages read each other's results, so a change reruns the stage it touches and those downstream of
+it whose inputs then differ, and says so; a setting only other stages read reruns nothing here. ``--force
+STAGE`` reruns a stage regardless. A state file of an older omgm (no input records) makes every stage run once.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from omgm import __version__
 from omgm.bookkeeping import read_bookkeeping
 from omgm.errors import OmgmError
 from omgm.io import write_json_atomic
@@ -21,7 +23,8 @@ from omgm.reproduce.provenance import Hashes, changed, inputs_of
 STATE = "reproduce_state.json"
 STATE_FORMAT, STATE_VERSION = "omgm.reproduce_state", 2
 _SHAPE = {"format?": str, "version?": int,
-          "stages?": {"*": {"command": str, "inputs": [{"*": object}], "seconds": (int, float)}},
+          "stages?": {"*": {"command": str, "inputs": [{"*": object}], "seconds": (int, float),
+                            "settings?": {"*": object}, "omgm?": str}},
           "hashes?": {"*": {"size": int, "mtime_ns": int, "sha256": str}}, "*": object}
 
 
@@ -52,16 +55,22 @@ class RunState:
         done = self.stages.get(stage.name)
         if not done or done["command"] != stage.command() or not stage.output.exists():
             return "not done" if not done else "its command or output changed"
+        if done.get("omgm") != __version__:
+            return f"omgm changed ({done.get('omgm') or 'unknown'} -> {__version__})"
+        old = done.get("settings") or {}
+        moved = sorted(k for k in {*old, *stage.settings} if old.get(k) != stage.settings.get(k))
+        if moved:
+            return f"its settings changed: {', '.join(moved[:5])}"
         moved = changed(done["inputs"], self.hashes)
         return f"its inputs changed since it ran: {', '.join(moved[:3])}" if moved else None
 
-    def run(self, stage: Stage, env: dict) -> str:
-        """Run ``stage`` unless it is done (see the module doc); the line to print."""
-        why = self.why_again(stage)
+    def run(self, stage: Stage, env: dict, force: bool = False) -> str:
+        """Run ``stage`` unless it is done (see the module doc) or ``force``; the line to print."""
+        why = "--force" if force else self.why_again(stage)
         if why is None:
             return "done earlier"
         if stage.reuse_output and stage.output.exists():
-            if why.startswith("its inputs changed"):
+            if why.startswith(("its inputs changed", "--force")):
                 raise ReproduceError(f"stage {stage.name}: {why}, but {stage.output} was made from the old ones: "
                                      f"delete it to import again")
             self._record(stage, 0.0)                 # a store made before or elsewhere: written complete, reused
@@ -83,5 +92,6 @@ class RunState:
     def _record(self, stage: Stage, seconds: float, inputs: list[dict] | None = None) -> None:
         if inputs is None:
             inputs = inputs_of(stage.reads, self.hashes, self.hub_cache)
-        self.stages[stage.name] = {"command": stage.command(), "inputs": inputs, "seconds": round(seconds, 2)}
+        self.stages[stage.name] = {"command": stage.command(), "inputs": inputs, "seconds": round(seconds, 2),
+                                   "settings": stage.settings, "omgm": __version__}
         self.save()
