@@ -275,3 +275,43 @@ def test_a_drive_page_that_never_gives_the_file_is_one_line(server, tmp_path):
     f = Fetcher(load_registry(reg), tmp_path / "root", "mini", http=HttpOptions(progress=False, backoff=0.01))
     with pytest.raises(FetchError, match="keeps answering with a web page"):
         f.fetch(f.registry.artifacts["index"])
+
+
+@pytest.mark.parametrize("right", [True, False])
+def test_a_published_md5_is_checked_while_the_tarball_streams(server, tmp_path, hub_calls, capsys, right):
+    """iNat's README publishes the md5 of val.tar.gz: the stream is hashed as it is read (to its end, past the
+    last wanted member); a tarball with another md5 leaves no image behind and says so in one line."""
+    import hashlib
+
+    base, release = server
+    reg, csv = _registry(tmp_path, base)
+    _serve_release(release, csv)
+    data = json.loads(reg.read_text())
+    md5 = hashlib.md5(release.files["/val.tar.gz"]).hexdigest() if right else "0" * 32
+    next(a for a in data["artifacts"] if a["name"] == "images")["published"] = {"md5": md5}
+    reg.write_text(json.dumps(data))
+    root = tmp_path / "root"
+    rc = _fetch(reg, root)
+    captured = capsys.readouterr()
+    if right:
+        assert rc == 0 and "the tarball's md5 is the published one" in captured.out
+        assert sorted(p.name for p in (root / "mini/images").iterdir()) == ["1.jpg", "2.jpg"]
+    else:
+        assert rc != 0 and f"is not the published {md5}" in captured.err
+        assert not list((root / "mini/images").glob("*.jpg"))
+
+
+def test_registry_sizes_and_published_checksums_are_checked(tmp_path):
+    from omgm.fetch.registry import RegistryError, load_registry
+
+    real = load_registry()
+    kb = real.artifacts["evqa-kb"]
+    assert kb.download_size == 4_900_000_000 and kb.unpacked_size > kb.download_size
+    assert kb.disk_need == kb.download_size + kb.unpacked_size                 # the zip and the JSON side by side
+    assert real.artifacts["inat-val-images"].published == {"md5": "f6f6e0e242e3d4c9569ba56400938afc"}
+    reg, _ = _registry(tmp_path, "http://127.0.0.1:1")
+    data = json.loads(reg.read_text())
+    data["artifacts"][0]["published"] = {"md5": "0" * 32}                    # an md5 only fits a streamed tarball
+    reg.write_text(json.dumps(data))
+    with pytest.raises(RegistryError, match="published"):
+        load_registry(reg)

@@ -52,7 +52,10 @@ def _size(fetcher: Fetcher, a: Artifact) -> str:
     known = fetcher.recorded(a)
     if known:
         return f"{known['size'] / 2**20:,.1f} MiB"
-    return f"~{a.size / 2**30:,.1f} GiB" if a.size else "?"
+    if not a.download_size:
+        return "?"
+    unpacked = f", ~{a.unpacked_size / 2**30:,.1f} GiB unpacked" if a.unpacked_size else ""
+    return f"~{a.download_size / 2**30:,.1f} GiB download{unpacked}"
 
 
 def list_artifacts(fetcher: Fetcher, arts: list[Artifact], verify: bool) -> list[dict]:

@@ -14,7 +14,7 @@ from pathlib import Path
 from omgm.fetch.download import HttpOptions, copy_local, gdrive_url, http_download
 from omgm.fetch.lock import FetchError, Lock, prepare_root
 from omgm.fetch.registry import Artifact, Registry, describe, source_kind
-from omgm.fetch.unpack import archive_kind, marker, read_marker, stream_tar_members, unpack
+from omgm.fetch.unpack import HashingReader, archive_kind, marker, read_marker, stream_tar_members, unpack
 from omgm.io import write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -210,13 +210,24 @@ class Fetcher:
         for i in ids:
             if str(i) in id2name:
                 wanted.setdefault(id2name[str(i)], []).append(i)
+        md5 = a.published.get("md5")
         with requests.get(a.source["url"], stream=True, timeout=self.http.timeout) as resp:
             if resp.status_code >= 400:
                 raise FetchError(f"{a.source['url']}: HTTP {resp.status_code}")
             resp.raw.decode_content = True
-            written, unseen = stream_tar_members(resp.raw, wanted, dest)
+            stream = HashingReader(resp.raw) if md5 else resp.raw
+            written, unseen = stream_tar_members(stream, wanted, dest, read_to_end=bool(md5))
         missing = len(unknown) + sum(len(wanted[n]) for n in unseen)
-        return f"{written} images written from the tarball; {missing} referenced images not found in it"
+        checked = ""
+        if md5:
+            if stream.hexdigest() != md5.lower():
+                for ids in wanted.values():      # images of a tarball that is not the published one are not kept
+                    for i in ids:
+                        (dest / f"{i}.jpg").unlink(missing_ok=True)
+                raise FetchError(f"{a.source['url']}: md5 {stream.hexdigest()} is not the published {md5} (a changed "
+                                 f"or damaged file); its {written} images were removed")
+            checked = f"; the tarball's md5 is the published one ({stream.count / 2**30:.1f} GiB read)"
+        return f"{written} images written from the tarball; {missing} referenced images not found in it{checked}"
 
     def _url_subset(self, a: Artifact, ids: list[str], dest: Path) -> str:
         from omgm.prep.download_wiki_images import Options, run

@@ -33,11 +33,26 @@ class Artifact:
     unpack: str = "none"                        # zip | tar | auto | none
     kind: str = "file"                          # file | subset | wiki_images
     subset: dict[str, Any] = field(default_factory=dict)
-    size: int | None = None                     # bytes, when known (before the first download)
+    download_size: int | None = None            # bytes transferred, when known (before the first download)
+    unpacked_size: int | None = None            # bytes on disk once unpacked (an archive: its contents), when known
     provides: str | None = None                 # a file the unpacked archive must contain
     after: tuple[str, ...] = ()
     mirrors: tuple[dict[str, Any], ...] = ()    # other sources of the same file, tried in order after ``source``
-    published: dict[str, Any] = field(default_factory=dict)   # {file, sha256}: a checksum its publisher gives
+    published: dict[str, Any] = field(default_factory=dict)   # a checksum its publisher gives: {file, sha256} of a
+    #   file (after unpacking), or {md5} of the stream itself (a tarball read as it downloads, never stored)
+
+    @property
+    def size(self) -> int | None:
+        """What the download transfers (the HTTP size hint; what a listing shows)."""
+        return self.download_size
+
+    @property
+    def disk_need(self) -> int | None:
+        """Bytes it needs on disk while it is fetched: an archive and its contents side by side."""
+        if self.unpacked_size is None:
+            return self.download_size
+        stored = self.download_size if self.kind == "file" and self.unpack != "none" else 0
+        return self.unpacked_size + (stored or 0)
 
     @property
     def source_kind(self) -> str:
@@ -145,11 +160,28 @@ def _check_paths(p: Path, a: Artifact) -> None:
         inside(a.provides, f"{where}: provides")
     if "repo" in a.source:
         inside(a.source["repo"], f"{where}: source repo")
-    if a.published:
+    if a.published.get("file") is not None:
         inside(a.published.get("file"), f"{where}: published file")
     for key in ("id2name", "csv"):
         if key in a.subset:
             inside(a.subset[key], f"{where}: subset {key}")
+
+
+def _check_published(p: Path, a: Artifact) -> None:
+    """``published``: ``{file, sha256}`` (64 hex digits) or, for a tarball streamed from a URL, ``{md5}`` (32)."""
+    if not a.published:
+        return
+    pub, where = a.published, f"registry {p}: artifact {a.name}: published"
+
+    def hexdigits(v, n: int) -> bool:
+        return isinstance(v, str) and len(v) == n and all(c in "0123456789abcdef" for c in v.lower())
+
+    if set(pub) == {"file", "sha256"} and hexdigits(pub["sha256"], 64):
+        return
+    if set(pub) == {"md5"} and hexdigits(pub["md5"], 32) and a.kind == "subset" and a.subset.get("from") == "tar":
+        return
+    raise RegistryError(f"{where} must be {{file, sha256 (64 hex digits)}}, or {{md5 (32 hex digits)}} for a tarball "
+                        f"read as it streams (kind: subset, from: tar)")
 
 
 def _check_dataset_paths(p: Path, datasets: dict, folders: set[str]) -> None:
@@ -180,7 +212,8 @@ def load_registry(path: str | Path | None = None) -> Registry:
         try:
             a = Artifact(name=str(raw["name"]), dest=raw["dest"], source=dict(raw["source"]),
                          datasets=tuple(raw["datasets"]), rows=tuple(raw["rows"]), unpack=raw.get("unpack", "none"),
-                         kind=raw.get("kind", "file"), subset=dict(raw.get("subset") or {}), size=raw.get("size"),
+                         kind=raw.get("kind", "file"), subset=dict(raw.get("subset") or {}),
+                         download_size=raw.get("download_size"), unpacked_size=raw.get("unpacked_size"),
                          provides=raw.get("provides"), after=tuple(raw.get("after") or ()),
                          mirrors=tuple(dict(m) for m in raw.get("mirrors") or ()),
                          published=dict(raw.get("published") or {}))
@@ -190,10 +223,11 @@ def load_registry(path: str | Path | None = None) -> Registry:
             raise RegistryError(f"registry {p}: artifact {a.name}: unknown source or unpack kind")
         if any(not any(k in m for k in ("url", "gdrive")) for m in a.mirrors):
             raise RegistryError(f"registry {p}: artifact {a.name}: a mirror must be a url or gdrive source")
-        if a.published and not (isinstance(a.published.get("sha256"), str) and len(a.published["sha256"]) == 64):
-            raise RegistryError(f"registry {p}: artifact {a.name}: published needs a file and its 64-digit sha256")
-        if a.size is not None and (not isinstance(a.size, int) or isinstance(a.size, bool) or a.size < 0):
-            raise RegistryError(f"registry {p}: artifact {a.name}: size must be a number of bytes, got {a.size!r}")
+        _check_published(p, a)
+        for key in ("download_size", "unpacked_size"):
+            v = getattr(a, key)
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
+                raise RegistryError(f"registry {p}: artifact {a.name}: {key} must be a number of bytes, got {v!r}")
         _check_paths(p, a)
         if a.name in artifacts:
             raise RegistryError(f"registry {p}: artifact {a.name} is listed twice")

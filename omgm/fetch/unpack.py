@@ -78,12 +78,33 @@ def _check_members(names: list[str], archive: Path) -> None:
         raise FetchError(f"{archive}: members would leave the destination folder: {bad[:3]}")
 
 
+class HashingReader:
+    """A binary stream that computes the md5 of every byte read through it (``count`` of them): a published
+    checksum of a file that is read as it downloads and never stored."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        import hashlib
+
+        self.raw, self.md5, self.count = raw, hashlib.md5(usedforsecurity=False), 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.raw.read(n)
+        self.md5.update(data)
+        self.count += len(data)
+        return data
+
+    def hexdigest(self) -> str:
+        return self.md5.hexdigest()
+
+
 def stream_tar_members(fileobj: BinaryIO, wanted: dict[str, list[str]], dest: Path,
-                       on_member: Callable[[int], None] | None = None) -> tuple[int, set[str]]:
+                       on_member: Callable[[int], None] | None = None, *,
+                       read_to_end: bool = False) -> tuple[int, set[str]]:
     """Read a (compressed) tar stream once and write each wanted member as ``dest/{id}.jpg`` for each of its ids.
 
     ``wanted`` maps a member name (as in the tar, leading ``./`` ignored) to the ids that use it. Returns the
-    number of files written and the member names never seen.
+    number of files written and the member names never seen. The stream is left once every wanted member is
+    written, unless ``read_to_end`` (its checksum is being computed: every byte must pass).
     """
     dest.mkdir(parents=True, exist_ok=True)
     remaining, written = dict(wanted), 0
@@ -101,8 +122,11 @@ def stream_tar_members(fileobj: BinaryIO, wanted: dict[str, list[str]], dest: Pa
                     with atomic_write(dest / f"{i}.jpg") as tmp:
                         tmp.write_bytes(data)
                     written += 1
-                if not remaining:
+                if not remaining and not read_to_end:
                     break
+        if read_to_end:
+            while fileobj.read(1 << 20):
+                pass
     except (tarfile.TarError, EOFError, OSError) as exc:
         raise FetchError(f"reading the tar stream: {exc} ({written} images written so far; run again to "
                          f"continue)") from None

@@ -21,7 +21,8 @@ def _artifacts(fetcher: Fetcher, dataset: str, rows: list[str]) -> list[dict]:
         done = fetcher.is_done(a) if a.source_kind != "manual" else fetcher.target(a).exists()
         known = fetcher.recorded(a)
         out.append({"name": a.name, "kind": "hub model" if a.source_kind == "hub" else a.kind,
-                    "size_bytes": known["size"] if known else a.size, "size_known": bool(known or a.size),
+                    "size_bytes": known["size"] if known else a.disk_need, "size_known": bool(known or a.disk_need),
+                    "download_bytes": a.download_size, "unpacked_bytes": a.unpacked_size,
                     "status": "present" if done else ("manual" if a.source_kind == "manual" else "missing"),
                     "source": a.describe_source()})
     return out
