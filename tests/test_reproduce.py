@@ -55,6 +55,11 @@ def test_reproduce_demo_writes_the_tables_and_resumes(demo_root, tmp_path, capsy
     md = (out / "tables.md").read_text()
     assert "RANDOM" in md and "python -m omgm.step2 rerank" in md and (out / "report.html").is_file()
     capsys.readouterr()
+    assert tables["groups"] == ["main", "retrieval", "ablation", "efficiency"]
+    groups = {(r["group"], r["metric"]): r for r in tables["group_rows"] if r["ours"] is not None}
+    assert ("retrieval", "recall@20") in groups and ("efficiency", "end-to-end s/query") in groups
+    assert all(r["ours"] is not None or r["reason"] for r in tables["group_rows"])
+    assert "## Efficiency" in md and "## Ablation" in md
     assert cli.main(["reproduce", "demo", "--root", str(demo_root), "--out", str(out)]) == 0
     assert capsys.readouterr().out.count("done earlier") == 5                           # resumed: nothing re-run
 
@@ -172,3 +177,31 @@ def test_infoseek_rows_show_the_final_score_its_two_parts_and_an_interval(tmp_pa
                              "unseen_entity": ev["unseen_entity"]["score"]}
     low, high = got.intervals["accuracy"]
     assert low < ev["final_score"] < high
+
+
+def test_table_groups_fill_every_measured_row_and_say_why_the_others_are_empty(tmp_path):
+    """retrieval / ablation / efficiency for E-VQA from a run's stage summaries: the figures the run measured are
+    filled (with intervals where the summary has them), the others carry a reason; the paper's figures carry their
+    source."""
+    from omgm.fetch.registry import load_registry
+    from omgm.reproduce.groups import GROUPS, group_rows
+
+    summaries = {
+        "step1": {"recall": {"R@1": 20.0, "R@5": 35.0, "R@10": 45.0, "R@20": 55.0},
+                  "ci95": {"R@1": [18.0, 22.0]}, "seconds_per_query": 0.2},
+        "step2": {"runs": [{"recall": {"R@1": 40.0, "R@5": 50.0, "R@10": 54.0, "R@20": 57.0}}],
+                  "seconds_per_query": 0.3},
+        "step3_llava_ft": {"answers": 10, "seconds": 15.0}}
+    spec = load_registry().dataset("evqa")["tables"]
+    rows = group_rows(list(GROUPS), spec, tmp_path, lambda p: summaries.get(p.parent.name), "llava_ft", "cpu")
+    assert {r["group"] for r in rows} == {"retrieval", "ablation", "efficiency"}
+    for r in rows:
+        assert (r["ours"] is not None) or r["reason"], r
+        assert (r["paper"] is None) or r["source"], r
+    got = {(r["group"], r["name"], r["metric"]): r for r in rows}
+    assert got[("retrieval", "OMGM step 1 (image -> summary index)", "recall@1")]["ci95"] == [18.0, 22.0]
+    assert got[("retrieval", "OMGM after step 2", "recall@20")]["paper"] == 58.7
+    assert got[("ablation", "re-ranking gain (step 2 minus step 1)", "recall@1")]["ours"] == 20.0
+    eff = [r for r in rows if r["group"] == "efficiency" and r["ours"] is not None]
+    assert [(r["metric"], r["ours"], r["paper"]) for r in eff] == [("retrieval s/query", 0.5, 0.402),
+                                                                   ("end-to-end s/query", 2.0, 2.023)]

@@ -23,6 +23,7 @@ from omgm.fetch.registry import load_registry
 from omgm.help import command_parser
 from omgm.io import OutputLock
 from omgm.reproduce import dry_run
+from omgm.reproduce.groups import GROUPS
 from omgm.reproduce.plan import build_plan, config_for
 from omgm.reproduce.state import ReproduceError, RunState
 from omgm.reproduce.tables import build_tables, write_tables
@@ -40,6 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="with --dry_run: the plan as JSON")
     p.add_argument("--costs", default=None, help="a benchmarks/gpu_suite.py JSON: per-query GPU costs for --dry_run")
     p.add_argument("--registry", default=None)
+    p.add_argument("--tables", default=",".join(GROUPS), help="table groups to write: main (the published rows), "
+                                                              "retrieval (R@1-20 after steps 1 and 2, beside the "
+                                                              "baselines), ablation, efficiency (seconds per query "
+                                                              "on this hardware)")
     p.add_argument("--force", default="", help="comma-separated stages to run again even when done (kb_import, "
                                                "step1, step2, step3_ROW, report); later stages rerun where their "
                                                "inputs then differ")
@@ -99,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     lock = Lock(root)
     hub_cache = root / "models" / "hub_cache"
     env = {**os.environ, "HF_HUB_CACHE": str(hub_cache), "OMGM_CONFIG": ""}
+    groups = tuple(g for g in args.tables.split(",") if g)
+    if not groups or set(groups) - set(GROUPS):
+        raise ReproduceError(f"--tables: choose among {', '.join(GROUPS)} (got {args.tables!r})")
     force = {s for s in args.force.split(",") if s}
     unknown = force - {s.name for s in stages}
     if unknown:
@@ -111,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
             if stage.name == "step1":
                 note_wiki_entities(stage.output, root / args.dataset / "wiki_entities.txt", args.dataset, root)
         tables = build_tables(registry, args.dataset, rows, out, stages=stages, state=state, lock_files=lock.files,
-                              root=root)
+                              root=root, groups=groups)
         paths = write_tables(tables, out)
     print(paths[1].read_text())
     return 0

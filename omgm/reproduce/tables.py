@@ -10,6 +10,7 @@ from omgm.bookkeeping import read_bookkeeping
 from omgm.fetch.registry import Registry
 from omgm.io import sibling, write_json_atomic
 from omgm.metrics.bootstrap import LEVEL, RESAMPLES, SEED
+from omgm.reproduce.groups import group_rows
 from omgm.reproduce.plan import Stage
 from omgm.reproduce.provenance import changed, environment
 from omgm.reproduce.state import RunState
@@ -87,7 +88,8 @@ def stage_facts(stages: list[Stage], state: RunState, out: Path) -> list[dict]:
 
 
 def build_tables(registry: Registry, dataset: str, rows: list[str], out: Path, *, stages: list[Stage],
-                 state: RunState, lock_files: dict[str, dict], root: Path) -> dict[str, Any]:
+                 state: RunState, lock_files: dict[str, dict], root: Path,
+                 groups: tuple[str, ...] = ("main",)) -> dict[str, Any]:
     ds = registry.dataset(dataset)
     table = []
     for name in rows:
@@ -102,8 +104,11 @@ def build_tables(registry: Registry, dataset: str, rows: list[str], out: Path, *
                           "measured_as": got.how,
                           "commands": [st.command() for st in stages if name in st.rows or st.name.endswith(name)]})
     env = environment()
+    answer_row = next((n for n in rows if ds["rows"][n].get("generator")), None)
+    more = group_rows(list(groups), ds.get("tables") or {}, out, _summary, answer_row, env["accelerator"])
     return {"format": TABLES_FORMAT, "version": TABLES_VERSION, "dataset": dataset, "omgm_version": omgm.__version__,
-            "git_commit": env["git_commit"], "random_weights": bool(ds.get("random_weights")), "rows": table,
+            "git_commit": env["git_commit"], "random_weights": bool(ds.get("random_weights")),
+            "groups": list(groups), "rows": table if "main" in groups else [], "group_rows": more,
             "bootstrap": {"resamples": RESAMPLES, "seed": SEED, "level": LEVEL, "over": "questions"},
             "inputs": inputs_read(stages, state, lock_files, root), "stages": stage_facts(stages, state, out),
             "environment": env, "commands": [st.command() for st in stages]}
@@ -113,6 +118,22 @@ def _fmt(v) -> str:
     if v is None:
         return "—"
     return f"{v:.2f}" if isinstance(v, float) else str(v)
+
+
+def _group_lines(tables: dict[str, Any]) -> list[str]:
+    """One section per table group beyond ``main``: paper, ours, and why a figure is missing."""
+    lines = []
+    for group in [g for g in tables.get("groups", []) if g != "main"]:
+        rows = [r for r in tables.get("group_rows", []) if r["group"] == group]
+        lines += ["", f"## {group.capitalize()}", "", "| row | metric | paper | ours | why no figure |",
+                  "|---|---|---|---|---|"]
+        for r in rows:
+            ci = f" [{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}]" if r.get("ci95") else ""
+            lines.append(f"| {r['name']} | {r['metric']} | {_fmt(r['paper'])} | {_fmt(r['ours'])}{ci} | "
+                         f"{r['reason'] or ''} |")
+        sources = {r["source"] for r in rows if r.get("source")}
+        lines += [f"\nPaper figures: {s}." for s in sorted(sources)]
+    return lines
 
 
 def write_tables(tables: dict[str, Any], out: Path) -> tuple[Path, Path]:
@@ -128,6 +149,7 @@ def write_tables(tables: dict[str, Any], out: Path) -> tuple[Path, Path]:
         lines.append(f"| {r['label']} | {r['metric']} | {_fmt(r['paper'])} | {_fmt(r['ours'])}{ci} | "
                      f"{_fmt(r['difference'])} | {r['measured_as']} |")
     lines += ["", f"Intervals: percentile bootstrap over questions, {b['resamples']} resamples, seed {b['seed']}."]
+    lines += _group_lines(tables)
     parts = {r["label"]: r["breakdown"] for r in tables["rows"] if r.get("breakdown")}
     if parts:
         lines += ["", "## Breakdowns", ""] + [f"- {label}: " + ", ".join(f"{k} {_fmt(v)}" for k, v in bd.items())

@@ -1,0 +1,117 @@
+"""The table groups beyond the headline rows: ``retrieval``, ``ablation`` and ``efficiency``.
+
+Each group is a list of rows ``{group, name, metric, paper, ours, ci95, reason, source}``: ``ours`` is measured by
+this run (from the stage summaries it wrote) or None with ``reason`` saying what it would take (a file the
+release lacks, a run omgm does not make); ``paper`` is the published figure, with ``source`` naming where it
+comes from (the registry's ``tables`` entry of the dataset: data, not code). ``main`` is
+:func:`omgm.reproduce.tables.build_tables`'s headline rows.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+GROUPS = ("main", "retrieval", "ablation", "efficiency")
+CUTOFFS = ("R@1", "R@5", "R@10", "R@20")
+
+
+def _recall(summary: dict | None, after_step2: bool) -> tuple[dict, dict]:
+    """(recall, ci95) of a step-1 summary, or of a step-2 summary's first run."""
+    if not summary:
+        return {}, {}
+    s = (summary.get("runs") or [{}])[0] if after_step2 else summary
+    return dict(s.get("recall") or {}), dict(s.get("ci95") or {})
+
+
+def _metric(cut: str) -> str:
+    return "recall@" + cut.split("@")[1]
+
+
+def retrieval_rows(spec: dict, summaries: Callable[[str], dict | None]) -> list[dict]:
+    """R@1/5/10/20 after step 1 and after step 2 (ours), beside the paper's rows for OMGM and its baselines."""
+    rows = []
+    for stage, label in (("step1", "OMGM step 1 (image -> summary index)"), ("step2", "OMGM after step 2")):
+        recall, ci = _recall(summaries(stage), stage == "step2")
+        paper = next((r for r in spec.get("retrieval", []) if r.get("method") == "OMGM"), {}) if stage == "step2" else {}
+        for cut in CUTOFFS:
+            rows.append({"group": "retrieval", "name": label, "metric": _metric(cut), "paper": paper.get(_metric(cut)),
+                         "ours": recall.get(cut), "ci95": ci.get(cut),
+                         "reason": None if cut in recall else f"no {stage} result in this run"})
+    for r in spec.get("retrieval", []):
+        if r.get("method") == "OMGM":
+            continue
+        for metric in ("recall@1", "recall@20"):
+            rows.append({"group": "retrieval", "name": f"{r['method']} (published, for context)", "metric": metric,
+                         "paper": r.get(metric), "ours": None, "ci95": None,
+                         "reason": "another method's published figure: omgm does not run it"})
+    return rows
+
+
+def ablation_rows(spec: dict, summaries: Callable[[str], dict | None]) -> list[dict]:
+    """The ablations this run measures (step 1 alone vs after step 2, and the gain of re-ranking), and the others
+    with the command or data each would need."""
+    s1, _ = _recall(summaries("step1"), False)
+    s2, _ = _recall(summaries("step2"), True)
+    measured = {"step1:recall@1": s1.get("R@1"), "step1:recall@20": s1.get("R@20"),
+                "step2:recall@1": s2.get("R@1"), "step2:recall@20": s2.get("R@20"),
+                "rerank_gain:recall@1": None if s1.get("R@1") is None or s2.get("R@1") is None
+                else round(s2["R@1"] - s1["R@1"], 2)}
+    rows = []
+    for r in spec.get("ablation", []):
+        key = f"{r.get('measured_by')}:{r['metric']}" if r.get("measured_by") else None
+        ours = measured.get(key) if key else None
+        reason = r.get("needs") if key is None else (None if ours is not None else "not measured in this run")
+        rows.append({"group": "ablation", "name": r["name"], "metric": r["metric"], "paper": r.get("paper"),
+                     "ours": ours, "ci95": None, "reason": reason})
+    return rows
+
+
+def efficiency_rows(spec: dict, summaries: Callable[[str], dict | None], answer_stage: str | None,
+                    accelerator: str) -> list[dict]:
+    """Seconds per query measured by this run (retrieval: steps 1 + 2; end to end: + step 3), on this hardware,
+    beside the paper's figures (measured on the authors' GPU)."""
+    per_query = {}
+    for stage in ("step1", "step2"):
+        s = summaries(stage) or {}
+        per_query[stage] = s.get("seconds_per_query")
+    answers = summaries(answer_stage) if answer_stage else None
+    if answers and answers.get("answers") and answers.get("seconds") is not None:
+        per_query["step3"] = round(answers["seconds"] / answers["answers"], 4)
+    retrieval = None if None in (per_query.get("step1"), per_query.get("step2")) \
+        else round(per_query["step1"] + per_query["step2"], 4)
+    end_to_end = None if retrieval is None or per_query.get("step3") is None else round(retrieval + per_query["step3"], 4)
+    omgm = next((r for r in spec.get("efficiency", []) if r.get("method") == "OMGM"), {})
+    rows = [{"group": "efficiency", "name": f"OMGM, this run ({accelerator})", "metric": "retrieval s/query",
+             "paper": omgm.get("retrieval_s"), "ours": retrieval, "ci95": None,
+             "reason": None if retrieval is not None else "steps 1 and 2 did not both run"},
+            {"group": "efficiency", "name": f"OMGM, this run ({accelerator})", "metric": "end-to-end s/query",
+             "paper": omgm.get("inference_s"), "ours": end_to_end, "ci95": None,
+             "reason": None if end_to_end is not None else "no step-3 row ran"}]
+    for r in spec.get("efficiency", []):
+        if r.get("method") != "OMGM":
+            for metric, key in (("retrieval s/query", "retrieval_s"), ("end-to-end s/query", "inference_s"),
+                                ("VQA accuracy, setting not stated", "vqa_unclear")):
+                if r.get(key) is not None:
+                    rows.append({"group": "efficiency", "name": f"{r['method']} (published, for context)",
+                                 "metric": metric, "paper": r[key], "ours": None, "ci95": None,
+                                 "reason": "another method's published figure: omgm does not run it"})
+    return rows
+
+
+def group_rows(groups: list[str], spec: dict, out: Path, read_summary: Callable[[Path], dict | None],
+               answer_row: str | None, accelerator: str) -> list[dict[str, Any]]:
+    """Every row of the chosen groups (``main`` excluded: the headline rows are built apart)."""
+    def summaries(stage: str) -> dict | None:
+        return read_summary(out / stage / "result.json")
+
+    rows: list[dict] = []
+    if "retrieval" in groups:
+        rows += retrieval_rows(spec, summaries)
+    if "ablation" in groups:
+        rows += ablation_rows(spec, summaries)
+    if "efficiency" in groups:
+        rows += efficiency_rows(spec, summaries, f"step3_{answer_row}" if answer_row else None, accelerator)
+    source = spec.get("source")
+    for r in rows:
+        r["source"] = source if r["paper"] is not None else None
+    return rows
