@@ -81,10 +81,11 @@ def efficiency_rows(spec: dict, summaries: Callable[[str], dict | None], answer_
         else round(per_query["step1"] + per_query["step2"], 4)
     end_to_end = None if retrieval is None or per_query.get("step3") is None else round(retrieval + per_query["step3"], 4)
     omgm = next((r for r in spec.get("efficiency", []) if r.get("method") == "OMGM"), {})
-    rows = [{"group": "efficiency", "name": f"OMGM, this run ({accelerator})", "metric": "retrieval s/query",
+    where = "CPU only" if accelerator.startswith("none") else accelerator
+    rows = [{"group": "efficiency", "name": f"OMGM, this run on {where}", "metric": "retrieval s/query",
              "paper": omgm.get("retrieval_s"), "ours": retrieval, "ci95": None,
              "reason": None if retrieval is not None else "steps 1 and 2 did not both run"},
-            {"group": "efficiency", "name": f"OMGM, this run ({accelerator})", "metric": "end-to-end s/query",
+            {"group": "efficiency", "name": f"OMGM, this run on {where}", "metric": "end-to-end s/query",
              "paper": omgm.get("inference_s"), "ours": end_to_end, "ci95": None,
              "reason": None if end_to_end is not None else "no step-3 row ran"}]
     for r in spec.get("efficiency", []):
