@@ -11,7 +11,8 @@ seconds count work, not thread pools spinning while the machine is busy), measur
 
 Growth exponents (log cost ratio / log size ratio, on CPU seconds above the command's start-up, i.e. above the
 same command's ``--help``): ``N`` between the smallest and largest scale with the smallest scale's questions;
-``Q`` at the largest scale between the smallest scale's questions and all of them. Start-up bounds compare the
+``Q`` at the largest scale between the smallest scale's questions and all of them; null where the smaller cost is
+under 0.5 CPU seconds above start-up (noise, not a measurement: run larger scales). Start-up bounds compare the
 CPU seconds of a one-question run (step 2, ``ask``) at the largest and the smallest scale: what grows with the
 KB, in seconds that other load on the machine does not inflate. The last line is one JSON
 document: ``{"stages": {...}, "bounds": {NAME: {"value", "limit", "ok"}}, ...}``.
@@ -132,14 +133,18 @@ def _startup(work: Path, stages=STAGES) -> dict:
     return {k: run([*v, "--help"]) for k, v in cmds.items() if k in stages}
 
 
+NOISE_FLOOR_S = 0.5      # CPU seconds above start-up below which a cost is start-up noise, not a measurement
+
+
 def exponent(c0: float, c1: float, s0: float, s1: float) -> float | None:
-    if c0 <= 0 or c1 <= 0 or s1 == s0:
+    """log(c1 / c0) / log(s1 / s0); None where the smaller cost is under the noise floor (not measurable)."""
+    if c0 < NOISE_FLOOR_S or c1 <= 0 or s1 == s0:
         return None
     return round(math.log(c1 / c0) / math.log(s1 / s0), 3)
 
 
 def _net(m: dict, base: dict, stage: str) -> float:
-    return max(1e-3, m["cpu_s"] - base[stage.split("_")[0] if stage.startswith("step") else stage]["cpu_s"])
+    return m["cpu_s"] - base[stage.split("_")[0] if stage.startswith("step") else stage]["cpu_s"]
 
 
 def summarise(shape: str, runs: list[dict], base: dict, stages=STAGES) -> dict:
