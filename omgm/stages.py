@@ -10,7 +10,7 @@ step1          ``SearchConfig``         ``EntitySearch``                      (s
 step2 train    ``RerankTrainConfig``    ``RerankTrainer``                     (samples, negatives) -> summary
 step2 rerank   ``RerankConfig``         ``Reranker``                          (samples, step-1 results) -> runs
 step3          ``AnswerConfig``         ``Answerer``                          (samples, results) -> records
-step3 train    ``SftConfig``            ``SftTrainer`` (of a built generator) (examples) -> summary
+step3 train    ``FinetuneConfig``       ``SftTrainer`` (with its generator)   (examples) -> summary
 ============== ======================== ===================================== ===========================
 """
 from __future__ import annotations
@@ -18,12 +18,12 @@ from __future__ import annotations
 
 def stage_configs() -> dict[str, type]:
     """command -> its config class (imported on call: the table costs nothing to import)."""
-    from omgm.finetune.train import SftConfig
     from omgm.pipeline.answer import AnswerConfig
+    from omgm.pipeline.finetune import FinetuneConfig
     from omgm.pipeline.rerank import RerankConfig
     from omgm.pipeline.rerank_train import RerankTrainConfig
     from omgm.pipeline.search import SearchConfig
     from omgm.retrieval.builder import IndexConfig
 
     return {"index build": IndexConfig, "step1": SearchConfig, "step2 train": RerankTrainConfig,
-            "step2 rerank": RerankConfig, "step3": AnswerConfig, "step3 train": SftConfig}
+            "step2 rerank": RerankConfig, "step3": AnswerConfig, "step3 train": FinetuneConfig}

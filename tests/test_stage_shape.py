@@ -174,7 +174,6 @@ def test_every_stage_is_built_from_its_config_alone_and_runs(step2_env, tiny_ste
     """The stage table (omgm.stages): each config, filled by keyword with nothing but settings, builds the stage's
     object, and the object has the run() the command calls; the cheap ones are run here too."""
     from omgm.data.results import read_retrieval
-    from omgm.generate.generators import build_generator
     from omgm.stages import stage_configs
 
     d, kb = step2_env.demo, str(step2_env.dir / "kb.sqlite")
@@ -192,15 +191,15 @@ def test_every_stage_is_built_from_its_config_alone_and_runs(step2_env, tiny_ste
         "step3": {"knowledge_base": kb, "answer_generator": str(tiny_step3_models.llava), "device": "cpu",
                   "section_reranker": str(tiny_step3_models.cross), "context_tokenizer": str(tiny_step3_models.llava),
                   "max_new_tokens": 2, **images},
-        "step3 train": {"output_dir": str(tmp_path / "sft")},
+        "step3 train": {"output_dir": str(tmp_path / "sft"), "answer_generator": str(tiny_step3_models.llava),
+                        "device": "cpu"},
     }
     configs = stage_configs()
     assert set(configs) == set(STAGES) == set(values)
     built = {}
     for command, cls in configs.items():
         cfg = from_values(cls, values[command])
-        extra = ((build_generator(from_values(GeneratorSpec, values["step3"])),) if command == "step3 train" else ())
-        built[command] = cfg.build(*extra)
+        built[command] = cfg.build()
         assert callable(getattr(built[command], "run", None)), command
     samples = step2_env.test[:2]
     manifest, _ = built["index build"].run()

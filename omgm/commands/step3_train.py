@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 from omgm.config import parse_with_config, positive_int, require, setup_logging
@@ -23,11 +22,12 @@ from omgm.errors import OmgmError, cli_errors
 from omgm.finetune.data import SECTION_MODES, build_sft_set, read_sft_file, write_sft_file
 from omgm.finetune.exact_match import exact_match_rate
 from omgm.finetune.train import SftConfig
-from omgm.generate.generators import FAMILIES, GeneratorSpec, build_generator
+from omgm.generate.generators import GeneratorSpec
 from omgm.help import command_parser
 from omgm.io import check_writable
 from omgm.parallel import device_for, env_place
 from omgm.pipeline.answer import AnswerConfig, build_cut
+from omgm.pipeline.finetune import FinetuneConfig
 from omgm.resume import settings_diff
 from omgm.settings import add_flags, from_values
 
@@ -107,12 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.build_only:
         check_writable(Path(args.output_dir) / "config.json", inputs=[args.train_file])
     samples = read_samples(args.train_file)[: args.limit]
-    spec, sft = from_values(GeneratorSpec, args), from_values(SftConfig, args)
-    dtype = spec.dtype or ("fp32" if sft.tuning == "full" else None)        # fp32 master weights for full tuning
-    generator = build_generator(replace(spec, device=_device(spec), dtype=dtype))
-    if not FAMILIES[generator.family].finetune:
-        raise OmgmError(f"fine-tuning takes the families {', '.join(k for k, f in FAMILIES.items() if f.finetune)}; "
-                        f"{generator.name} is {generator.family}")
+    cfg = from_values(FinetuneConfig, args, progress=not args.no_progress and env_place().main)
+    generator = cfg.load_generator()
     examples = examples_for(args, generator, samples)
     if args.build_only:
         return 0
@@ -121,7 +117,6 @@ def main(argv: list[str] | None = None) -> int:
     gold, main = {s.sample_id: s for s in samples}, env_place().main
     probe = examples[: args.eval_examples or 0] if main else []
     before = exact_match_rate(generator, probe, gold) if probe else None
-    cfg = replace(sft, cpu=spec.device == "cpu", progress=not args.no_progress and main)
     trainer = cfg.build(generator)
     summary = trainer.run(examples)
     if probe and not trainer.deepspeed:        # under ZeRO the model's weights are sharded across ranks

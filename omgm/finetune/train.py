@@ -75,10 +75,6 @@ class SftConfig:
     def lr(self) -> float:
         return self.learning_rate or (2e-4 if self.tuning == "lora" else 2e-5)
 
-    def build(self, generator) -> SftTrainer:
-        """The trainer of ``generator`` (a fine-tunable family's) with these settings; ``run(examples)`` trains."""
-        return SftTrainer(generator, self)
-
 
 def prepare_model(model, cfg: SftConfig):
     """Freeze what the recipe keeps fixed, or wrap in LoRA adapters; gradient checkpointing when asked."""
