@@ -91,28 +91,28 @@ def test_an_edited_input_gets_its_new_hash_a_flag_and_reruns_what_reads_it(demo_
 
 def test_a_changed_setting_reruns_exactly_the_stages_that_read_it_and_force_reruns_one(demo_root, tmp_path, capsys):
     """Each stage is keyed on the settings its command reads (and the omgm version and its inputs' sha256): a
-    setting only step 3 reads reruns step 3 alone; --force STAGE reruns that stage."""
+    setting only step 2 reads reruns step 2 (and what reads its new result), not step 1; --force STAGE reruns that
+    stage."""
     import yaml
 
-    out = tmp_path / "out"
-    assert cli.main(["reproduce", "demo", "--root", str(demo_root), "--out", str(out)]) == 0
+    out, rows = tmp_path / "out", ["--rows", "retrieval"]
+    assert cli.main(["reproduce", "demo", "--root", str(demo_root), "--out", str(out), *rows]) == 0
     registry = yaml.safe_load((Path(cli.__file__).parent / "fetch" / "registry.yaml").read_text())
-    registry["datasets"]["demo"]["settings"]["max_new_tokens"] = 3
+    registry["datasets"]["demo"]["settings"]["query_chunk"] = 16
     edited = tmp_path / "registry.yaml"
     edited.write_text(yaml.safe_dump(registry))
     capsys.readouterr()
-    assert cli.main(["reproduce", "demo", "--root", str(demo_root), "--out", str(out), "--registry", str(edited)]) == 0
+    again = ["reproduce", "demo", "--root", str(demo_root), "--out", str(out), "--registry", str(edited), *rows]
+    assert cli.main(again) == 0
     printed = capsys.readouterr().out
-    assert "[kb_import] done earlier" in printed and "[step1] done earlier" in printed
-    assert "[step2] done earlier" in printed and "[step3_vqa] ran" in printed
-    assert "step3_vqa: runs again, its settings changed: max_new_tokens" in printed
+    assert "[kb_import] done earlier" in printed and "[step1] done earlier" in printed and "[step2] ran" in printed
+    assert "step2: runs again, its settings changed: query_chunk" in printed
     state = json.loads((out / "reproduce_state.json").read_text())["stages"]
-    assert state["step3_vqa"]["settings"]["max_new_tokens"] == 3 and "max_new_tokens" not in state["step1"]["settings"]
-    assert cli.main(["reproduce", "demo", "--root", str(demo_root), "--out", str(out), "--registry", str(edited),
-                     "--force", "step2"]) == 0
+    assert state["step2"]["settings"]["query_chunk"] == 16 and "query_chunk" not in state["step1"]["settings"]
+    assert cli.main([*again, "--force", "step1"]) == 0
     printed = capsys.readouterr().out
-    assert "[step1] done earlier" in printed and "[step2] ran" in printed
-    assert cli.main(["reproduce", "demo", "--root", str(demo_root), "--out", str(out), "--force", "step9"]) == 2
+    assert "[kb_import] done earlier" in printed and "[step1] ran" in printed
+    assert cli.main([*again, "--force", "step9"]) == 2
     assert "--force: no stage step9" in capsys.readouterr().err
 
 
