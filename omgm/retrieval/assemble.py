@@ -1,7 +1,9 @@
 """A FAISS index from embedding shards in bounded memory: the index and one shard, never all vectors twice.
 
-- Exact (``IndexFlatIP``): shards are added one by one (each read memory-mapped, copied once into the index).
-  Peak: the index (the vectors' size) plus one shard.
+- Exact (``IndexFlatIP``): its storage is sized once to the final count, then each shard (read memory-mapped) is
+  copied into its place: the bytes ``add()`` would write, without ``add()``'s doubling growth (whose last
+  reallocation holds the old and the new copy at once: 16.7 GB for the 9.8 GB of a 2M x 1280 index). Peak: the
+  index (the vectors' size) plus one shard.
 - Approximate (an ``index_factory`` string): trained on a seeded sample of at most ``train_size`` vectors,
   then filled shard by shard. Its recall@k against exact search is measured on ``n_queries`` database vectors,
   the exact neighbours computed shard by shard (no second full index). Peak: the index plus one shard.
@@ -32,8 +34,7 @@ def _rows(shard: Path, keep: Callable[[np.ndarray], np.ndarray] | None) -> np.nd
 
 def _sample(shards: Sequence[Path], size: int, keep, seed: int) -> np.ndarray:
     """``size`` rows drawn uniformly (seeded) across the shards, in row order."""
-    maps = (np.load(s, mmap_mode="r") for s in shards)     # counted on the memory maps: nothing copied
-    counts = [int(keep(x).sum()) if keep else int(x.shape[0]) for x in maps]
+    counts = _counts(shards, keep)
     total = sum(counts)
     picked = np.sort(np.random.default_rng(seed).choice(total, size=min(size, total), replace=False))
     out, start = [], 0
@@ -43,6 +44,30 @@ def _sample(shards: Sequence[Path], size: int, keep, seed: int) -> np.ndarray:
             out.append(_rows(s, keep)[local])
         start += n
     return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
+
+
+def _counts(shards: Sequence[Path], keep) -> list[int]:
+    maps = (np.load(s, mmap_mode="r") for s in shards)     # counted on the memory maps: nothing copied
+    return [int(keep(x).sum()) if keep else int(x.shape[0]) for x in maps]
+
+
+def fill_flat(shards: Sequence[Path], dim: int, keep=None) -> faiss.IndexFlatIP:
+    """An ``IndexFlatIP`` of every shard's rows in order, its storage allocated once (see the module doc)."""
+    counts = _counts(shards, keep)
+    total, width = sum(counts), dim * np.dtype(np.float32).itemsize
+    index = faiss.IndexFlatIP(dim)
+    index.codes.resize(total * width)
+    if total:
+        view = faiss.rev_swig_ptr(index.codes.data(), total * width).view(np.float32).reshape(total, dim)
+        at = 0
+        for s, n in zip(shards, counts):
+            rows = _rows(s, keep)
+            if rows.shape != (n, dim):
+                raise OmgmError(f"{s}: {rows.shape} rows, expected ({n}, {dim})")
+            view[at:at + n] = rows
+            at += n
+    index.ntotal = total
+    return index
 
 
 def add_shards(index: faiss.Index, shards: Sequence[Path], keep=None) -> faiss.Index:
@@ -74,7 +99,7 @@ def build_from_shards(shards: Sequence[Path], dim: int, factory: str | None, *, 
                       keep=None, seed: int = 0) -> tuple[faiss.Index, dict]:
     """The index over the shards' rows and what was measured about it (see the module doc)."""
     if not factory or factory in ("Flat", "IndexFlatIP"):
-        return add_shards(faiss.IndexFlatIP(dim), shards, keep), {"index_type": "IndexFlatIP"}
+        return fill_flat(shards, dim, keep), {"index_type": "IndexFlatIP"}
     try:
         index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
     except RuntimeError as exc:
