@@ -7,7 +7,8 @@ Its vectors mean nothing: recall figures under it are not results.
 
     python benchmarks/_standin.py MEASURE_JSON omgm-args...
 
-runs ``omgm omgm-args...`` in this process with the stand-in registered as ``--retriever_vit standin`` and writes
+runs ``omgm omgm-args...`` in this process (or ``--read_index INDEX``: FAISS reading the index, alone) with
+the stand-in registered as ``--retriever_vit standin``, and writes
 MEASURE_JSON: ``{"rc", "cpu_s" (user + system), "wall_s", "peak_rss_mb" (VmHWM: this process's own peak),
 "written_mb" (bytes this process sent to storage, /proc/self/io)}``.
 """
@@ -85,7 +86,12 @@ def main(argv: list[str]) -> int:
     from omgm.cli import main as omgm_main
 
     try:
-        rc = omgm_main(args)
+        if args[:1] == ["--read_index"]:              # what loading the index costs (ask's start-up includes it)
+            import faiss
+
+            rc = int(faiss.read_index(args[1]).ntotal < 0)
+        else:
+            rc = omgm_main(args)
     except SystemExit as exc:
         rc = exc.code if isinstance(exc.code, int) else 1
     out.write_text(json.dumps(_measure(t0, int(rc or 0))))
