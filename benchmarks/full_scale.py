@@ -98,7 +98,8 @@ def run_scale(shape, scale: float, q0: int, work: Path, models: Path, large: boo
     m["index_build"] = run(["index", "build", "--summarizer", "lead", "--summary_file", str(work / "sums.jsonl"),
                             "--no_progress"], [work / "summary.index", work / "sums.jsonl"])
     m["index_build"]["vectors_mb"] = round(n * STANDIN_DIM * 4 / 2**20, 1)
-    m["index_read"] = run(["--read_index", str(work / "summary.index")])
+    if "ask" in stages:
+        m["index_read"] = run(["--read_index", str(work / "summary.index")])
     cuts = {"": (rel["all"], q), "_one": (rel["one"], 1)} | ({"_q0": (rel["q0"], q0)} if large else {})
     done: dict[int, str] = {}                  # a cut with as many questions as one already run is that run
     for cut, (csv, count) in cuts.items():
@@ -112,6 +113,8 @@ def run_scale(shape, scale: float, q0: int, work: Path, models: Path, large: boo
         m["step1" + cut] = run(["step1", "--sample_file", str(csv), "--save_result_path", str(s1), "--no_progress"],
                                [s1])
         cache = work / f"cache{cut}"
+        if "step2" not in stages:
+            continue
         m["step2" + cut] = run(["step2", "rerank", "--sample_file", str(csv), "--step1_result", str(s1),
                                 "--save_result_path", str(s2), "--cache_dir", str(cache), "--cache_max_gb",
                                 str(CACHE_MAX_GB), "--no_progress"], [s2, cache])
@@ -178,13 +181,14 @@ def bounds(shape: str, runs: list[dict], stages=STAGES) -> dict:
 
     out = {
         f"{shape}/index_build_peak_rss_mb": b(ib["peak_rss_mb"], 1.25 * ib["vectors_mb"] + 1024),
-        f"{shape}/step2_startup_growth_s": b(last["step2_one"]["cpu_s"] - first["step2_one"]["cpu_s"], 2.0),
-        f"{shape}/step2_startup_rss_growth_mb": b(last["step2_one"]["peak_rss_mb"] - first["step2_one"]["peak_rss_mb"],
-                                                  100),
-        f"{shape}/step2_cache_mb": b(max(r["step2"]["cache_mb"] for r in runs), CACHE_MAX_GB * 1e9 / 2**20),
         f"{shape}/kb_import_rss_growth_mb": b(kb["peak_rss_mb"] - first["kb_import"]["peak_rss_mb"], 64),
         f"{shape}/kb_import_write_amplification": b(kb["written_mb"] / max(kb["store_mb"], 1e-9), 1.3),
     }
+    if "step2" in stages:
+        out[f"{shape}/step2_startup_growth_s"] = b(last["step2_one"]["cpu_s"] - first["step2_one"]["cpu_s"], 2.0)
+        out[f"{shape}/step2_startup_rss_growth_mb"] = b(last["step2_one"]["peak_rss_mb"]
+                                                        - first["step2_one"]["peak_rss_mb"], 100)
+        out[f"{shape}/step2_cache_mb"] = b(max(r["step2"]["cache_mb"] for r in runs), CACHE_MAX_GB * 1e9 / 2**20)
     if "ask" in stages:
         read = last["index_read"]["cpu_s"] - first["index_read"]["cpu_s"]     # reading the index it searches
         out[f"{shape}/ask_startup_growth_s"] = b(last["ask"]["cpu_s"] - first["ask"]["cpu_s"] - read, 2.0)
@@ -199,21 +203,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scales", default="0.01,0.1", help="comma-separated, smallest first (1 = the real sizes)")
     p.add_argument("--shapes", default="evqa,infoseek")
     p.add_argument("--work", help="keep the releases and outputs here (default: a temporary folder, removed)")
-    p.add_argument("--stages", default=",".join(STAGES), help="kb_import, index_build, step1 and step2 always run")
+    p.add_argument("--stages", default=",".join(STAGES), help="kb_import, index_build and step1 always run; step3 "
+                                                              "runs step2 too")
     p.add_argument("--max_questions", type=int, default=None, help="at most this many questions per scale (the "
                                                                    "question stages' cost is per question: 70k "
                                                                    "InfoSeek questions take hours on 2 cores)")
     add_smoke(p)
-    a = apply_smoke(p.parse_args(argv), scales="0.0002,0.0004", shapes="evqa", stages="kb_import,index_build,step1,step2")
-    stages = tuple(s for s in STAGES if s in set(a.stages.split(",")) | set(STAGES[:4]))
+    a = apply_smoke(p.parse_args(argv), scales="0.0002,0.0004", shapes="evqa", stages="kb_import,index_build,step1")
+    chosen = set(a.stages.split(",")) | set(STAGES[:3]) | ({"step2"} if "step3" in a.stages.split(",") else set())
+    stages = tuple(s for s in STAGES if s in chosen)
     scales = sorted(float(s) for s in a.scales.split(","))
     if len(scales) < 2:
         p.error("--scales needs two scales or more (the growth exponents compare the smallest and the largest)")
     work = Path(a.work) if a.work else Path(tempfile.mkdtemp(prefix="omgm-full-scale-"))
     try:
         models = work / "models"
-        subprocess.run([sys.executable, "-m", "utils.make_tiny_models", "--out", str(models)], cwd=ROOT, check=True,
-                       capture_output=True)
+        if {"step2", "step3", "ask"} & set(stages):
+            subprocess.run([sys.executable, "-m", "utils.make_tiny_models", "--out", str(models)], cwd=ROOT,
+                           check=True, capture_output=True)
         base = _startup(work, stages) if not a.smoke else {k: {"cpu_s": 0.0} for k in stages}
         figures, limits, sizes = {}, {}, {}
         for name in a.shapes.split(","):
