@@ -53,15 +53,18 @@ def _counts(shards: Sequence[Path], keep) -> list[int]:
 
 def fill_flat(shards: Sequence[Path], dim: int, keep=None) -> faiss.IndexFlatIP:
     """An ``IndexFlatIP`` of every shard's rows in order, its storage allocated once (see the module doc)."""
-    counts = _counts(shards, keep)
+    # each shard's filter computed once; no memory map is held beyond its use (its pages would count as resident)
+    masks = [keep(np.load(s, mmap_mode="r")) if keep is not None else None for s in shards]
+    counts = [int(m.sum()) if m is not None else int(np.load(s, mmap_mode="r").shape[0]) for s, m in zip(shards, masks)]
     total, width = sum(counts), dim * np.dtype(np.float32).itemsize
     index = faiss.IndexFlatIP(dim)
     index.codes.resize(total * width)
     if total:
         view = faiss.rev_swig_ptr(index.codes.data(), total * width).view(np.float32).reshape(total, dim)
         at = 0
-        for s, n in zip(shards, counts):
-            rows = _rows(s, keep)
+        for s, m, n in zip(shards, masks, counts):
+            x = np.load(s, mmap_mode="r")
+            rows = x[m] if m is not None else x
             if rows.shape != (n, dim):
                 raise OmgmError(f"{s}: {rows.shape} rows, expected ({n}, {dim})")
             view[at:at + n] = rows
