@@ -60,7 +60,6 @@ def run_train(argv: list[str]) -> int:
     args = parse_with_config(train_parser(), argv)
     require(args, "train_file", "knowledge_base", "negative_db_file")
     cfg = from_values(RerankTrainConfig, args, progress=not args.no_progress)
-    cfg.train.cpu = cfg.model.device == "cpu"
     check_writable(Path(cfg.train.save_dir) / "run_settings.json", inputs=[args.train_file, args.negative_db_file])
     trainer = cfg.build(report=lambda text: print(text, file=sys.stderr))
     summary = trainer.run(read_samples(args.train_file, single_hop_only=False), read_negative_db(args.negative_db_file),

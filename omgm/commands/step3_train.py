@@ -87,7 +87,7 @@ def examples_for(args, generator, samples) -> list[dict]:
 
         selector = SectionSelector(CrossEncoder(cfg.section_reranker, _device(cfg.generator)), cfg.step2_beta)
     sft = build_sft_set(samples, kb, generator, build_cut(cfg, generator), mode=args.train_section, selector=selector,
-                        image_dirs=from_values(ImageDirs, args),
+                        image_dirs=cfg.images,
                         sec_sim=_sec_sim(args.retrieval_results_file, samples), strict=args.strict)
     print(f"SFT set: {len(sft.examples)} examples; skipped: {dict(sft.skipped) or 'none'}", file=sys.stderr)
     if args.sft_file:

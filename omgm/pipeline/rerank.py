@@ -85,13 +85,14 @@ class Reranker:
     def __init__(self, model: IT2ITReranker, tokenizer, kb: KnowledgeBase, wiki: WikiImages, *,
                  image_dirs: ImageDirs | None = None, device: torch.device | str = "cpu", batch_size: int,
                  query_chunk: int, query_norm: str, cache_dir: str | None = None, cache_memory_gb: float,
-                 cache_max_gb: float | None = None, pad_to_max: bool = False, fusion: Fusion | None = None) -> None:
+                 cache_max_gb: float | None = None, pad_to_max: bool = False, fusion: Fusion | None = None,
+                 alphas: Sequence[float] = (ALPHA,)) -> None:
         self.model, self.tokenizer, self.kb = model.eval().to(device), tokenizer, kb
         if torch.device(device).type == "cuda":
             model.half_vit()                          # the ViT in fp16, as LAVIS runs it on GPU
         self.device, self.batch_size, self.query_chunk = torch.device(device), batch_size, query_chunk
         self.query_norm, self.pad_to_max, self.image_dirs = query_norm, pad_to_max, image_dirs or ImageDirs()
-        self.fusion, self.alphas = fusion or Fusion(), (ALPHA,)
+        self.fusion, self.alphas = fusion or Fusion(), tuple(alphas)
         self.transform = image_transform(model.config.vision.image_size)
         self.candidates = CandidateEncoder(model, tokenizer, kb, wiki, self.transform, self.device, batch_size,
                                            cache_dir, memory_bytes=cache_memory_gb * 1e9, pad_to_max=pad_to_max,
@@ -257,10 +258,8 @@ class RerankConfig:
             log.warning("no reranker_ckpt_path: RANDOM reranker weights (seed %d)", RANDOM_INIT_SEED)
         if report is not None:
             report(loaded.summary() or "no checkpoint loaded")
-        reranker = Reranker(model, load_tokenizer(self.model.tokenizer), kb, self.wiki.open(kb), image_dirs=self.images,
-                            device=resolve_device(self.model.device), batch_size=self.batch_size,
-                            query_chunk=self.query_chunk, query_norm=self.query_norm, cache_dir=self.cache_dir,
-                            cache_max_gb=self.cache_max_gb, cache_memory_gb=self.cache_memory_gb,
-                            pad_to_max=self.pad_to_max, fusion=FUSIONS[self.fusion])
-        reranker.alphas = tuple(self.step1_alpha)
-        return reranker
+        return Reranker(model, load_tokenizer(self.model.tokenizer), kb, self.wiki.open(kb), image_dirs=self.images,
+                        device=resolve_device(self.model.device), batch_size=self.batch_size,
+                        query_chunk=self.query_chunk, query_norm=self.query_norm, cache_dir=self.cache_dir,
+                        cache_max_gb=self.cache_max_gb, cache_memory_gb=self.cache_memory_gb,
+                        pad_to_max=self.pad_to_max, fusion=FUSIONS[self.fusion], alphas=self.step1_alpha)

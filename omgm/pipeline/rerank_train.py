@@ -3,7 +3,7 @@ KB; the :class:`RerankTrainer` it returns ``.run(samples, negatives)`` trains (r
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Mapping, Sequence
 
 import torch
@@ -77,5 +77,6 @@ class RerankTrainer:
             raise OmgmError("no usable training example (see the drop counts above)")
         spec = self.cfg.model
         meta = {"init_ckpt": spec.init_ckpt, "vit_ckpt": spec.vit_ckpt, "tokenizer": spec.tokenizer}
-        return train(self.model, ds, self.tokenizer, self.cfg.train, extra_meta=meta, trainable_only=bool(spec.vit_ckpt))
+        cfg = replace(self.cfg.train, cpu=self.cfg.train.cpu or spec.device == "cpu")
+        return train(self.model, ds, self.tokenizer, cfg, extra_meta=meta, trainable_only=bool(spec.vit_ckpt))
 

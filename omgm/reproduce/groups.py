@@ -15,12 +15,19 @@ GROUPS = ("main", "retrieval", "ablation", "efficiency")
 CUTOFFS = ("R@1", "R@5", "R@10", "R@20")
 
 
-def _recall(summary: dict | None, after_step2: bool) -> tuple[dict, dict]:
-    """(recall, ci95) of a step-1 summary, or of a step-2 summary's first run."""
-    if not summary:
-        return {}, {}
-    s = (summary.get("runs") or [{}])[0] if after_step2 else summary
-    return dict(s.get("recall") or {}), dict(s.get("ci95") or {})
+def step2_run(summary: dict | None) -> dict:
+    """The first run (first alpha) of a step-2 summary; {} without one."""
+    return ((summary or {}).get("runs") or [{}])[0]
+
+
+def recall_of(run: dict | None) -> tuple[dict, dict]:
+    """(recall, ci95) of a step-1 summary or of a step-2 run."""
+    return dict((run or {}).get("recall") or {}), dict((run or {}).get("ci95") or {})
+
+
+def _recall(summaries: Callable[[str], dict | None], stage: str) -> tuple[dict, dict]:
+    s = summaries(stage)
+    return recall_of(step2_run(s) if stage == "step2" else s)
 
 
 def _metric(cut: str) -> str:
@@ -31,7 +38,7 @@ def retrieval_rows(spec: dict, summaries: Callable[[str], dict | None]) -> list[
     """R@1/5/10/20 after step 1 and after step 2 (ours), beside the paper's rows for OMGM and its baselines."""
     rows = []
     for stage, label in (("step1", "OMGM step 1 (image -> summary index)"), ("step2", "OMGM after step 2")):
-        recall, ci = _recall(summaries(stage), stage == "step2")
+        recall, ci = _recall(summaries, stage)
         paper = next((r for r in spec.get("retrieval", []) if r.get("method") == "OMGM"), {}) if stage == "step2" else {}
         for cut in CUTOFFS:
             rows.append({"group": "retrieval", "name": label, "metric": _metric(cut), "paper": paper.get(_metric(cut)),
@@ -50,8 +57,8 @@ def retrieval_rows(spec: dict, summaries: Callable[[str], dict | None]) -> list[
 def ablation_rows(spec: dict, summaries: Callable[[str], dict | None]) -> list[dict]:
     """The ablations this run measures (step 1 alone vs after step 2, and the gain of re-ranking), and the others
     with the command or data each would need."""
-    s1, _ = _recall(summaries("step1"), False)
-    s2, _ = _recall(summaries("step2"), True)
+    s1, _ = _recall(summaries, "step1")
+    s2, _ = _recall(summaries, "step2")
     measured = {"step1:recall@1": s1.get("R@1"), "step1:recall@20": s1.get("R@20"),
                 "step2:recall@1": s2.get("R@1"), "step2:recall@20": s2.get("R@20"),
                 "rerank_gain:recall@1": None if s1.get("R@1") is None or s2.get("R@1") is None

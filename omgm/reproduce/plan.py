@@ -96,19 +96,19 @@ def build_plan(registry: Registry, dataset: str, root: Path, out: Path, *, rows:
     return stages
 
 
+# a stage's module -> where its command's argument parser is (what it reads from the config file)
+_PARSERS = {"omgm.data.kb_import": ("omgm.data.kb_import", "build_parser"),
+            "omgm.step1": ("omgm.commands.step1", "build_parser"),
+            "omgm.step2": ("omgm.commands.step2", "rerank_parser"),
+            "omgm.step3": ("omgm.commands.step3", "build_parser"),
+            "omgm": ("omgm.commands.report", "build_parser")}
+
+
 def _parser(stage: Stage):
-    """The argument parser of a stage's command (what it reads from the config file)."""
-    if stage.module == "omgm.data.kb_import":
-        from omgm.data.kb_import import build_parser
-    elif stage.module == "omgm.step1":
-        from omgm.commands.step1 import build_parser
-    elif stage.module == "omgm.step2":
-        from omgm.commands.step2 import rerank_parser as build_parser
-    elif stage.module == "omgm.step3":
-        from omgm.commands.step3 import build_parser
-    else:
-        from omgm.commands.report import build_parser
-    return build_parser()
+    import importlib
+
+    module, name = _PARSERS[stage.module]
+    return getattr(importlib.import_module(module), name)()
 
 
 def settings_read(stage: Stage, values: dict[str, Any]) -> dict[str, Any]:

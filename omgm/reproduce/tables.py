@@ -10,7 +10,7 @@ from omgm.bookkeeping import read_bookkeeping
 from omgm.fetch.registry import Registry
 from omgm.io import sibling, write_json_atomic
 from omgm.metrics.bootstrap import LEVEL, RESAMPLES, SEED
-from omgm.reproduce.groups import group_rows
+from omgm.reproduce.groups import group_rows, recall_of, step2_run
 from omgm.reproduce.plan import Stage
 from omgm.reproduce.provenance import changed, environment
 from omgm.reproduce.state import RunState
@@ -50,9 +50,8 @@ def measured(row: dict, out: Path, row_name: str) -> Measured:
         return Measured({"accuracy": ev.get("accuracy")}, {"accuracy": ev.get("ci95")}, ev.get("metric", "not run"),
                         {f"question type {t}": v.get("accuracy") for t, v in (ev.get("by_question_type") or {}).items()
                          if isinstance(v, dict)})
-    s = _summary(out / "step2" / "result.json")
-    run = ((s or {}).get("runs") or [{}])[0]
-    recall, ci = run.get("recall") or {}, run.get("ci95") or {}
+    run = step2_run(_summary(out / "step2" / "result.json"))
+    recall, ci = recall_of(run)
     return Measured({"recall@1": recall.get("R@1"), "recall@20": recall.get("R@20")},
                     {"recall@1": ci.get("R@1"), "recall@20": ci.get("R@20")},
                     f"recall after reranking, alpha {run.get('alpha', '?')}", {})

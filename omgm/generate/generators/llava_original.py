@@ -56,7 +56,6 @@ class OriginalLlavaGenerator(Generator):
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         self.shared = SharedPrefixGenerator(self.model)
 
-
     def own_context_tokenizer(self) -> str | None:
         return str(self.llava.tokenizer.folder)         # a LLaVA-1.5 fine-tune keeps LLaVA-1.5's tokenizer
 
