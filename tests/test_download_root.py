@@ -76,6 +76,8 @@ def test_a_file_longer_than_announced_is_not_recorded(tmp_path):
     ({"dest": "/tmp/omgm_abs_dest"}, "dest: '/tmp/omgm_abs_dest' leaves its folder"),
     ({"source": {"repo": "../../../../etc/hostname"}}, "source repo: '../../../../etc/hostname' leaves"),
     ({"provides": "mini/../../x"}, "provides: 'mini/../../x' leaves"),
+    # found by the rehearsal: hard-negatives unpacked into evqa/hard_negatives/ but promised evqa/hard_negatives.json
+    ({"unpack": "auto", "provides": "mini/x.json"}, "provides 'mini/x.json' is not inside dest 'mini/x'"),
 ])
 def test_registry_paths_that_leave_the_root_are_refused_at_load(tmp_path, entry, message, capsys):
     reg = {"version": 1, "datasets": {"mini": {"split": "mini/t.csv", "rows": {"r": {}}}},
@@ -240,7 +242,7 @@ def test_a_published_checksum_is_verified(server, tmp_path, capsys):  # noqa: F8
     release.files["/kb.json"] = b"the published bytes"
     good = hashlib.sha256(b"the published bytes").hexdigest()
     for sha, code in (("0" * 64, 1), (good, 0)):
-        reg = _one_artifact_registry(tmp_path, {"dest": "mini/kb", "unpack": "auto", "provides": "mini/kb.json",
+        reg = _one_artifact_registry(tmp_path, {"dest": "mini", "unpack": "auto", "provides": "mini/kb.json",
                                                 "published": {"file": "mini/kb.json", "sha256": sha},
                                                 "source": {"url": f"{base}/kb.json"}})
         root = tmp_path / f"root{code}"

@@ -34,19 +34,14 @@ def tiny_models(target: Path, root: Path) -> None:
 def authors_layout_reranker(target: Path, root: Path) -> None:
     import torch
 
-    from omgm.rerank.convert import to_lavis_state_dict
+    from omgm.rerank.convert import save_authors_layout
     from omgm.rerank.model import IT2ITConfig, IT2ITReranker
 
     config = target.parent / "tiny_reranker.json"
     if not config.is_file():
         raise FetchError(f"{config}: build demo-models first")
     torch.manual_seed(0)
-    model = IT2ITReranker(IT2ITConfig.from_dict(__import__("json").loads(config.read_text())))
-    sd = {k: (v.half() if k.startswith("visual_encoder.") else v) for k, v in to_lavis_state_dict(model).items()}
-    sd["prompt_tokens"] = torch.zeros(1, model.config.num_query_tokens, model.config.qformer.hidden_size)
-    tmp = target.with_name(target.name + ".part")
-    torch.save(sd, tmp)
-    tmp.replace(target)
+    save_authors_layout(IT2ITReranker(IT2ITConfig.from_dict(__import__("json").loads(config.read_text()))), target)
 
 
 def bare_summary_index(target: Path, root: Path) -> None:

@@ -158,6 +158,9 @@ def _check_paths(p: Path, a: Artifact) -> None:
     inside(a.dest, f"{where}: dest")
     if a.provides is not None:
         inside(a.provides, f"{where}: provides")
+        if a.unpack != "none" and not posixpath.normpath(a.provides).startswith(posixpath.normpath(a.dest) + "/"):
+            raise RegistryError(f"{where}: provides {a.provides!r} is not inside dest {a.dest!r}, where the archive "
+                                f"unpacks: the file would never be found there")
     if "repo" in a.source:
         inside(a.source["repo"], f"{where}: source repo")
     if a.published.get("file") is not None:

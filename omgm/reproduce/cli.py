@@ -63,16 +63,21 @@ def note_wiki_entities(step1: Path, target: Path, dataset: str, root: Path) -> N
               f"score 0; `omgm fetch {dataset} --root {root} --only wiki-images` downloads the missing ones")
 
 
-def available_rows(registry, dataset: str, root: Path, out: Path, *, config: Path) -> list[str]:
-    rows = []
+def available_rows(registry, dataset: str, root: Path, out: Path, *, config: Path) -> tuple[list[str], dict[str, str]]:
+    """The published rows whose generators are on disk, and why each other row is not run."""
+    rows, skipped = [], {}
     for row in registry.rows(dataset):
         stages = build_plan(registry, dataset, root, out, rows=[row], config=config)
-        absent = [str(p) for s in stages if s.name.startswith("step3") for p in s.missing()]
+        absent = [p for s in stages if s.name.startswith("step3") for p in s.missing()]
         if not absent:
             rows.append(row)
-        else:
-            print(f"row {row}: skipped, its generator is not there ({', '.join(absent)})")
-    return rows
+            continue
+        manual = [a.source["manual"] for a in registry.artifacts.values()
+                  if a.source_kind == "manual" and any(p == root / a.dest for p in absent)]
+        skipped[row] = f"its generator is not there ({', '.join(map(str, absent))})" + \
+            "".join(f": {' '.join(m.split())}" for m in manual)
+        print(f"row {row}: skipped, {skipped[row]}")
+    return rows, skipped
 
 
 @cli_errors
@@ -94,8 +99,10 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             raise ReproduceError(f"--rows: {args.dataset} has no row {', '.join(sorted(unknown))} "
                                  f"(rows: {', '.join(registry.rows(args.dataset))})")
-    else:
-        rows = registry.rows(args.dataset) if args.dry_run else available_rows(registry, args.dataset, root, out, config=config)
+    skipped: dict[str, str] = {}
+    if not args.rows:
+        rows, skipped = (registry.rows(args.dataset), {}) if args.dry_run else \
+            available_rows(registry, args.dataset, root, out, config=config)
     stages = build_plan(registry, args.dataset, root, out, rows=rows, config=config)
     if args.dry_run:
         found = dry_run.plan(registry, args.dataset, root, stages, rows=rows, costs=args.costs)
@@ -119,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
             if stage.name == "step1":
                 note_wiki_entities(stage.output, root / args.dataset / "wiki_entities.txt", args.dataset, root)
         tables = build_tables(registry, args.dataset, rows, out, stages=stages, state=state, lock_files=lock.files,
-                              root=root, groups=groups)
+                              root=root, groups=groups, skipped=skipped)
         paths = write_tables(tables, out)
     print(paths[1].read_text())
     return 0

@@ -88,11 +88,17 @@ def stage_facts(stages: list[Stage], state: RunState, out: Path) -> list[dict]:
 
 def build_tables(registry: Registry, dataset: str, rows: list[str], out: Path, *, stages: list[Stage],
                  state: RunState, lock_files: dict[str, dict], root: Path,
-                 groups: tuple[str, ...] = ("main",)) -> dict[str, Any]:
+                 groups: tuple[str, ...] = ("main",), skipped: dict[str, str] | None = None) -> dict[str, Any]:
+    """The tables of ``rows`` (run) and of ``skipped`` (published rows not run: row -> why), in registry order."""
     ds = registry.dataset(dataset)
     table = []
-    for name in rows:
+    for name in [r for r in ds["rows"] if r in rows or r in (skipped or {})]:
         row = ds["rows"][name]
+        if name not in rows:
+            table += [{"row": name, "label": row["label"], "metric": metric, "paper": ref, "ours": None, "ci95": None,
+                       "breakdown": {}, "difference": None, "measured_as": "not run", "reason": skipped[name],
+                       "commands": []} for metric, ref in (row.get("paper") or {}).items()]
+            continue
         got = measured(row, out, name)
         paper = row.get("paper") or {}
         for metric, value in got.figures.items():
@@ -100,7 +106,7 @@ def build_tables(registry: Registry, dataset: str, rows: list[str], out: Path, *
             table.append({"row": name, "label": row["label"], "metric": metric, "paper": ref, "ours": value,
                           "ci95": got.intervals.get(metric), "breakdown": got.breakdown,
                           "difference": None if ref is None or value is None else round(value - ref, 2),
-                          "measured_as": got.how,
+                          "measured_as": got.how, "reason": None if value is not None else "not measured",
                           "commands": [st.command() for st in stages if name in st.rows or st.name.endswith(name)]})
     env = environment()
     answer_row = next((n for n in rows if ds["rows"][n].get("generator")), None)
@@ -141,12 +147,12 @@ def write_tables(tables: dict[str, Any], out: Path) -> tuple[Path, Path]:
     if tables["random_weights"]:
         lines += ["**Tiny RANDOM-weight models: these numbers only show that every stage ran.**", ""]
     b = tables["bootstrap"]
-    lines += [f"| row | metric | paper | ours [{b['level']:.0%} interval] | difference | measured as |",
-              "|---|---|---|---|---|---|"]
+    lines += [f"| row | metric | paper | ours [{b['level']:.0%} interval] | difference | measured as | why no figure |",
+              "|---|---|---|---|---|---|---|"]
     for r in tables["rows"]:
         ci = f" [{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}]" if r.get("ci95") else ""
         lines.append(f"| {r['label']} | {r['metric']} | {_fmt(r['paper'])} | {_fmt(r['ours'])}{ci} | "
-                     f"{_fmt(r['difference'])} | {r['measured_as']} |")
+                     f"{_fmt(r['difference'])} | {r['measured_as']} | {r.get('reason') or ''} |")
     lines += ["", f"Intervals: percentile bootstrap over questions, {b['resamples']} resamples, seed {b['seed']}."]
     lines += _group_lines(tables)
     parts = {r["label"]: r["breakdown"] for r in tables["rows"] if r.get("breakdown")}

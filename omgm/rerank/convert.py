@@ -87,6 +87,16 @@ def to_lavis_state_dict(model: IT2ITReranker) -> dict[str, torch.Tensor]:
     return ours_to_lavis(model.state_dict())
 
 
+def save_authors_layout(model: IT2ITReranker, path: str | Path) -> Path:
+    """``model`` saved as the authors' training script saves ``model_*.pth``: LAVIS key names, the ViT in fp16, and
+    ``prompt_tokens`` (zeros; unused by the reranker). The demo release and the dress rehearsal write it."""
+    sd = {k: (v.half() if k.startswith("visual_encoder.") else v) for k, v in to_lavis_state_dict(model).items()}
+    sd["prompt_tokens"] = torch.zeros(1, model.config.num_query_tokens, model.config.qformer.hidden_size)
+    with atomic_write(Path(path)) as tmp:
+        torch.save(sd, tmp)
+    return Path(path)
+
+
 def ours_to_lavis(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     out: dict[str, torch.Tensor] = {}
     for name, t in sd.items():
