@@ -190,7 +190,10 @@ def test_table_groups_fill_every_measured_row_and_say_why_the_others_are_empty(t
                   "ci95": {"R@1": [18.0, 22.0]}, "seconds_per_query": 0.2},
         "step2": {"runs": [{"recall": {"R@1": 40.0, "R@5": 50.0, "R@10": 54.0, "R@20": 57.0}}],
                   "seconds_per_query": 0.3},
-        "step3_llava_ft": {"answers": 10, "seconds": 15.0}}
+        "step3_llava_ft": {"answers": 10, "seconds": 15.0, "evaluation": {"accuracy": 30.0}},
+        "ablation_step2_k50": {"runs": [{"recall": {"R@1": 41.0, "R@20": 60.0}}]},     # --run_ablations' extra runs
+        "ablation_step3_on_step1": {"evaluation": {"accuracy": 25.0}},
+        "ablation_step3_beta0": {"evaluation": {"accuracy": 29.5}}}
     spec = load_registry().dataset("evqa")["tables"]
     rows = group_rows(list(GROUPS), spec, tmp_path, lambda p: summaries.get(p.parent.name), "llava_ft", "cpu")
     assert {r["group"] for r in rows} == {"retrieval", "ablation", "efficiency"}
@@ -201,6 +204,42 @@ def test_table_groups_fill_every_measured_row_and_say_why_the_others_are_empty(t
     assert got[("retrieval", "OMGM step 1 (image -> summary index)", "recall@1")]["ci95"] == [18.0, 22.0]
     assert got[("retrieval", "OMGM after step 2", "recall@20")]["paper"] == 58.7
     assert got[("ablation", "re-ranking gain (step 2 minus step 1)", "recall@1")]["ours"] == 20.0
+    ablation = {r["name"].split(" (")[0]: r for r in rows if r["group"] == "ablation"}
+    assert ablation["re-ranking range k = 50"]["ours"] == 60.0 and ablation["re-ranking range k = 20"]["ours"] == 57.0
+    assert ablation["re-ranking range k = 100"]["ours"] is None                             # not run: how to run it
+    assert "--run_ablations" in ablation["re-ranking range k = 100"]["reason"]
+    assert ablation["VQA gain of step 2"]["ours"] == 5.0 and ablation["VQA gain of step 3's fusion"]["ours"] == 0.5
+    assert "no such mode" in ablation["VQA gain of step 1"]["reason"]
     eff = [r for r in rows if r["group"] == "efficiency" and r["ours"] is not None]
     assert [(r["metric"], r["ours"], r["paper"]) for r in eff] == [("retrieval s/query", 0.5, 0.402),
                                                                    ("end-to-end s/query", 2.0, 2.023)]
+
+
+def test_run_ablations_adds_the_extra_runs_each_reading_its_own_input(tmp_path):
+    """k = 50 / 100: step 1 keeping k entities and step 2 over *that* result; the first step-3 row on the step-1
+    results and with --step2_beta 0; all before the report, each into its own folder."""
+    from omgm.fetch.registry import load_registry
+    from omgm.reproduce.plan import build_plan
+
+    reg, root, out = load_registry(), tmp_path / "root", tmp_path / "out"
+    plain = build_plan(reg, "evqa", root, out, rows=["retrieval", "llava_ft"], config=tmp_path / "c.yaml")
+    stages = build_plan(reg, "evqa", root, out, rows=["retrieval", "llava_ft"], config=tmp_path / "c.yaml",
+                        ablations=True)
+    names = [s.name for s in stages]
+    assert names == [s.name for s in plain[:-1]] + ["ablation_step1_k50", "ablation_step2_k50", "ablation_step1_k100",
+                                                   "ablation_step2_k100", "ablation_step3_on_step1",
+                                                   "ablation_step3_beta0", "report"]
+    by = {s.name: s for s in stages}
+    assert by["ablation_step1_k100"].args[-3:] == ["--retrieval_top_k", "100", "--no_progress"]
+    k50 = by["ablation_step2_k50"]
+    assert k50.args[k50.args.index("--step1_result") + 1] == str(by["ablation_step1_k50"].output)
+    assert str(by["ablation_step1_k50"].output) in k50.reads and str(by["step1"].output) not in k50.reads
+    on1 = by["ablation_step3_on_step1"]
+    assert on1.args[on1.args.index("--retrieval_results_file") + 1] == str(by["step1"].output)
+    assert str(by["step1"].output) in on1.reads and str(by["step2"].output) not in on1.reads
+    beta0 = by["ablation_step3_beta0"]
+    assert beta0.args[-3:] == ["--step2_beta", "0", "--no_progress"] and beta0.output == out / "ablation_step3_beta0" / \
+        "result.json" and beta0.settings == by["step3_llava_ft"].settings
+    infoseek = build_plan(reg, "infoseek", root, out, rows=["retrieval", "internvl"], config=tmp_path / "c.yaml",
+                          ablations=True)                   # only the runs its ablation rows measure: none
+    assert not [s for s in infoseek if s.name.startswith("ablation")]

@@ -45,6 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                               "retrieval (R@1-20 after steps 1 and 2, beside the "
                                                               "baselines), ablation, efficiency (seconds per query "
                                                               "on this hardware)")
+    p.add_argument("--run_ablations", action="store_true", help="also make the ablation table's extra runs: step 1 "
+                                                                   "keeping 50 and 100 entities and step 2 over them; "
+                                                                   "the first step-3 row on the step-1 results and with "
+                                                                   "--step2_beta 0 (two more passes of the generator)")
     p.add_argument("--force", default="", help="comma-separated stages to run again even when done (kb_import, "
                                                "step1, step2, step3_ROW, report); later stages rerun where their "
                                                "inputs then differ")
@@ -103,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.rows:
         rows, skipped = (registry.rows(args.dataset), {}) if args.dry_run else \
             available_rows(registry, args.dataset, root, out, config=config)
-    stages = build_plan(registry, args.dataset, root, out, rows=rows, config=config)
+    stages = build_plan(registry, args.dataset, root, out, rows=rows, config=config, ablations=args.run_ablations)
     if args.dry_run:
         found = dry_run.plan(registry, args.dataset, root, stages, rows=rows, costs=args.costs)
         print(dry_run.as_json(found) if args.json else dry_run.render(found))

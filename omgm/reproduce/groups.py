@@ -27,7 +27,7 @@ def recall_of(run: dict | None) -> tuple[dict, dict]:
 
 def _recall(summaries: Callable[[str], dict | None], stage: str) -> tuple[dict, dict]:
     s = summaries(stage)
-    return recall_of(step2_run(s) if stage == "step2" else s)
+    return recall_of(step2_run(s) if "step2" in stage else s)          # step2, ablation_step2_k50, ...
 
 
 def _metric(cut: str) -> str:
@@ -54,22 +54,34 @@ def retrieval_rows(spec: dict, summaries: Callable[[str], dict | None]) -> list[
     return rows
 
 
-def ablation_rows(spec: dict, summaries: Callable[[str], dict | None]) -> list[dict]:
-    """The ablations this run measures (step 1 alone vs after step 2, and the gain of re-ranking), and the others
-    with the command or data each would need."""
-    s1, _ = _recall(summaries, "step1")
-    s2, _ = _recall(summaries, "step2")
-    measured = {"step1:recall@1": s1.get("R@1"), "step1:recall@20": s1.get("R@20"),
-                "step2:recall@1": s2.get("R@1"), "step2:recall@20": s2.get("R@20"),
-                "rerank_gain:recall@1": None if s1.get("R@1") is None or s2.get("R@1") is None
-                else round(s2["R@1"] - s1["R@1"], 2)}
+def _accuracy(summary: dict | None) -> float | None:
+    """A step-3 summary's headline figure: E-VQA accuracy, or InfoSeek's final score."""
+    ev = (summary or {}).get("evaluation") or {}
+    return ev.get("final_score", ev.get("accuracy"))
+
+
+def _gain(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else round(a - b, 2)
+
+
+def ablation_rows(spec: dict, summaries: Callable[[str], dict | None], answer_stage: str | None = None) -> list[dict]:
+    """The ablations this run measures — step 1 alone vs after step 2 and the gain of re-ranking; with
+    ``reproduce --run_ablations``, the re-ranking range k = 50 / 100 and the VQA gains of steps 2 and 3 — and the
+    others with the command or data each would need."""
+    measured = {}
+    for stage, key in (("step1", "step1"), ("step2", "step2"), *((f"ablation_step2_k{k}", f"k{k}") for k in (50, 100))):
+        recall, _ = _recall(summaries, stage)
+        measured.update({f"{key}:recall@1": recall.get("R@1"), f"{key}:recall@20": recall.get("R@20")})
+    measured["rerank_gain:recall@1"] = _gain(measured["step2:recall@1"], measured["step1:recall@1"])
+    answers = _accuracy(summaries(answer_stage)) if answer_stage else None
+    measured["vqa_gain_step2:accuracy"] = _gain(answers, _accuracy(summaries("ablation_step3_on_step1")))
+    measured["vqa_gain_step3:accuracy"] = _gain(answers, _accuracy(summaries("ablation_step3_beta0")))
     rows = []
     for r in spec.get("ablation", []):
-        key = f"{r.get('measured_by')}:{r['metric']}" if r.get("measured_by") else None
-        ours = measured.get(key) if key else None
-        reason = r.get("needs") if key is None else (None if ours is not None else "not measured in this run")
+        ours = measured.get(f"{r['measured_by']}:{r['metric']}") if r.get("measured_by") else None
         rows.append({"group": "ablation", "name": r["name"], "metric": r["metric"], "paper": r.get("paper"),
-                     "ours": ours, "ci95": None, "reason": reason})
+                     "ours": ours, "ci95": None,
+                     "reason": None if ours is not None else (r.get("needs") or "not measured in this run")})
     return rows
 
 
@@ -115,10 +127,11 @@ def group_rows(groups: list[str], spec: dict, out: Path, read_summary: Callable[
     rows: list[dict] = []
     if "retrieval" in groups:
         rows += retrieval_rows(spec, summaries)
+    answer_stage = f"step3_{answer_row}" if answer_row else None
     if "ablation" in groups:
-        rows += ablation_rows(spec, summaries)
+        rows += ablation_rows(spec, summaries, answer_stage)
     if "efficiency" in groups:
-        rows += efficiency_rows(spec, summaries, f"step3_{answer_row}" if answer_row else None, accelerator)
+        rows += efficiency_rows(spec, summaries, answer_stage, accelerator)
     source = spec.get("source")
     for r in rows:
         r["source"] = source if r["paper"] is not None else None

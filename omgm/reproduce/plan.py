@@ -42,8 +42,9 @@ class Stage:
 
 
 def build_plan(registry: Registry, dataset: str, root: Path, out: Path, *, rows: list[str], config: Path,
-               extra: dict[str, list[str]] | None = None) -> list[Stage]:
-    """Stages for ``rows``: KB import, step 1, step 2 (rerank), step 3 per generator row, then the report."""
+               extra: dict[str, list[str]] | None = None, ablations: bool = False) -> list[Stage]:
+    """Stages for ``rows``: KB import, step 1, step 2 (rerank), step 3 per generator row, then the report; with
+    ``ablations``, the extra runs of the ablation table before the report (:func:`ablation_stages`)."""
     ds = registry.dataset(dataset)
     s = registry.settings(dataset, root)
     cfg, nop = ["--config", str(config)], ["--no_progress"]
@@ -90,10 +91,47 @@ def build_plan(registry: Registry, dataset: str, root: Path, out: Path, *, rows:
     stages.append(Stage("report", "omgm", ["report", *cfg, *report, "--out", str(out / "report.html")],
                         out / "report.html", retrieval_rows,
                         reads=[str(step1), str(step2), *map(str, answers[:1])]))
+    if ablations:
+        measures = {r.get("measured_by") for r in (ds.get("tables") or {}).get("ablation", [])}
+        stages[-1:-1] = ablation_stages(stages, out, next((s for s in stages if s.name.startswith("step3")), None),
+                                        measures)
     config_values = config_for(registry, dataset, root)
     for stage in stages:
         stage.settings = settings_read(stage, config_values)
     return stages
+
+
+ABLATION_KS = (50, 100)                          # the re-ranking range k beyond the published 20
+
+
+def _variant(stage: Stage, name: str, out: Path, swap: dict[str, str], more: list[str]) -> Stage:
+    """``stage`` run again into ``OUT/name/``: the flags in ``swap`` take new values (and the files it reads with
+    them), ``more`` is added."""
+    args, renamed = list(stage.args), {}
+    for flag, value in swap.items():
+        i = args.index(flag) + 1
+        renamed[args[i]], args[i] = value, value
+    target = out / name
+    args[args.index("--save_result_path" if "--save_result_path" in args else "--output_file") + 1] = str(target) + "/"
+    return Stage(name, stage.module, [*args[:-1], *more, args[-1]], target / "result.json", (), list(stage.needs),
+                 reads=[renamed.get(r, r) for r in stage.reads])
+
+
+def ablation_stages(stages: list[Stage], out: Path, first_answer: Stage | None, measures: set) -> list[Stage]:
+    """The extra runs that the dataset's ablation rows measure (``measures``: their ``measured_by``): step 1
+    keeping k = 50 / 100 entities and step 2 re-ranking them (``k50``, ``k100``); and, with a step-3 row, its
+    generator on the step-1 results (``vqa_gain_step2``) and with ``--step2_beta 0`` (``vqa_gain_step3``)."""
+    by_name = {s.name: s for s in stages}
+    extra = []
+    for k in (k for k in ABLATION_KS if f"k{k}" in measures):
+        s1 = _variant(by_name["step1"], f"ablation_step1_k{k}", out, {}, ["--retrieval_top_k", str(k)])
+        extra += [s1, _variant(by_name["step2"], f"ablation_step2_k{k}", out, {"--step1_result": str(s1.output)}, [])]
+    if first_answer is not None and "vqa_gain_step2" in measures:
+        extra.append(_variant(first_answer, "ablation_step3_on_step1", out,
+                              {"--retrieval_results_file": str(by_name["step1"].output)}, []))
+    if first_answer is not None and "vqa_gain_step3" in measures:
+        extra.append(_variant(first_answer, "ablation_step3_beta0", out, {}, ["--step2_beta", "0"]))
+    return extra
 
 
 # a stage's module -> where its command's argument parser is (what it reads from the config file)

@@ -15,7 +15,7 @@ from omgm.reproduce.plan import Stage
 from omgm.reproduce.provenance import changed, environment
 from omgm.reproduce.state import RunState
 
-TABLES_FORMAT, TABLES_VERSION = "omgm.tables", 2
+TABLES_FORMAT, TABLES_VERSION = "omgm.tables", 3   # 3: rows not run are listed, with why
 # what the tables read of a stage's *.summary.json (the rest is free-form)
 _OBJ = {"*": object}
 SUMMARY_SHAPE = {"evaluation?": {"by_question_type?": _OBJ, "unseen_question?": _OBJ, "unseen_entity?": _OBJ,

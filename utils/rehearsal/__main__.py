@@ -47,7 +47,8 @@ def rehearse(dataset: str, out: Path, registry: Path, env: dict[str, str], log: 
         rel.place_manual(root)
     times["fetch"] = omgm(["fetch", dataset, *common], env, log)
     times["fetch_train"] = omgm(["fetch", dataset, "--rows", "train", *common], env, log)
-    repro = ["reproduce", dataset, "--root", str(root), "--registry", str(registry), "--out", str(result)]
+    repro = ["reproduce", dataset, "--root", str(root), "--registry", str(registry), "--out", str(result),
+             "--run_ablations"]
     times["reproduce"] = omgm(repro, env, log)
     times["fetch_wiki_images"] = omgm(["fetch", dataset, "--only", "wiki-images", *common], env, log)
     times["reproduce_with_images"] = omgm([*repro, "--force", "step2"], env, log)
