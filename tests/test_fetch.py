@@ -1,14 +1,10 @@
 """omgm fetch against a tiny release served on 127.0.0.1 in the real layouts, with the faults a user meets."""
 from __future__ import annotations
 
-import io
 import json
-import tarfile
 import threading
-import time
-import zipfile
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -18,28 +14,11 @@ from omgm.fetch.download import HttpOptions
 from omgm.fetch.fetcher import Fetcher
 from omgm.fetch.lock import FetchError
 from omgm.fetch.registry import load_registry
+from utils.rehearsal.server import Handler, tarred, zipped
 
 BIG = bytes(range(256)) * 4096                                     # 1 MiB "index"
 KB = {"https://en.wikipedia.org/wiki/A": {"title": "A", "url": "https://en.wikipedia.org/wiki/A",
                                           "section_titles": ["A"], "section_texts": ["a text"]}}
-
-
-def _zip(files: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for name, data in files.items():
-            zf.writestr(name, data)
-    return buf.getvalue()
-
-
-def _tar(files: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tf.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
 
 
 class Release:
@@ -53,11 +32,10 @@ class Release:
 
 
 def _handler(release: Release):
-    class H(BaseHTTPRequestHandler):
-        def log_message(self, *a):                     # quiet
-            pass
+    class H(Handler):
+        """The rehearsal server's manner of answering (ranges, faults), over this test's own short paths."""
 
-        def do_GET(self):
+        def _route(self, head: bool) -> None:
             path = self.path.split("?")[0]
             release.seen[path] += 1
             fault = release.faults.get(path, []).pop(0) if release.faults.get(path) else None
@@ -73,35 +51,10 @@ def _handler(release: Release):
             data = release.files.get(path)
             if data is None:
                 return self._send(404, b"not found")
-            start = 0
-            rng = self.headers.get("Range")
-            if rng:
-                release.ranges.append(rng)
-                start = int(rng.split("=")[1].split("-")[0])
-                if start >= len(data):
-                    return self._send(416, b"")
-            body = data[start:]
-            self.send_response(206 if rng else 200)
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("Content-Type", "application/octet-stream")
-            if path.startswith("/drive/"):
-                self.send_header("Content-Disposition", 'attachment; filename="f"')
-            self.end_headers()
-            if fault == "slow":                        # half, a pause, the rest: a download in progress
-                self.wfile.write(body[: len(body) // 2])
-                self.wfile.flush()
-                time.sleep(1.5)
-                return self.wfile.write(body[len(body) // 2:])
-            self.wfile.write(body[: len(body) // 2] if fault == "truncate" else body)
-
-        def _send(self, code, body, ctype="text/plain", headers=None):
-            self.send_response(code)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            for k, v in (headers or {}).items():
-                self.send_header(k, v)
-            self.end_headers()
-            self.wfile.write(body)
+            if self.headers.get("Range"):
+                release.ranges.append(self.headers["Range"])
+            self._body(data, fault, head, {"Content-Disposition": 'attachment; filename="f"'}
+                       if path.startswith("/drive/") else None)
     return H
 
 
@@ -143,9 +96,9 @@ def _registry(tmp_path: Path, base: str) -> Path:
 
 def _serve_release(release: Release, csv: str) -> None:
     release.files.update({
-        "/test.csv": csv.encode(), "/kb.zip": _zip({"kb.json": json.dumps(KB).encode()}), "/drive/BIGFILE": BIG,
+        "/test.csv": csv.encode(), "/kb.zip": zipped({"kb.json": json.dumps(KB).encode()}), "/drive/BIGFILE": BIG,
         "/id2name.json": json.dumps({"1": "val/x/one.jpg", "2": "val/y/two.jpg", "3": "val/z/three.jpg"}).encode(),
-        "/val.tar.gz": _tar({"val/x/one.jpg": b"one", "val/y/two.jpg": b"two", "val/z/three.jpg": b"three",
+        "/val.tar.gz": tarred({"val/x/one.jpg": b"one", "val/y/two.jpg": b"two", "val/z/three.jpg": b"three",
                              "val/w/other.jpg": b"other"})})
 
 

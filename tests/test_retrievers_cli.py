@@ -13,49 +13,7 @@ import torch
 from omgm.commands import build_index, step1
 from omgm.data import kb_import
 from omgm.data.results import read_retrieval
-
-REMOTE_CLIP = '''
-import torch
-from torch import nn
-from transformers import PretrainedConfig, PreTrainedModel
-
-
-class TinyEvaClipConfig(PretrainedConfig):
-    model_type = "tiny_eva_clip"
-
-    def __init__(self, dim=16, vocab_size=600, image_size=32, patch=8, **kwargs):
-        self.dim, self.vocab_size, self.image_size, self.patch = dim, vocab_size, image_size, patch
-        super().__init__(**kwargs)
-
-
-class TinyEvaClip(PreTrainedModel):
-    """EVA-CLIP-8B's pattern: position ids and rope tables made as non-persistent buffers in __init__."""
-    config_class = TinyEvaClipConfig
-
-    def __init__(self, config):
-        super().__init__(config)
-        d, n = config.dim, (config.image_size // config.patch) ** 2 + 1
-        self.patch = nn.Conv2d(3, d, config.patch, config.patch)
-        self.tok = nn.Embedding(config.vocab_size, d)
-        self.pos = nn.Embedding(n, d)
-        self.text_pos = nn.Embedding(77, d)
-        self.vproj = nn.Linear(d, d)
-        self.tproj = nn.Linear(d, d)
-        self.register_buffer("position_ids", torch.arange(n).unsqueeze(0), persistent=False)
-        self.register_buffer("text_position_ids", torch.arange(77).unsqueeze(0), persistent=False)
-        freqs = 1.0 / (10000 ** (torch.arange(0, d, 2).float() / d))
-        self.register_buffer("rope", torch.outer(torch.arange(n).float(), freqs).repeat(1, 2), persistent=False)
-        self.post_init()
-
-    def encode_image(self, pixel_values):
-        x = self.patch(pixel_values).flatten(2).transpose(1, 2)
-        x = torch.cat([x.mean(1, keepdim=True), x], 1) + self.pos(self.position_ids) + torch.sin(self.rope)
-        return self.vproj(x[:, 0])
-
-    def encode_text(self, input_ids):
-        x = self.tok(input_ids) + self.text_pos(self.text_position_ids[:, : input_ids.shape[1]])
-        return self.tproj(x[torch.arange(x.shape[0]), input_ids.argmax(-1)])
-'''
+from utils.rehearsal.models import REMOTE_CLIP
 
 
 @pytest.fixture(scope="module")

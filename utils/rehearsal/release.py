@@ -25,7 +25,6 @@ import json
 import os
 import subprocess
 import sys
-import tarfile
 import zipfile
 from pathlib import Path
 
@@ -35,30 +34,12 @@ import yaml
 from omgm.fetch.registry import DEFAULT_REGISTRY
 from utils.make_tiny_models import demo_corpus
 from utils.rehearsal import models
-from utils.rehearsal.server import Server
+from utils.rehearsal.server import Server, tarred, zipped
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "assets" / "demo"
 DATASETS = ("evqa", "infoseek")
 RERANKER_SIZES = "https://rehearsal.invalid/omgm/tiny_reranker.json"
-
-
-def zipped(files: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        for name, data in files.items():
-            zf.writestr(name, data)
-    return buf.getvalue()
-
-
-def tarred(files: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tf.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
 
 
 def _csv(header: list[str], rows: list[list]) -> bytes:
@@ -144,8 +125,11 @@ class Builder:
                           str(build / "summary.index"), "--summarizer", "lead", "--summary_file",
                           str(build / "summaries.jsonl"), "--retriever_vit", "eva-clip", "--retriever_path",
                           models.EVA_CLIP_8B, "--trust_remote_code", "--device", "cpu", "--precision", "fp32"]):
-                subprocess.run([sys.executable, "-m", *args, "--no_progress"], env=env, check=True,
-                               capture_output=True)
+                proc = subprocess.run([sys.executable, "-m", *args, "--no_progress"], env=env, capture_output=True,
+                                      text=True)
+                if proc.returncode != 0:
+                    raise SystemExit(f"building the release's index: {' '.join(args[:3])} failed: "
+                                     f"{proc.stderr.strip()[-600:]}")
         return faiss.serialize_index(faiss.read_index(str(build / "summary.index"))).tobytes()
 
     # ---- InfoSeek

@@ -12,15 +12,19 @@
   from a folder each.
 
 ``Release`` holds what is served and records what was asked (``seen``, by path); ``faults`` maps a path to faults
-applied one per request: ``404``, ``429``, ``truncate``, ``quota`` (Drive only; a Drive file's faults can also be
+applied one per request: ``404``, ``429``, ``truncate``, ``slow``, ``quota`` (Drive only; a Drive file's faults can also be
 keyed ``drive:ID``).
 """
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import re
+import tarfile
 import threading
+import time
+import zipfile
 from collections import Counter
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -60,7 +64,7 @@ def _hub_files(folder: Path) -> list[tuple[str, Path]]:
     return sorted((p.relative_to(folder).as_posix(), p) for p in folder.rglob("*") if p.is_file())
 
 
-class _Handler(BaseHTTPRequestHandler):
+class Handler(BaseHTTPRequestHandler):
     release: Release
 
     def log_message(self, *args) -> None:              # quiet
@@ -159,8 +163,14 @@ class _Handler(BaseHTTPRequestHandler):
         for k, v in (headers or {}).items():
             self.send_header(k, v)
         self.end_headers()
-        if not head:
-            self.wfile.write(body[: len(body) // 2] if fault == "truncate" else body)
+        if head:
+            return
+        if fault == "slow":                            # half, a pause, the rest: a download in progress
+            self.wfile.write(body[: len(body) // 2])
+            self.wfile.flush()
+            time.sleep(1.5)
+            return self.wfile.write(body[len(body) // 2:])
+        self.wfile.write(body[: len(body) // 2] if fault == "truncate" else body)
 
     def _send(self, code: int, body: bytes, ctype: str = "text/plain", headers: dict | None = None,
               head: bool = False) -> None:
@@ -174,18 +184,37 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
 
+def zipped(files: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in files.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+def tarred(files: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
 class Server:
     """``with Server(release) as base:`` serves ``release`` on 127.0.0.1 (a free port) in a thread."""
 
     def __init__(self, release: Release) -> None:
         self.release = release
-        handler = type("Handler", (_Handler,), {"release": release})
+        handler = type("ReleaseHandler", (Handler,), {"release": release})
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.base = f"http://127.0.0.1:{self.httpd.server_port}"
 
     def env(self) -> dict[str, str]:
-        """What points omgm (Drive ids) and huggingface_hub (hub ids) at this server."""
-        return {"OMGM_GDRIVE_BASE": f"{self.base}/drive.google.com/uc", "HF_ENDPOINT": self.base}
+        """What points omgm (Drive ids) and huggingface_hub (hub ids) at this server (online, whatever the caller's
+        ``HF_HUB_OFFLINE``)."""
+        return {"OMGM_GDRIVE_BASE": f"{self.base}/drive.google.com/uc", "HF_ENDPOINT": self.base, "HF_HUB_OFFLINE": "0"}
 
     @staticmethod
     def path(real: str) -> str:
