@@ -268,3 +268,24 @@ def test_registry_sizes_and_published_checksums_are_checked(tmp_path):
     reg.write_text(json.dumps(data))
     with pytest.raises(RegistryError, match="published"):
         load_registry(reg)
+
+
+def test_a_hub_download_refused_by_offline_mode_says_so(tmp_path, monkeypatch, capsys):
+    """Found by the rehearsal: scripts export HF_HUB_OFFLINE=1 (right for reproduce), which stops a fetch's hub
+    downloads; the error says which variable to unset."""
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    def offline(**_):
+        raise huggingface_hub.errors.OfflineModeIsEnabled("Cannot reach https://huggingface.co: offline mode is enabled.")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    reg = {"version": 1, "datasets": {"mini": {"split": "mini/t.csv", "rows": {"r": {}}}},
+           "artifacts": [{"name": "m", "datasets": ["mini"], "rows": ["r"], "dest": "models/hub_cache",
+                          "source": {"hub": "org/model"}}]}
+    (tmp_path / "reg.yaml").write_text(json.dumps(reg))
+    assert fetch_cli.main(["mini", "--root", str(tmp_path / "root"), "--registry", str(tmp_path / "reg.yaml"),
+                           "--no_progress"]) == 1
+    out = capsys.readouterr()
+    assert "hub model org/model could not be downloaded" in out.out + out.err and "HF_HUB_OFFLINE is set" in out.out + out.err

@@ -174,8 +174,12 @@ class Fetcher:
             snapshot_download(repo_id=a.source["hub"], cache_dir=str(self.target(a)),
                               allow_patterns=a.source.get("allow"), revision=a.source.get("revision"))
         except Exception as exc:  # noqa: BLE001 - the hub client raises many types; one line names the model
+            from huggingface_hub import constants
+
+            hint = (" (HF_HUB_OFFLINE is set in this environment: omgm fetch needs the hub; unset it for the fetch, "
+                    "reproduce runs offline afterwards)" if constants.HF_HUB_OFFLINE else "")
             raise FetchError(f"{a.name}: hub model {a.source['hub']} could not be downloaded: "
-                             f"{str(exc).splitlines()[0][:300]}") from None
+                             f"{(str(exc).splitlines() or [type(exc).__name__])[0][:300]}{hint}") from None
         self._mark_done(a, revision=a.source.get("revision"))
         return "downloaded from the hub"
 
