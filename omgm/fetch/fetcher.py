@@ -142,14 +142,14 @@ class Fetcher:
             target = self.root / a.provides if a.provides else self.target(a)
             target.parent.mkdir(parents=True, exist_ok=True)
             path.replace(target)
-            self._record_provided(a)
+            self._record_provided(a, "downloaded by")
             self._mark_done(a)
             return "downloaded and verified (not an archive)"
         placed = unpack(path, self.target(a), a.name, kind)
         try:
             if a.provides and not (self.root / a.provides).exists():
                 raise FetchError(f"{a.name}: the archive did not contain {a.provides} (it holds {placed[:5]})")
-            self._record_provided(a)
+            self._record_provided(a, "unpacked from")
         except FetchError:
             marker(self.target(a), a.name).unlink(missing_ok=True)     # not done: the next fetch unpacks again
             raise
@@ -157,15 +157,17 @@ class Fetcher:
             path.unlink()
         return f"downloaded, verified, unpacked ({len(placed)} entries)"
 
-    def _record_provided(self, a: Artifact) -> None:
-        """The file an archive provides goes into the lock too (the tables then say "as fetched" of the KB JSON that
-        kb import read); a file whose publisher gives its sha256 must have it, and is recorded as verified."""
+    def _record_provided(self, a: Artifact, how: str) -> None:
+        """What the readers read goes into the lock too — the file an archive provides, or the folder it unpacked
+        to (the tables then say "as fetched" of the KB JSON and of the wiki-image CSVs); a file whose publisher gives
+        its sha256 must have it, and is recorded as verified."""
         if a.published.get("file"):
             rel = a.published["file"]
             self.lock.check_and_record(rel, self.root / rel, f"published sha256 of {a.name}",
                                        published=a.published["sha256"])
-        if a.provides and a.provides != a.published.get("file"):
-            self.lock.check_and_record(a.provides, self.root / a.provides, f"unpacked from {a.name}")
+        rel = a.provides or a.dest
+        if rel != a.published.get("file"):
+            self.lock.check_and_record(rel, self.root / rel, f"{how} {a.name}")
 
     def _hub(self, a: Artifact) -> str:
         from huggingface_hub import snapshot_download
