@@ -84,6 +84,32 @@ def available_rows(registry, dataset: str, root: Path, out: Path, *, config: Pat
     return rows, skipped
 
 
+def chosen_rows(args, registry, root: Path, out: Path, config: Path) -> tuple[list[str], dict[str, str]]:
+    """``--rows`` (checked), or every published row whose generator is there (and why each other one is not)."""
+    if not args.rows:
+        return (registry.rows(args.dataset), {}) if args.dry_run else \
+            available_rows(registry, args.dataset, root, out, config=config)
+    rows = args.rows.split(",")
+    unknown = set(rows) - set(registry.rows(args.dataset))
+    if unknown:
+        raise ReproduceError(f"--rows: {args.dataset} has no row {', '.join(sorted(unknown))} "
+                             f"(rows: {', '.join(registry.rows(args.dataset))})")
+    return rows, {}
+
+
+def checked_choices(args, stages) -> tuple[tuple[str, ...], set[str]]:
+    """``--tables`` and ``--force``, each refused with one line when it names what is not there."""
+    groups = tuple(g for g in args.tables.split(",") if g)
+    if not groups or set(groups) - set(GROUPS):
+        raise ReproduceError(f"--tables: choose among {', '.join(GROUPS)} (got {args.tables!r})")
+    force = {s for s in args.force.split(",") if s}
+    unknown = force - {s.name for s in stages}
+    if unknown:
+        raise ReproduceError(f"--force: no stage {', '.join(sorted(unknown))} in this plan "
+                             f"({', '.join(s.name for s in stages)})")
+    return groups, force
+
+
 @cli_errors
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
@@ -93,44 +119,26 @@ def main(argv: list[str] | None = None) -> int:
         if folder.exists() and not folder.is_dir():
             raise ReproduceError(f"{flag} {folder} is a file, not a folder")
     config = out / "reproduce_config.yaml"
-    settings = config_for(registry, args.dataset, root)
     if not args.dry_run:                                # a dry run writes nothing
         out.mkdir(parents=True, exist_ok=True)
-        config.write_text(yaml.safe_dump(settings, sort_keys=True))
-    if args.rows:
-        rows = args.rows.split(",")
-        unknown = set(rows) - set(registry.rows(args.dataset))
-        if unknown:
-            raise ReproduceError(f"--rows: {args.dataset} has no row {', '.join(sorted(unknown))} "
-                                 f"(rows: {', '.join(registry.rows(args.dataset))})")
-    skipped: dict[str, str] = {}
-    if not args.rows:
-        rows, skipped = (registry.rows(args.dataset), {}) if args.dry_run else \
-            available_rows(registry, args.dataset, root, out, config=config)
+        config.write_text(yaml.safe_dump(config_for(registry, args.dataset, root), sort_keys=True))
+    rows, skipped = chosen_rows(args, registry, root, out, config)
     stages = build_plan(registry, args.dataset, root, out, rows=rows, config=config, ablations=args.run_ablations)
     if args.dry_run:
         found = dry_run.plan(registry, args.dataset, root, stages, rows=rows, costs=args.costs)
         print(dry_run.as_json(found) if args.json else dry_run.render(found))
         return 0
-    lock = Lock(root)
+    groups, force = checked_choices(args, stages)
     hub_cache = root / "models" / "hub_cache"
     env = {**os.environ, "HF_HUB_CACHE": str(hub_cache), "OMGM_CONFIG": ""}
-    groups = tuple(g for g in args.tables.split(",") if g)
-    if not groups or set(groups) - set(GROUPS):
-        raise ReproduceError(f"--tables: choose among {', '.join(GROUPS)} (got {args.tables!r})")
-    force = {s for s in args.force.split(",") if s}
-    unknown = force - {s.name for s in stages}
-    if unknown:
-        raise ReproduceError(f"--force: no stage {', '.join(sorted(unknown))} in this plan "
-                             f"({', '.join(s.name for s in stages)})")
     with OutputLock(out / "tables.json"):
         state = RunState.load(out, hub_cache)
         for stage in stages:
             print(f"[{stage.name}] {state.run(stage, env, force=stage.name in force)}", flush=True)
             if stage.name == "step1":
                 note_wiki_entities(stage.output, root / args.dataset / "wiki_entities.txt", args.dataset, root)
-        tables = build_tables(registry, args.dataset, rows, out, stages=stages, state=state, lock_files=lock.files,
-                              root=root, groups=groups, skipped=skipped)
+        tables = build_tables(registry, args.dataset, rows, out, stages=stages, state=state,
+                              lock_files=Lock(root).files, root=root, groups=groups, skipped=skipped)
         paths = write_tables(tables, out)
     print(paths[1].read_text())
     return 0
