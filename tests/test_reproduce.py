@@ -190,10 +190,11 @@ def test_table_groups_fill_every_measured_row_and_say_why_the_others_are_empty(t
                   "ci95": {"R@1": [18.0, 22.0]}, "seconds_per_query": 0.2},
         "step2": {"runs": [{"recall": {"R@1": 40.0, "R@5": 50.0, "R@10": 54.0, "R@20": 57.0}}],
                   "seconds_per_query": 0.3},
-        "step3_llava_ft": {"answers": 10, "seconds": 15.0, "evaluation": {"accuracy": 30.0}},
+        "step3_llava_ft": {"answers": 10, "seconds": 15.0,
+                           "evaluation": {"accuracy": 50.0, "outcomes": {"q0": 1, "q1": 1, "q2": 0, "q3": 0}}},
         "ablation_step2_k50": {"runs": [{"recall": {"R@1": 41.0, "R@20": 60.0}}]},     # --run_ablations' extra runs
-        "ablation_step3_on_step1": {"evaluation": {"accuracy": 25.0}},
-        "ablation_step3_beta0": {"evaluation": {"accuracy": 29.5}}}
+        "ablation_step3_on_step1": {"evaluation": {"accuracy": 25.0, "outcomes": {"q0": 1, "q1": 0, "q2": 0, "q3": 0}}},
+        "ablation_step3_beta0": {"evaluation": {"accuracy": 49.5}}}       # no outcomes: the headline difference
     spec = load_registry().dataset("evqa")["tables"]
     rows = group_rows(list(GROUPS), spec, tmp_path, lambda p: summaries.get(p.parent.name), "llava_ft", "cpu")
     assert {r["group"] for r in rows} == {"retrieval", "ablation", "efficiency"}
@@ -208,7 +209,10 @@ def test_table_groups_fill_every_measured_row_and_say_why_the_others_are_empty(t
     assert ablation["re-ranking range k = 50"]["ours"] == 60.0 and ablation["re-ranking range k = 20"]["ours"] == 57.0
     assert ablation["re-ranking range k = 100"]["ours"] is None                             # not run: how to run it
     assert "--run_ablations" in ablation["re-ranking range k = 100"]["reason"]
-    assert ablation["VQA gain of step 2"]["ours"] == 5.0 and ablation["VQA gain of step 3's fusion"]["ours"] == 0.5
+    gain = ablation["VQA gain of step 2"]                     # paired over the same questions, with its interval
+    assert gain["ours"] == 25.0 and gain["ci95"][0] <= 25.0 <= gain["ci95"][1]
+    assert ablation["VQA gain of step 3's fusion"]["ours"] == 0.5 and ablation["VQA gain of step 3's fusion"]["ci95"] is None
+    assert ablation["step 1 alone"]["ci95"] == [18.0, 22.0]
     assert "no such mode" in ablation["VQA gain of step 1"]["reason"]
     eff = [r for r in rows if r["group"] == "efficiency" and r["ours"] is not None]
     assert [(r["metric"], r["ours"], r["paper"]) for r in eff] == [("retrieval s/query", 0.5, 0.402),

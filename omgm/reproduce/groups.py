@@ -60,27 +60,43 @@ def _accuracy(summary: dict | None) -> float | None:
     return ev.get("final_score", ev.get("accuracy"))
 
 
-def _gain(a: float | None, b: float | None) -> float | None:
-    return None if a is None or b is None else round(a - b, 2)
+def _gain(a: float | None, b: float | None) -> tuple[float | None, None]:
+    return (None if a is None or b is None else round(a - b, 2)), None
+
+
+def _vqa_gain(with_it: dict | None, without: dict | None) -> tuple[float | None, list | None]:
+    """A step-3 figure minus another run's on the same questions: the paired bootstrap difference and its interval
+    where both summaries keep 0/1 outcomes per question (E-VQA), else the difference of the headline figures."""
+    from omgm.metrics.bootstrap import paired
+
+    a, b = (((s or {}).get("evaluation") or {}).get("outcomes") for s in (with_it, without))
+    if isinstance(a, dict) and isinstance(b, dict) and a and set(a) == set(b) and \
+            all(isinstance(v, (int, float)) for v in [*a.values(), *b.values()]):
+        keys = sorted(a)
+        got = paired([a[k] for k in keys], [b[k] for k in keys])
+        return got["difference"], got["interval"]
+    return _gain(_accuracy(with_it), _accuracy(without))
 
 
 def ablation_rows(spec: dict, summaries: Callable[[str], dict | None], answer_stage: str | None = None) -> list[dict]:
     """The ablations this run measures — step 1 alone vs after step 2 and the gain of re-ranking; with
     ``reproduce --run_ablations``, the re-ranking range k = 50 / 100 and the VQA gains of steps 2 and 3 — and the
-    others with the command or data each would need."""
-    measured = {}
+    others with the command or data each would need. Recall rows carry their run's interval; a VQA gain, the
+    paired bootstrap interval of the difference over the same questions."""
+    measured: dict[str, tuple[float | None, list | None]] = {}
     for stage, key in (("step1", "step1"), ("step2", "step2"), *((f"ablation_step2_k{k}", f"k{k}") for k in (50, 100))):
-        recall, _ = _recall(summaries, stage)
-        measured.update({f"{key}:recall@1": recall.get("R@1"), f"{key}:recall@20": recall.get("R@20")})
-    measured["rerank_gain:recall@1"] = _gain(measured["step2:recall@1"], measured["step1:recall@1"])
-    answers = _accuracy(summaries(answer_stage)) if answer_stage else None
-    measured["vqa_gain_step2:accuracy"] = _gain(answers, _accuracy(summaries("ablation_step3_on_step1")))
-    measured["vqa_gain_step3:accuracy"] = _gain(answers, _accuracy(summaries("ablation_step3_beta0")))
+        recall, ci = _recall(summaries, stage)
+        for cut in ("R@1", "R@20"):
+            measured[f"{key}:{_metric(cut)}"] = (recall.get(cut), ci.get(cut))
+    measured["rerank_gain:recall@1"] = _gain(measured["step2:recall@1"][0], measured["step1:recall@1"][0])
+    answers = summaries(answer_stage) if answer_stage else None
+    measured["vqa_gain_step2:accuracy"] = _vqa_gain(answers, summaries("ablation_step3_on_step1"))
+    measured["vqa_gain_step3:accuracy"] = _vqa_gain(answers, summaries("ablation_step3_beta0"))
     rows = []
     for r in spec.get("ablation", []):
-        ours = measured.get(f"{r['measured_by']}:{r['metric']}") if r.get("measured_by") else None
+        ours, ci = measured.get(f"{r['measured_by']}:{r['metric']}", (None, None)) if r.get("measured_by") else (None, None)
         rows.append({"group": "ablation", "name": r["name"], "metric": r["metric"], "paper": r.get("paper"),
-                     "ours": ours, "ci95": None,
+                     "ours": ours, "ci95": ci if ours is not None else None,
                      "reason": None if ours is not None else (r.get("needs") or "not measured in this run")})
     return rows
 
