@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections import Counter
+from dataclasses import dataclass, field
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 
@@ -14,6 +14,7 @@ from omgm.fetch.download import HttpOptions
 from omgm.fetch.fetcher import Fetcher
 from omgm.fetch.lock import FetchError
 from omgm.fetch.registry import load_registry
+from utils.rehearsal import server as rehearsal
 from utils.rehearsal.server import Handler, tarred, zipped
 
 BIG = bytes(range(256)) * 4096                                     # 1 MiB "index"
@@ -21,14 +22,10 @@ KB = {"https://en.wikipedia.org/wiki/A": {"title": "A", "url": "https://en.wikip
                                           "section_titles": ["A"], "section_texts": ["a text"]}}
 
 
-class Release:
-    """What the server serves, and what it saw."""
-
-    def __init__(self) -> None:
-        self.files: dict[str, bytes] = {}
-        self.faults: dict[str, list[str]] = {}         # path -> faults to apply, one per request
-        self.seen: Counter = Counter()
-        self.ranges: list[str] = []
+@dataclass
+class Release(rehearsal.Release):
+    """What the server serves and what it saw (the rehearsal's), and the ranges it was asked for."""
+    ranges: list[str] = field(default_factory=list)
 
 
 def _handler(release: Release):
@@ -38,7 +35,7 @@ def _handler(release: Release):
         def _route(self, head: bool) -> None:
             path = self.path.split("?")[0]
             release.seen[path] += 1
-            fault = release.faults.get(path, []).pop(0) if release.faults.get(path) else None
+            fault = release.fault(path)
             if path in ("/uc", "/drive/LOOP"):          # Drive: a confirmation page in front of the file
                 fid = self.path.split("id=")[1] if path == "/uc" else "LOOP"
                 page = (f'<html><form id="download-form" action="http://127.0.0.1:{self.server.server_port}'

@@ -11,6 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
+from omgm.reproduce.plan import ABLATION_KS
+
 GROUPS = ("main", "retrieval", "ablation", "efficiency")
 CUTOFFS = ("R@1", "R@5", "R@10", "R@20")
 
@@ -84,7 +86,8 @@ def ablation_rows(spec: dict, summaries: Callable[[str], dict | None], answer_st
     others with the command or data each would need. Recall rows carry their run's interval; a VQA gain, the
     paired bootstrap interval of the difference over the same questions."""
     measured: dict[str, tuple[float | None, list | None]] = {}
-    for stage, key in (("step1", "step1"), ("step2", "step2"), *((f"ablation_step2_k{k}", f"k{k}") for k in (50, 100))):
+    for stage, key in (("step1", "step1"), ("step2", "step2"),
+                       *((f"ablation_step2_k{k}", f"k{k}") for k in ABLATION_KS)):
         recall, ci = _recall(summaries, stage)
         for cut in ("R@1", "R@20"):
             measured[f"{key}:{_metric(cut)}"] = (recall.get(cut), ci.get(cut))

@@ -55,31 +55,33 @@ def _rows(path: Path) -> list[dict]:
         return list(csv.DictReader(fh))
 
 
-def _split(rows: list[dict], questions: int | None) -> bytes:
-    rows = rows[:questions] if questions else rows
+def _split(rows: list[dict]) -> bytes:
     return _csv(list(rows[0]), [list(r.values()) for r in rows])
+
+
+def _query_image(dataset_name: str, image_id: str) -> Path | None:
+    """The demo's query image of ``image_id`` (``.jpg`` or ``.JPEG``), None where the demo has none."""
+    folder = {"inaturalist": "inat", "landmarks": "gld", "infoseek": "infoseek"}[dataset_name]
+    found = sorted((DEMO / "images" / folder).glob(f"{image_id}.*"))
+    return found[0] if found else None
 
 
 class Builder:
     """Makes each artifact's bytes (by registry name) and what the server must serve beside them."""
 
     def __init__(self, work: Path, server: Server, questions: int | None) -> None:
-        self.work, self.server, self.questions = work, server, questions
+        self.work, self.server = work, server
         self.release = server.release
         self.evqa_rows = _rows(DEMO / "test.csv")[:questions] if questions else _rows(DEMO / "test.csv")
         self.infoseek_rows = _rows(DEMO / "infoseek_test.csv")
 
     def image(self, dataset_name: str, image_id: str) -> bytes:
-        folder = {"inaturalist": "inat", "landmarks": "gld", "infoseek": "infoseek"}[dataset_name]
-        found = sorted((DEMO / "images" / folder).glob(f"{image_id}.*"))
-        return found[0].read_bytes()
+        return _query_image(dataset_name, image_id).read_bytes()
 
     def query_ids(self, dataset_name: str) -> list[str]:
         rows = self.infoseek_rows if dataset_name == "infoseek" else self.evqa_rows
         return sorted({i for r in rows if r["dataset_name"] == dataset_name
-                       for i in r["dataset_image_ids"].split("|")
-                       if list((DEMO / "images" / {"inaturalist": "inat", "landmarks": "gld",
-                                                   "infoseek": "infoseek"}[dataset_name]).glob(f"{i}.*"))})
+                       for i in r["dataset_image_ids"].split("|") if _query_image(dataset_name, i)})
 
     # ---- E-VQA
     def inat(self) -> tuple[bytes, bytes]:
@@ -159,10 +161,10 @@ def contents(b: Builder, hub: dict[str, Path]) -> dict[str, bytes]:
     torch.save({"model": {k: v for k, v in lavis.items() if k != "prompt_tokens"}}, buf)
     torch.save({k: v for k, v in lavis.items() if k.startswith("visual_encoder.")}, vit)
     return {
-        "evqa-test-csv": _split(b.evqa_rows, None), "evqa-kb": zipped({"encyclopedic_kb_wiki.json": kb}),
+        "evqa-test-csv": _split(b.evqa_rows), "evqa-kb": zipped({"encyclopedic_kb_wiki.json": kb}),
         "evqa-index": index, "inat-val-id2name": id2name, "inat-val-images": val_tar, "gld-metadata": b.gld_metadata(),
         "llava-ft-evqa": zipped(llava),
-        "infoseek-test-csv": _split(b.infoseek_rows, None),
+        "infoseek-test-csv": _split(b.infoseek_rows),
         "infoseek-kb": zipped({"infoseek_100k_wiki/wiki_100_dict_v4.json": kb}), "infoseek-index": index,
         "infoseek-val-references": val_jsonl, "infoseek-val-qtype": qtype_jsonl,
         "wiki-image-csvs": b.wiki_image_csvs(), "reranker": pth.read_bytes(), "rehearsal-reranker-sizes": sizes.read_bytes(),
@@ -233,9 +235,9 @@ def place_manual(root: Path) -> int:
     n = 0
     for r in _rows(DEMO / "infoseek_test.csv"):
         for i in r["dataset_image_ids"].split("|"):
-            found = sorted((DEMO / "images" / "infoseek").glob(f"{i}.*"))
+            found = _query_image("infoseek", i)
             if found:
-                (dest / f"{i}{found[0].suffix}").write_bytes(found[0].read_bytes())
+                (dest / f"{i}{found.suffix}").write_bytes(found.read_bytes())
                 n += 1
     return n
 
